@@ -1,0 +1,101 @@
+//! `json::*` and `yaml::*`: parsing and writing data. Writing a value that
+//! holds a secret gives a secret, so the text stays masked.
+
+use rhai::{Array, Dynamic, Map};
+
+use crate::function;
+use crate::function::{Call, Failure, Function};
+use crate::host::{Secret, StdlibError};
+use crate::values::{from_json, to_json};
+
+fn contains_secret(value: &Dynamic) -> bool {
+    if value.is::<Secret>() {
+        return true;
+    }
+    if let Some(array) = value.read_lock::<Array>() {
+        return array.iter().any(contains_secret);
+    }
+    if let Some(map) = value.read_lock::<Map>() {
+        return map.values().any(contains_secret);
+    }
+    false
+}
+
+/// Text built from `value`: a secret if any part of `value` is one.
+fn text_result(call: &Call<'_>, value: &Dynamic, text: String) -> Dynamic {
+    if contains_secret(value) { Dynamic::from(call.secret(text)) } else { Dynamic::from(text) }
+}
+
+fn parse_json(call: &mut Call<'_>) -> Result<Dynamic, Failure> {
+    let text = call.text(0)?;
+    let value: serde_json::Value = serde_json::from_str(text.expose()).map_err(|error| {
+        StdlibError::failed(
+            format!("not valid JSON: {error}"),
+            "check the text with `log::info(text)`; `json::parse` needs one JSON document",
+        )
+    })?;
+    Ok(from_json(value))
+}
+
+fn parse_yaml(call: &mut Call<'_>) -> Result<Dynamic, Failure> {
+    let text = call.text(0)?;
+    let value: serde_json::Value = serde_saphyr::from_str(text.expose()).map_err(|error| {
+        StdlibError::failed(format!("not valid YAML: {error}"), "`yaml::parse` reads one YAML document")
+    })?;
+    Ok(from_json(value))
+}
+
+pub(crate) fn functions() -> Vec<Function> {
+    vec![
+        function! {
+            /// Parse JSON text into maps, arrays, strings and numbers (`null` becomes `()`).
+            ///
+            /// ```rhai
+            /// let v = json::parse(`{"replicas": 3}`);
+            /// assert(v.replicas == 3, "parse failed");
+            /// ```
+            local fn json::parse("text: string") -> "any"
+            parse_json
+        },
+        function! {
+            /// Write a value as JSON. Options: `pretty` (default false).
+            ///
+            /// ```rhai
+            /// let text = json::stringify(#{replicas: 3});
+            /// ```
+            local fn json::stringify("value: any", "opts?: map") -> "string"
+            |call| {
+                let value = call.arg(0);
+                let pretty = call.options(1, &["pretty"])?.bool("pretty")?.unwrap_or(false);
+                let json = to_json(&value, true);
+                let text = if pretty { serde_json::to_string_pretty(&json) } else { serde_json::to_string(&json) }
+                    .map_err(|error| StdlibError::message(format!("cannot write JSON: {error}")))?;
+                Ok(text_result(call, &value, text))
+            }
+        },
+        function! {
+            /// Parse one YAML document (e.g. a Kubernetes manifest) into a value.
+            ///
+            /// ```rhai
+            /// let v = yaml::parse("kind: Deployment\nspec:\n  replicas: 2\n");
+            /// assert(v.spec.replicas == 2, "parse failed");
+            /// ```
+            local fn yaml::parse("text: string") -> "any"
+            parse_yaml
+        },
+        function! {
+            /// Write a value as YAML.
+            ///
+            /// ```rhai
+            /// let text = yaml::stringify(#{kind: "ConfigMap", data: #{a: "1"}});
+            /// ```
+            local fn yaml::stringify("value: any") -> "string"
+            |call| {
+                let value = call.arg(0);
+                let text = serde_saphyr::to_string(&to_json(&value, true))
+                    .map_err(|error| StdlibError::message(format!("cannot write YAML: {error}")))?;
+                Ok(text_result(call, &value, text))
+            }
+        },
+    ]
+}

@@ -1,0 +1,264 @@
+//! The boundary between the standard library and the runtime that runs it.
+//!
+//! A stdlib function declares its [`Effect`] and calls the [`Host`]; the host
+//! decides whether the call runs (live), is recorded (dry-run) or answered from
+//! a fixture (offline). Function bodies never see a dry-run flag, so dry-run
+//! cannot be forgotten in one place.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rhai::{Dynamic, Position};
+use tokio_util::sync::CancellationToken;
+
+use crate::redact::Redactor;
+
+/// What a call does to the world. Declared once, where a function is registered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Effect {
+    /// Computes locally and changes nothing outside the process (json, time, strings).
+    Local,
+    /// Observes the world (get, list, logs, query). Runs in an online dry-run.
+    Read,
+    /// Changes the world (apply, delete, put, exec). Never runs in a dry-run.
+    Write,
+}
+
+impl Effect {
+    /// Lower-case name used in docs, the journal and the plan.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Effect::Local => "local",
+            Effect::Read => "read",
+            Effect::Write => "write",
+        }
+    }
+}
+
+impl fmt::Display for Effect {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Everything the host needs to know about one call before deciding on it.
+#[derive(Debug, Clone)]
+pub struct CallInfo {
+    /// `module::name`, or the bare name for built-ins.
+    pub function: String,
+    /// The declared effect.
+    pub effect: Effect,
+    /// Arguments rendered for people: strings quoted, secrets as `***`.
+    pub args: Vec<String>,
+    /// Where in the script the call was made.
+    pub position: Position,
+}
+
+impl CallInfo {
+    /// `shell::run("touch /tmp/x")`: the form used in plans, fixtures and the journal.
+    pub fn signature(&self) -> String {
+        format!("{}({})", self.function, self.args.join(", "))
+    }
+}
+
+/// The host's answer to [`Host::decide`].
+#[derive(Debug)]
+pub enum Decision {
+    /// Run the function body.
+    Run,
+    /// Do not run it; the call evaluates to this value (dry-run placeholder or fixture).
+    Skip(Dynamic),
+}
+
+/// How a call ended, reported to [`Host::finished`].
+#[derive(Debug)]
+pub enum Outcome<'a> {
+    /// The body ran and returned a value.
+    Ok(&'a Dynamic),
+    /// The body ran and failed with this message.
+    Err(&'a str),
+    /// The body did not run; the host answered with a value instead.
+    Skipped,
+}
+
+/// Log levels of `log::*` and of messages functions report while they work.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Level {
+    /// Detail that is useful in the journal and with `-v`.
+    Debug,
+    /// Normal progress.
+    Info,
+    /// Something the operator should look at.
+    Warn,
+    /// Something failed.
+    Error,
+}
+
+impl Level {
+    /// Lower-case name used in the journal.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Level::Debug => "debug",
+            Level::Info => "info",
+            Level::Warn => "warn",
+            Level::Error => "error",
+        }
+    }
+}
+
+/// What the runtime provides to stdlib functions. Implemented by the runtime
+/// (live runs, dry-runs, the REPL) and by test hosts.
+pub trait Host: Send + Sync {
+    /// Decide whether a call runs. This is the one place where effect, mode,
+    /// fixtures and the plan meet.
+    fn decide(&self, call: &CallInfo, placeholder: &dyn Fn() -> Dynamic) -> Decision;
+    /// Report how a call ended, with its duration.
+    fn finished(&self, call: &CallInfo, outcome: Outcome<'_>, elapsed: Duration);
+    /// The tokio runtime that async work is bridged onto.
+    fn runtime(&self) -> &tokio::runtime::Handle;
+    /// Cancelled on Ctrl-C or when the current step's timeout passes.
+    fn cancellation(&self) -> CancellationToken;
+    /// The error a cancelled call reports: interrupted, or the step's timeout.
+    fn cancel_reason(&self) -> StdlibError;
+    /// The masker for secret values; every secret the stdlib creates is added to it.
+    fn redactor(&self) -> &Redactor;
+    /// The active context as a map (name, namespace, hosts, groups, ...).
+    fn context(&self) -> Dynamic;
+    /// Resolve a secret named in the active context's `secrets` table.
+    fn secret(&self, name: &str) -> Result<Secret, StdlibError>;
+    /// Report a message (from `log::*`, or progress a function wants shown).
+    fn log(&self, level: Level, message: &str);
+}
+
+/// A secret value. Prints as `***` everywhere; its text is only handed to the
+/// processes and servers that need it. Concatenating a secret with a string
+/// gives a secret.
+#[derive(Clone)]
+pub struct Secret(Arc<str>);
+
+impl Secret {
+    /// Wrap a value. Callers add it to the host's [`Redactor`] (see `Call::secret`).
+    pub fn new(text: impl Into<Arc<str>>) -> Self {
+        Secret(text.into())
+    }
+
+    /// The secret's text. Only for handing it to a process or server, never for output.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("***")
+    }
+}
+
+impl fmt::Display for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("***")
+    }
+}
+
+/// Why a stdlib call failed. Shown to the user with the script position of the
+/// call and, where there is one, a hint.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum StdlibError {
+    /// An argument had the wrong type or value.
+    #[error("`{function}`: argument `{name}` {problem}")]
+    Argument {
+        /// `module::name` of the function.
+        function: String,
+        /// The parameter's name.
+        name: String,
+        /// What is wrong, e.g. "must be a string, got an integer".
+        problem: String,
+    },
+    /// An external command, server or API reported a failure.
+    #[error("{message}")]
+    Failed {
+        /// What failed, with the values involved in backticks.
+        message: String,
+        /// What the user can do about it.
+        hint: Option<String>,
+    },
+    /// The script called `fail()` or an `assert` did not hold.
+    #[error("{0}")]
+    Script(String),
+    /// The call was cancelled by Ctrl-C.
+    #[error("interrupted")]
+    Interrupted,
+    /// The call ran past its timeout or the step's.
+    #[error("timed out after {0}")]
+    Timeout(String),
+    /// An approval gate was rejected or could not be asked.
+    #[error("{message}")]
+    Refused {
+        /// Why the gate did not pass.
+        message: String,
+        /// What the user can do about it.
+        hint: Option<String>,
+    },
+    /// Something holds a lock this run needs.
+    #[error("{message}")]
+    Locked {
+        /// Who holds the lock and since when.
+        message: String,
+    },
+    /// The runbook asked for something the run was not given (param, context, secret).
+    #[error("{message}")]
+    Usage {
+        /// What is missing.
+        message: String,
+        /// How to provide it.
+        hint: Option<String>,
+    },
+}
+
+impl StdlibError {
+    /// A failure with a hint.
+    pub fn failed(message: impl Into<String>, hint: impl Into<String>) -> Self {
+        StdlibError::Failed { message: message.into(), hint: Some(hint.into()) }
+    }
+
+    /// A failure without a hint.
+    pub fn message(message: impl Into<String>) -> Self {
+        StdlibError::Failed { message: message.into(), hint: None }
+    }
+
+    /// A usage problem with a hint.
+    pub fn usage(message: impl Into<String>, hint: impl Into<String>) -> Self {
+        StdlibError::Usage { message: message.into(), hint: Some(hint.into()) }
+    }
+
+    /// The hint shown under the error, if any.
+    pub fn hint(&self) -> Option<&str> {
+        match self {
+            StdlibError::Failed { hint, .. }
+            | StdlibError::Refused { hint, .. }
+            | StdlibError::Usage { hint, .. } => hint.as_deref(),
+            StdlibError::Interrupted => None,
+            StdlibError::Timeout(_) => Some("raise the `timeout` option if the work needs longer"),
+            StdlibError::Argument { .. } => Some("`runbook doc FUNCTION` shows the parameters"),
+            StdlibError::Script(_) | StdlibError::Locked { .. } => None,
+        }
+    }
+
+    /// Wrap into the error Rhai carries; the runtime unwraps it for exit codes and hints.
+    pub fn into_rhai(self, position: Position) -> Box<rhai::EvalAltResult> {
+        Box::new(rhai::EvalAltResult::ErrorRuntime(Dynamic::from(self), position))
+    }
+
+    /// Find a stdlib error inside a Rhai error, looking through function-call wrappers.
+    pub fn from_rhai(error: &rhai::EvalAltResult) -> Option<StdlibError> {
+        match error {
+            rhai::EvalAltResult::ErrorRuntime(value, _) => {
+                value.read_lock::<StdlibError>().map(|guard| (*guard).clone())
+            }
+            rhai::EvalAltResult::ErrorInFunctionCall(_, _, inner, _)
+            | rhai::EvalAltResult::ErrorInModule(_, inner, _) => StdlibError::from_rhai(inner),
+            _ => None,
+        }
+    }
+}

@@ -1,0 +1,41 @@
+//! The runbook standard library: the functions runbooks call.
+//!
+//! Each module is a folder; [`functions`] is the single list of them. Every
+//! function is declared with [`function!`], which records its effect and doc
+//! comment; [`function::install`] wraps each body in the gate that lets the
+//! [`host::Host`] decide whether it runs.
+
+pub mod duration;
+pub mod function;
+pub mod host;
+pub mod redact;
+pub mod values;
+
+mod builtins;
+mod data;
+mod http;
+mod log;
+mod notify;
+mod secrets;
+mod shell;
+
+pub use function::{Call, Failure, Function, Options, Text, install};
+pub use host::{CallInfo, Decision, Effect, Host, Level, Outcome, Secret, StdlibError};
+
+/// The modules of the standard library, in the order `runbook doc` lists them.
+pub const MODULES: &[&str] = &["", "log", "shell", "http", "notify", "secrets", "json", "yaml"];
+
+/// Every stdlib function. The runtime adds its own built-ins (`param`, `step`,
+/// `approve`, ...) through the same [`Function`] type.
+pub fn functions() -> Vec<Function> {
+    [
+        builtins::functions(),
+        log::functions(),
+        shell::functions(),
+        http::functions(),
+        notify::functions(),
+        secrets::functions(),
+        data::functions(),
+    ]
+    .concat()
+}

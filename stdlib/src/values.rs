@@ -1,0 +1,271 @@
+//! Values crossing between Rhai and Rust: how arguments are shown, what a
+//! skipped call evaluates to, the `Secret` and `Error` script types, and JSON.
+
+use std::time::Duration;
+
+use rhai::{Array, Dynamic, Engine, ImmutableString, Map};
+
+use crate::host::{Secret, StdlibError};
+
+/// A type name for error messages: "a string", "an integer", "a map".
+pub fn type_name(value: &Dynamic) -> &'static str {
+    if value.is_unit() {
+        "nothing `()`"
+    } else if value.is_string() {
+        "a string"
+    } else if value.is_int() {
+        "an integer"
+    } else if value.is_float() {
+        "a float"
+    } else if value.is_bool() {
+        "a boolean"
+    } else if value.is_array() {
+        "an array"
+    } else if value.is_map() {
+        "a map"
+    } else if value.is_fnptr() {
+        "a function"
+    } else if value.is::<Secret>() {
+        "a secret"
+    } else if value.is_blob() {
+        "a blob"
+    } else {
+        "a value of another type"
+    }
+}
+
+const MAX_RENDERED: usize = 200;
+
+/// Render an argument for plans, the journal and errors: strings quoted,
+/// secrets as `***`, long values shortened.
+pub fn render(value: &Dynamic) -> String {
+    let mut out = String::new();
+    render_into(value, &mut out, 0);
+    if out.chars().count() > MAX_RENDERED {
+        let cut: String = out.chars().take(MAX_RENDERED).collect();
+        format!("{cut}…")
+    } else {
+        out
+    }
+}
+
+fn render_into(value: &Dynamic, out: &mut String, depth: usize) {
+    if depth > 4 {
+        out.push('…');
+        return;
+    }
+    if let Some(secret) = value.read_lock::<Secret>() {
+        out.push_str(&secret.to_string());
+    } else if value.is_string() {
+        let text = value.clone().into_string().unwrap_or_default();
+        out.push_str(&serde_json::Value::String(text).to_string());
+    } else if let Some(array) = value.read_lock::<Array>() {
+        out.push('[');
+        for (index, item) in array.iter().enumerate() {
+            if index > 0 {
+                out.push_str(", ");
+            }
+            render_into(item, out, depth + 1);
+        }
+        out.push(']');
+    } else if let Some(map) = value.read_lock::<Map>() {
+        out.push_str("#{");
+        for (index, (key, item)) in map.iter().enumerate() {
+            if index > 0 {
+                out.push_str(", ");
+            }
+            out.push_str(key);
+            out.push_str(": ");
+            render_into(item, out, depth + 1);
+        }
+        out.push('}');
+    } else if value.is_fnptr() {
+        out.push_str("<closure>");
+    } else if value.is_unit() {
+        out.push_str("()");
+    } else {
+        out.push_str(&value.to_string());
+    }
+}
+
+/// The value a call evaluates to when it is not run (a dry-run write, an
+/// offline read without fixture): the zero value of its declared return type.
+///
+/// Notation: `()`, `string`, `int`, `float`, `bool`, `secret`, `blob`,
+/// `array` or `array<T>`, `map`, `#{name: T, ...}`; a union `A | B` takes `A`.
+pub fn placeholder(returns: &str) -> Dynamic {
+    let returns = returns.trim();
+    let first = split_top_level(returns, '|').into_iter().next().unwrap_or_default();
+    let ty = first.trim();
+    if let Some(fields) = ty.strip_prefix("#{").and_then(|rest| rest.strip_suffix('}')) {
+        let mut map = Map::new();
+        for field in split_top_level(fields, ',') {
+            if let Some((name, field_ty)) = field.split_once(':') {
+                map.insert(name.trim().into(), placeholder(field_ty));
+            }
+        }
+        return Dynamic::from_map(map);
+    }
+    match ty {
+        "string" => Dynamic::from(ImmutableString::new()),
+        "int" => Dynamic::from_int(0),
+        "float" => Dynamic::from_float(0.0),
+        "bool" => Dynamic::FALSE,
+        "secret" => Dynamic::from(Secret::new("")),
+        "blob" => Dynamic::from_blob(Vec::new()),
+        "map" => Dynamic::from_map(Map::new()),
+        _ if ty.starts_with("array") => Dynamic::from_array(Array::new()),
+        _ => Dynamic::UNIT,
+    }
+}
+
+fn split_top_level(text: &str, separator: char) -> Vec<&str> {
+    let mut parts = Vec::new();
+    let mut depth = 0usize;
+    let mut start = 0;
+    for (index, c) in text.char_indices() {
+        match c {
+            '{' | '<' | '[' => depth += 1,
+            '}' | '>' | ']' => depth = depth.saturating_sub(1),
+            c if c == separator && depth == 0 => {
+                parts.push(&text[start..index]);
+                start = index + c.len_utf8();
+            }
+            _ => {}
+        }
+    }
+    parts.push(&text[start..]);
+    parts
+}
+
+/// A duration from `"30s"`-style text or a number of seconds.
+pub fn to_duration(value: &Dynamic) -> Result<Duration, String> {
+    if let Ok(seconds) = value.as_int() {
+        return u64::try_from(seconds)
+            .map(Duration::from_secs)
+            .map_err(|_| format!("must not be negative, got {seconds}"));
+    }
+    if let Ok(seconds) = value.as_float() {
+        return Duration::try_from_secs_f64(seconds)
+            .map_err(|_| format!("must be a positive number of seconds, got {seconds}"));
+    }
+    match value.clone().into_string() {
+        Ok(text) => crate::duration::parse(&text),
+        Err(_) => Err(format!("must be a duration like \"30s\", got {}", type_name(value))),
+    }
+}
+
+/// Convert JSON into a Rhai value.
+pub fn from_json(value: serde_json::Value) -> Dynamic {
+    match value {
+        serde_json::Value::Null => Dynamic::UNIT,
+        serde_json::Value::Bool(b) => Dynamic::from_bool(b),
+        serde_json::Value::Number(n) => match n.as_i64() {
+            Some(i) => Dynamic::from_int(i),
+            None => Dynamic::from_float(n.as_f64().unwrap_or(f64::NAN)),
+        },
+        serde_json::Value::String(s) => Dynamic::from(s),
+        serde_json::Value::Array(items) => {
+            Dynamic::from_array(items.into_iter().map(from_json).collect())
+        }
+        serde_json::Value::Object(fields) => Dynamic::from_map(
+            fields.into_iter().map(|(key, value)| (key.into(), from_json(value))).collect(),
+        ),
+    }
+}
+
+/// Convert a Rhai value into JSON. Secrets become `"***"` unless `expose` is
+/// set (for bodies sent to servers that need the value).
+pub fn to_json(value: &Dynamic, expose: bool) -> serde_json::Value {
+    if let Some(secret) = value.read_lock::<Secret>() {
+        let text = if expose { secret.expose().to_owned() } else { secret.to_string() };
+        return serde_json::Value::String(text);
+    }
+    if value.is_unit() {
+        serde_json::Value::Null
+    } else if let Ok(b) = value.as_bool() {
+        serde_json::Value::Bool(b)
+    } else if let Ok(i) = value.as_int() {
+        serde_json::Value::from(i)
+    } else if let Ok(f) = value.as_float() {
+        serde_json::Number::from_f64(f).map_or(serde_json::Value::Null, serde_json::Value::Number)
+    } else if value.is_string() {
+        serde_json::Value::String(value.clone().into_string().unwrap_or_default())
+    } else if let Some(array) = value.read_lock::<Array>() {
+        serde_json::Value::Array(array.iter().map(|item| to_json(item, expose)).collect())
+    } else if let Some(map) = value.read_lock::<Map>() {
+        serde_json::Value::Object(
+            map.iter().map(|(key, item)| (key.to_string(), to_json(item, expose))).collect(),
+        )
+    } else if let Some(blob) = value.read_lock::<rhai::Blob>() {
+        serde_json::Value::String(String::from_utf8_lossy(&blob).into_owned())
+    } else {
+        serde_json::Value::String(value.to_string())
+    }
+}
+
+/// Register the script-visible types: `Secret` (prints as `***`, `+` with a
+/// string gives a secret) and `Error` (what `catch (e)` sees for stdlib errors).
+pub fn register_types(engine: &mut Engine) {
+    engine
+        .register_type_with_name::<Secret>("Secret")
+        .register_fn("to_string", |secret: &mut Secret| secret.to_string())
+        .register_fn("to_debug", |secret: &mut Secret| secret.to_string())
+        .register_fn("len", |secret: &mut Secret| {
+            i64::try_from(secret.expose().chars().count()).unwrap_or(i64::MAX)
+        })
+        .register_fn("is_empty", |secret: &mut Secret| secret.expose().is_empty())
+        .register_fn("+", |left: Secret, right: ImmutableString| {
+            Secret::new(format!("{}{right}", left.expose()))
+        })
+        .register_fn("+", |left: ImmutableString, right: Secret| {
+            Secret::new(format!("{left}{}", right.expose()))
+        })
+        .register_fn("+", |left: Secret, right: Secret| {
+            Secret::new(format!("{}{}", left.expose(), right.expose()))
+        })
+        .register_fn("==", |left: Secret, right: Secret| left.expose() == right.expose())
+        .register_fn("!=", |left: Secret, right: Secret| left.expose() != right.expose());
+    engine
+        .register_type_with_name::<StdlibError>("Error")
+        .register_fn("to_string", |error: &mut StdlibError| error.to_string())
+        .register_fn("to_debug", |error: &mut StdlibError| error.to_string())
+        .register_get("message", |error: &mut StdlibError| error.to_string())
+        .register_get("hint", |error: &mut StdlibError| {
+            error.hint().map_or(Dynamic::UNIT, |hint| Dynamic::from(hint.to_owned()))
+        });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn placeholders_follow_the_declared_shape() {
+        let value = placeholder("#{stdout: string, code: int, items: array<map>} | ()");
+        let map = value.cast::<Map>();
+        assert_eq!(map["stdout"].clone().into_string().unwrap(), "");
+        assert_eq!(map["code"].as_int().unwrap(), 0);
+        assert!(map["items"].is_array());
+        assert!(placeholder("()").is_unit());
+        assert!(placeholder("bool").as_bool().is_ok());
+    }
+
+    #[test]
+    fn renders_secrets_masked_and_strings_quoted() {
+        let mut map = Map::new();
+        map.insert("password".into(), Dynamic::from(Secret::new("hunter2")));
+        map.insert("user".into(), Dynamic::from("app".to_owned()));
+        let rendered = render(&Dynamic::from_map(map));
+        assert_eq!(rendered, r#"#{password: ***, user: "app"}"#);
+    }
+
+    #[test]
+    fn json_round_trip_masks_secrets_unless_exposed() {
+        let value = Dynamic::from(Secret::new("s3cr3t"));
+        assert_eq!(to_json(&value, false), serde_json::json!("***"));
+        assert_eq!(to_json(&value, true), serde_json::json!("s3cr3t"));
+        let parsed = from_json(serde_json::json!({"a": [1, 2.5, true, null]}));
+        assert_eq!(to_json(&parsed, false), serde_json::json!({"a": [1, 2.5, true, null]}));
+    }
+}
