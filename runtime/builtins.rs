@@ -1,0 +1,233 @@
+//! Built-ins that need the run's state: `param`, `context`, `step`,
+//! `approve`, `on_rollback`. Registered through the same `Function` type as
+//! the stdlib, so they have docs and effects like everything else.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rhai::{Dynamic, EvalAltResult};
+use runbook_stdlib::{Call, Failure, Function, StdlibError, function};
+
+use crate::approval::{self, Gate};
+use crate::error::Diagnostic;
+use crate::event::{Event, StepStatus};
+use crate::gate::RunHost;
+use crate::header::Requirement;
+
+pub fn functions(host: &Arc<RunHost>) -> Vec<Function> {
+    let param_host = Arc::clone(host);
+    let step_host = Arc::clone(host);
+    let approve_host = Arc::clone(host);
+    let rollback_host = Arc::clone(host);
+    vec![
+        function! {
+            /// A param of the run, as text: from `name=value` on the command line or
+            /// `--param name=value`. Without a value and without a default (here or in
+            /// the header's `@param NAME default=VALUE`) the run stops with a clear
+            /// error. Every param must be declared in the header:
+            /// `//! @param version required  image tag to deploy`.
+            ///
+            /// ```rhai
+            /// let version = param("version", "v0.0.0");
+            /// ```
+            local fn param("name: string", "default?: any") -> "string | any"
+            move |call| param(&param_host, call)
+        },
+        function! {
+            /// The active context (from runbook.toml and `--context`) as a map: `name`,
+            /// `protected`, `namespace`, `hosts`, `groups`, `s3`, `vars`, ... and
+            /// `secrets` (names only, never values).
+            ///
+            /// ```rhai
+            /// let ctx = context();
+            /// log::info("running in " + ctx.name);
+            /// ```
+            local fn context() -> "map"
+            |call| Ok(call.host.context())
+        },
+        function! {
+            /// A named unit of progress, journaling and resume: runs `fn` and returns
+            /// its value. Options: `retries` (default 0), `backoff` (default "1s",
+            /// doubling), `timeout` (stops the step and cancels its calls). Step names
+            /// are unique in a run.
+            ///
+            /// ```rhai
+            /// let n = step("count", || 40 + 2);
+            /// let m = step("flaky", #{retries: 2, backoff: "10ms", timeout: "5s"}, || n + 1);
+            /// ```
+            local fn step("name: string", "opts?: map", "fn: closure") -> "any"
+            move |call| step(&step_host, call)
+        },
+        function! {
+            /// An approval gate: a person approves before the run goes on. On a
+            /// terminal it asks (for `confirm`, or a protected context, the person types
+            /// the text); without one it fails closed (exit 3) unless the run has
+            /// `--approve` (and `--confirm CONTEXT` for a protected context). A dry-run
+            /// records it in the plan. Options: `confirm` (text to type), `timeout`
+            /// (reject when nobody answers).
+            ///
+            /// ```rhai
+            /// approve("Roll out v2 to production?", #{confirm: "v2"});
+            /// ```
+            local fn approve("message: string", "opts?: map") -> "()"
+            move |call| approve(&approve_host, call)
+        },
+        function! {
+            /// Register a compensation for the current step: when the run fails, a gate
+            /// is rejected, or Ctrl-C stops it, compensations run newest first.
+            ///
+            /// ```rhai
+            /// on_rollback(|| log::warn("undoing the change"));
+            /// ```
+            local fn on_rollback("fn: closure") -> "()"
+            move |call| {
+                let closure = call.fn_ptr(0)?;
+                rollback_host.add_compensation(closure);
+                Ok(Dynamic::UNIT)
+            }
+        },
+    ]
+}
+
+fn param(host: &RunHost, call: &mut Call<'_>) -> Result<Dynamic, Failure> {
+    let name = call.string(0)?;
+    if let Some(value) = host.params.get(&name) {
+        return Ok(Dynamic::from(value.clone()));
+    }
+    if call.len() > 1 {
+        return Ok(call.arg(1));
+    }
+    match host.header.param(&name).map(|spec| &spec.requirement) {
+        Some(Requirement::Default(value)) => Ok(Dynamic::from(value.clone())),
+        Some(Requirement::Optional) => Ok(Dynamic::UNIT),
+        _ => Err(StdlibError::usage(
+            format!("param `{name}` was not given"),
+            format!("pass it on the command line: `runbook run FILE {name}=VALUE`"),
+        )
+        .into()),
+    }
+}
+
+fn millis(duration: Duration) -> u64 {
+    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// Errors that end a step at once, without retries.
+fn is_final(host: &RunHost, error: &EvalAltResult) -> bool {
+    host.was_interrupted()
+        || matches!(
+            StdlibError::from_rhai(error),
+            Some(StdlibError::Refused { .. } | StdlibError::Locked { .. } | StdlibError::Usage { .. })
+        )
+}
+
+fn step(host: &RunHost, call: &mut Call<'_>) -> Result<Dynamic, Failure> {
+    let name = call.string(0)?;
+    let (options, closure) = if call.len() == 3 {
+        (call.options(1, &["retries", "backoff", "timeout"])?, call.fn_ptr(2)?)
+    } else {
+        (call.options(99, &[])?, call.fn_ptr(1)?)
+    };
+    let retries = options.int("retries")?.unwrap_or(0).max(0);
+    let mut backoff = options.duration("backoff")?.unwrap_or(Duration::from_secs(1));
+    let timeout = options.duration("timeout")?;
+
+    let mut token = host.enter_step(&name, timeout)?;
+    host.emit(&Event::StepStart { step: name.clone(), time: crate::event::now() });
+    let started = Instant::now();
+    let mut attempt = 0;
+    let result = loop {
+        let timer = timeout.map(|limit| {
+            let token = token.clone();
+            let stop = host.stop_flag();
+            host.runtime_handle().spawn(async move {
+                tokio::select! {
+                    () = tokio::time::sleep(limit) => {
+                        token.cancel();
+                        stop.store(true, std::sync::atomic::Ordering::SeqCst);
+                    }
+                    () = token.cancelled() => {}
+                }
+            })
+        });
+        let outcome = call.call_fn(&closure, Vec::new());
+        let timed_out = token.is_cancelled() && !host.was_interrupted();
+        if let Some(timer) = timer {
+            timer.abort();
+        }
+        let outcome = match outcome {
+            Err(_) if timed_out => Err(Failure::Stdlib(StdlibError::Timeout(
+                runbook_stdlib::duration::human(timeout.unwrap_or_default()),
+            ))),
+            Err(error) => Err(Failure::Script(error)),
+            Ok(value) => Ok(value),
+        };
+        match outcome {
+            Ok(value) => break Ok(value),
+            Err(failure) => {
+                let final_error = match &failure {
+                    Failure::Script(error) => is_final(host, error),
+                    Failure::Stdlib(_) => host.was_interrupted(),
+                };
+                if final_error || attempt >= retries {
+                    break Err(failure);
+                }
+                attempt += 1;
+                host.log_warn(&format!(
+                    "step `{name}` failed (attempt {attempt} of {}): {}; retrying in {}",
+                    retries + 1,
+                    failure_message(&failure),
+                    runbook_stdlib::duration::human(backoff)
+                ));
+                token = host.retry_step(&name);
+                let pause = backoff;
+                call.block_on(async move {
+                    tokio::time::sleep(pause).await;
+                    Ok(())
+                })?;
+                backoff = backoff.saturating_mul(2);
+            }
+        }
+    };
+    host.leave_step(&name);
+    let duration_ms = millis(started.elapsed());
+    match &result {
+        Ok(value) => host.emit(&Event::StepEnd {
+            step: name,
+            status: StepStatus::Ok,
+            duration_ms,
+            value: (!value.is_unit()).then(|| runbook_stdlib::values::to_json(value, false)),
+            error: None,
+            time: crate::event::now(),
+        }),
+        Err(failure) => host.emit(&Event::StepEnd {
+            step: name,
+            status: StepStatus::Failed,
+            duration_ms,
+            value: None,
+            error: Some(failure_message(failure)),
+            time: crate::event::now(),
+        }),
+    }
+    result
+}
+
+fn failure_message(failure: &Failure) -> String {
+    match failure {
+        Failure::Stdlib(error) => error.to_string(),
+        Failure::Script(error) => Diagnostic::from_rhai(error).message,
+    }
+}
+
+fn approve(host: &RunHost, call: &mut Call<'_>) -> Result<Dynamic, Failure> {
+    let message = call.string(0)?;
+    let options = call.options(1, &["confirm", "timeout"])?;
+    let gate = Gate {
+        message,
+        confirm: options.string("confirm")?,
+        timeout: options.duration("timeout")?,
+        position: call.context.call_position(),
+    };
+    approval::ask(host, &gate)?;
+    Ok(Dynamic::UNIT)
+}

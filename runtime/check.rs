@@ -1,0 +1,229 @@
+//! Static checks of a runbook, without running it: syntax, calls to unknown
+//! functions or modules, wrong arity, and params the header does not declare.
+//! `runbook check` reports them all; `runbook run` refuses to start on any.
+
+use std::collections::{BTreeMap, BTreeSet, HashSet};
+
+use rhai::{AST, ASTNode, Engine, Expr, Position, Stmt};
+use runbook_stdlib::Function;
+
+use crate::error::{Diagnostic, Exit};
+use crate::header::Header;
+
+/// Functions the evaluator handles itself; they are not in the registry.
+const EVALUATOR_FUNCTIONS: &[&str] = &[
+    "print", "debug", "type_of", "Fn", "call", "curry", "is_def_var", "is_def_fn", "is_shared", "eval",
+];
+
+/// What calls may name: stdlib modules and their functions, global functions.
+pub struct Known {
+    /// module → function → accepted arities
+    modules: BTreeMap<String, BTreeMap<String, BTreeSet<usize>>>,
+    /// our built-ins with their arities
+    builtins: BTreeMap<String, BTreeSet<usize>>,
+    /// every other global function name Rhai knows (its packages)
+    globals: HashSet<String>,
+}
+
+impl Known {
+    pub fn new(engine: &Engine, functions: &[Function]) -> Known {
+        let mut modules: BTreeMap<String, BTreeMap<String, BTreeSet<usize>>> = BTreeMap::new();
+        let mut builtins: BTreeMap<String, BTreeSet<usize>> = BTreeMap::new();
+        for function in functions {
+            let arities: BTreeSet<usize> = function.arities().collect();
+            if function.module.is_empty() {
+                builtins.entry(function.name.to_owned()).or_default().extend(arities);
+            } else {
+                modules
+                    .entry(function.module.to_owned())
+                    .or_default()
+                    .entry(function.name.to_owned())
+                    .or_default()
+                    .extend(arities);
+            }
+        }
+        let globals = engine
+            .gen_fn_signatures(true)
+            .iter()
+            .filter(|signature| !signature.contains("::"))
+            .filter_map(|signature| signature.split('(').next())
+            .map(|name| name.rsplit(' ').next().unwrap_or(name).to_owned())
+            .chain(EVALUATOR_FUNCTIONS.iter().map(|name| (*name).to_owned()))
+            .collect();
+        Known { modules, builtins, globals }
+    }
+
+    pub fn module_names(&self) -> Vec<&str> {
+        self.modules.keys().map(String::as_str).collect()
+    }
+}
+
+fn arity_text(arities: &BTreeSet<usize>) -> String {
+    let list: Vec<String> = arities.iter().map(ToString::to_string).collect();
+    match list.as_slice() {
+        [one] if one == "1" => "1 argument".to_owned(),
+        [one] => format!("{one} arguments"),
+        [init @ .., last] => format!("{} or {last} arguments", init.join(", ")),
+        [] => "no arguments".to_owned(),
+    }
+}
+
+/// Closest name by edit distance, for "did you mean".
+fn suggest<'a>(name: &str, candidates: impl Iterator<Item = &'a String>) -> Option<&'a String> {
+    candidates
+        .map(|candidate| (distance(name, candidate), candidate))
+        .filter(|(distance, candidate)| *distance <= 2.max(candidate.len() / 3))
+        .min_by_key(|(distance, _)| *distance)
+        .map(|(_, candidate)| candidate)
+}
+
+fn distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut previous: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut current = vec![i + 1];
+        for (j, cb) in b.iter().enumerate() {
+            let cost = usize::from(ca != *cb);
+            current.push((previous[j] + cost).min(previous[j + 1] + 1).min(current[j] + 1));
+        }
+        previous = current;
+    }
+    previous[b.len()]
+}
+
+/// All problems in a compiled script.
+pub fn check(ast: &AST, header: &Header, known: &Known) -> Vec<Diagnostic> {
+    let mut problems: Vec<Diagnostic> = header
+        .problems
+        .iter()
+        .map(|(line, problem)| {
+            Diagnostic::new(problem.clone(), Exit::Usage).at(Position::new(
+                u16::try_from(*line).unwrap_or(u16::MAX),
+                1,
+            ))
+        })
+        .collect();
+
+    // Script-defined functions and every variable name (a variable may hold a closure).
+    let mut script_functions: BTreeMap<String, BTreeSet<usize>> = BTreeMap::new();
+    let mut variables: HashSet<String> = HashSet::new();
+    for function in ast.iter_functions() {
+        script_functions.entry(function.name.to_owned()).or_default().insert(function.params.len());
+        variables.extend(function.params.iter().map(|param| (*param).to_owned()));
+    }
+    let mut has_imports = false;
+    ast.walk(&mut |nodes: &[ASTNode]| {
+        match nodes.last() {
+            Some(ASTNode::Stmt(Stmt::Var(declaration, ..))) => {
+                variables.insert(declaration.0.name.to_string());
+            }
+            Some(ASTNode::Stmt(Stmt::Import(..))) => has_imports = true,
+            Some(ASTNode::Stmt(Stmt::For(details, ..))) => {
+                variables.insert(details.0.name.to_string());
+                if let Some(counter) = &details.1 {
+                    variables.insert(counter.name.to_string());
+                }
+            }
+            _ => {}
+        }
+        true
+    });
+
+    ast.walk(&mut |nodes: &[ASTNode]| {
+        let Some(ASTNode::Expr(Expr::FnCall(call, position))) = nodes.last() else {
+            return true;
+        };
+        let name = call.name.as_str();
+        let arity = call.args.len();
+        if call.op_token.is_some() || !rhai::is_valid_identifier(name) {
+            return true;
+        }
+        let position = *position;
+        if !call.namespace.is_empty() {
+            let module = call.namespace.to_string();
+            match known.modules.get(&module) {
+                None if has_imports => {}
+                None => {
+                    let mut problem = Diagnostic::new(format!("unknown module `{module}` in `{module}::{name}`"), Exit::Usage)
+                        .at(position);
+                    problem = match suggest(&module, known.modules.keys()) {
+                        Some(close) => problem.hint(format!("did you mean `{close}::{name}`? `runbook doc` lists the modules")),
+                        None => problem.hint(format!("the modules are: {}", known.module_names().join(", "))),
+                    };
+                    problems.push(problem);
+                }
+                Some(functions) => match functions.get(name) {
+                    None => {
+                        let mut problem = Diagnostic::new(format!("no function `{module}::{name}`"), Exit::Usage).at(position);
+                        problem = match suggest(name, functions.keys()) {
+                            Some(close) => problem.hint(format!("did you mean `{module}::{close}`? `runbook doc {module}` lists its functions")),
+                            None => problem.hint(format!("`runbook doc {module}` lists its functions")),
+                        };
+                        problems.push(problem);
+                    }
+                    Some(arities) if !arities.contains(&arity) => problems.push(
+                        Diagnostic::new(
+                            format!("`{module}::{name}` takes {}, but {arity} were given", arity_text(arities)),
+                            Exit::Usage,
+                        )
+                        .at(position)
+                        .hint(format!("`runbook doc {module}::{name}` shows the parameters")),
+                    ),
+                    Some(_) => {}
+                },
+            }
+            return true;
+        }
+        let script_ok = script_functions.get(name).is_some_and(|arities| arities.contains(&arity));
+        if script_ok || variables.contains(name) {
+            return true;
+        }
+        if let Some(arities) = known.builtins.get(name) {
+            if !arities.contains(&arity) && !known.globals.contains(name) {
+                problems.push(
+                    Diagnostic::new(
+                        format!("`{name}` takes {}, but {arity} were given", arity_text(arities)),
+                        Exit::Usage,
+                    )
+                    .at(position)
+                    .hint(format!("`runbook doc {name}` shows the parameters")),
+                );
+            }
+        } else if !known.globals.contains(name) && !script_functions.contains_key(name) {
+            let all = known.builtins.keys().chain(script_functions.keys());
+            let mut problem = Diagnostic::new(format!("unknown function `{name}`"), Exit::Usage).at(position);
+            problem = match suggest(name, all) {
+                Some(close) => problem.hint(format!("did you mean `{close}`?")),
+                None => problem.hint("`runbook doc` lists the functions; module functions are called as `module::name`"),
+            };
+            problems.push(problem);
+        } else if let Some(arities) = script_functions.get(name) {
+            if !known.globals.contains(name) {
+                problems.push(
+                    Diagnostic::new(
+                        format!("`{name}` takes {}, but {arity} were given", arity_text(arities)),
+                        Exit::Usage,
+                    )
+                    .at(position),
+                );
+            }
+        }
+        // Params must be declared in the header.
+        if name == "param" {
+            if let Some(Expr::StringConstant(param, param_position)) = call.args.first() {
+                if header.param(param).is_none() {
+                    problems.push(
+                        Diagnostic::new(format!("param `{param}` is not declared in the runbook's header"), Exit::Usage)
+                            .at(*param_position)
+                            .hint(format!(
+                                "declare it at the top of the file: `//! @param {param} required  what it is` (or `default=VALUE`, `optional`)"
+                            )),
+                    );
+                }
+            }
+        }
+        true
+    });
+    problems.sort_by_key(|problem| (problem.position.line(), problem.position.position()));
+    problems
+}

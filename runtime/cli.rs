@@ -1,0 +1,326 @@
+//! The command line: `runbook run | check | doc | list | repl`.
+
+use std::path::{Path, PathBuf};
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::check::{Known, check};
+use crate::error::{Diagnostic, Exit};
+use crate::header::Header;
+use crate::printer::OutputFormat;
+use crate::run::RunOptions;
+use crate::session::Session;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "runbook",
+    version,
+    about = "Run operations runbooks written in Rhai: plans before changes, approval gates, an audit trail.",
+    long_about = "Run operations runbooks written in Rhai.\n\n\
+        Runbooks call a standard library (shell, http, notify, secrets, json, yaml, ...) whose every \
+        function is declared local, read or write. `--dry-run` runs the reads and lists the writes as a \
+        numbered plan without running them; approval gates stop for a person; secrets print as ***.",
+    after_help = MAIN_AFTER,
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+const MAIN_AFTER: &str = "Examples:
+  runbook run runbooks/deploy-production.rhai version=v1.4.2 --context production
+  runbook run --dry-run runbooks/backup-db.rhai --context staging
+  runbook check runbooks/
+  runbook doc shell::run
+  runbook repl --context production
+
+Exit codes:
+  0    ok (for --dry-run: the plan was produced)
+  1    a step failed (rollbacks ran)
+  2    usage or script error: bad arguments, syntax, unknown function, missing param
+  3    an approval gate was rejected, or could not be asked without --approve
+  4    locked: another run holds the lock
+  130  interrupted by Ctrl-C (rollbacks ran)
+
+Environment:
+  RUNBOOK_CONTEXT   context when --context is not given
+  RUNBOOK_CONFIG    path of runbook.toml (default: searched upward from the runbook, then the cwd)
+  RUNBOOK_APPROVER  identity recorded for approvals (default: $USER@host)
+  CI                when set, gates never prompt: they need --approve
+  NO_COLOR          disable colors";
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run a runbook (or, with --dry-run, show the plan of what it would change).
+    #[command(after_help = RUN_AFTER)]
+    Run(RunArgs),
+    /// Check runbooks without running them: syntax, unknown functions, arity, undeclared params.
+    #[command(after_help = "Examples:\n  runbook check runbooks/\n  runbook check runbooks/deploy-production.rhai examples/hello.rhai\n\nExit code 2 when any file has a problem.")]
+    Check {
+        /// Runbook files or folders (every *.rhai inside).
+        #[arg(required = true, value_name = "FILE|DIR")]
+        paths: Vec<PathBuf>,
+    },
+    /// Show the standard library reference, generated from the code.
+    #[command(after_help = "Examples:\n  runbook doc              every function, one line each\n  runbook doc shell        one module in full\n  runbook doc step         one function\n  runbook doc --markdown --out docs/stdlib.md")]
+    Doc {
+        /// A module (`shell`, `http`, `built-ins`) or a function (`shell::run`, `step`).
+        topic: Option<String>,
+        /// Print the whole reference as Markdown.
+        #[arg(long)]
+        markdown: bool,
+        /// With --markdown: write to this file instead of stdout.
+        #[arg(long, requires = "markdown", value_name = "FILE")]
+        out: Option<PathBuf>,
+    },
+    /// List runbooks with their description and params (from their `//!` header).
+    #[command(after_help = "Examples:\n  runbook list\n  runbook list runbooks/")]
+    List {
+        /// Folder to list (default: ./runbooks if it exists, else the current folder).
+        dir: Option<PathBuf>,
+    },
+    /// An interactive shell with the standard library loaded.
+    #[command(after_help = "Inside: `:help`, `:help NAME`, `:context`, `:vars`, `:quit`.\nInput with open brackets continues on the next line. History: $XDG_STATE_HOME/runbook/history.\n\nExample:\n  runbook repl --context production")]
+    Repl {
+        /// Context from runbook.toml.
+        #[arg(long, env = "RUNBOOK_CONTEXT")]
+        context: Option<String>,
+    },
+}
+
+const RUN_AFTER: &str = "\
+Params are given as name=value after the file (or with --param); each must be declared in the
+runbook's header (`//! @param version required  image tag`).
+
+Examples:
+  runbook run examples/hello.rhai --approve
+  runbook run runbooks/deploy-production.rhai version=v1.4.2 --context production
+  runbook run runbooks/deploy-production.rhai version=v1.4.2 --context production --approve --confirm production
+  runbook run --dry-run runbooks/backup-db.rhai --context staging
+  runbook run --dry-run --offline --fixtures ci/fixtures.yaml runbooks/backup-db.rhai
+  runbook run runbooks/backup-db.rhai --output json | jq .
+
+Modes:
+  live               reads and writes run; writes are journaled
+  --dry-run          reads run, writes are listed in a numbered plan and not run
+  --dry-run --offline  reads return --fixtures values or typed placeholders: touches nothing
+
+Exit codes: 0 ok, 1 step failed, 2 usage/script error, 3 approval refused, 4 locked, 130 interrupted.";
+
+#[derive(Debug, Args)]
+struct RunArgs {
+    /// The runbook (.rhai).
+    file: PathBuf,
+    /// Params as name=value.
+    #[arg(value_name = "NAME=VALUE", value_parser = parse_param)]
+    params: Vec<(String, String)>,
+    /// A param as name=value (same as giving it after the file).
+    #[arg(long = "param", value_name = "NAME=VALUE", value_parser = parse_param)]
+    param: Vec<(String, String)>,
+    /// Context from runbook.toml (kube context, hosts, secrets...).
+    #[arg(long, env = "RUNBOOK_CONTEXT")]
+    context: Option<String>,
+    /// Run reads, record writes in a plan, change nothing.
+    #[arg(long)]
+    dry_run: bool,
+    /// With --dry-run: touch nothing at all; reads return fixtures or placeholders.
+    #[arg(long, requires = "dry_run")]
+    offline: bool,
+    /// With --dry-run --offline: YAML map of call → value.
+    #[arg(long, requires = "offline", value_name = "FILE")]
+    fixtures: Option<PathBuf>,
+    /// Approve every gate in advance (needed without a terminal, e.g. in CI).
+    #[arg(long)]
+    approve: bool,
+    /// With --approve on a protected context: the context's name, typed out.
+    #[arg(long, value_name = "CONTEXT", requires = "approve")]
+    confirm: Option<String>,
+    /// Output for people (default) or JSON events on stdout.
+    #[arg(long, value_enum, default_value_t = OutputFormat::Human)]
+    output: OutputFormat,
+    /// Do not run compensations when the run fails (they are journaled as skipped).
+    #[arg(long)]
+    no_rollback: bool,
+    /// Show every call and debug logs.
+    #[arg(long, short)]
+    verbose: bool,
+}
+
+fn parse_param(text: &str) -> Result<(String, String), String> {
+    match text.split_once('=') {
+        Some((name, value)) if !name.is_empty() => Ok((name.to_owned(), value.to_owned())),
+        _ => Err(format!("`{text}` is not NAME=VALUE")),
+    }
+}
+
+/// Parse arguments and run; returns the process exit code.
+pub fn main() -> i32 {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(error) => {
+            let _ = error.print();
+            return if error.use_stderr() { Exit::Usage.code() } else { Exit::Ok.code() };
+        }
+    };
+    let exit = match cli.command {
+        Command::Run(args) => {
+            let mut params = args.params;
+            params.extend(args.param);
+            crate::run::run(&RunOptions {
+                file: args.file,
+                params,
+                context: args.context,
+                dry_run: args.dry_run,
+                offline: args.offline,
+                fixtures: args.fixtures,
+                approve: args.approve,
+                confirm: args.confirm,
+                output: args.output,
+                no_rollback: args.no_rollback,
+                verbose: args.verbose,
+            })
+        }
+        Command::Check { paths } => check_paths(&paths),
+        Command::Doc { topic, markdown, out } => doc(topic.as_deref(), markdown, out.as_deref()),
+        Command::List { dir } => list(dir),
+        Command::Repl { context } => crate::repl::run(context.as_deref()),
+    };
+    exit.code()
+}
+
+fn runbook_files(paths: &[PathBuf]) -> Result<Vec<PathBuf>, Diagnostic> {
+    let mut files = Vec::new();
+    for path in paths {
+        if path.is_dir() {
+            let listed = crate::list::runbooks(path).map_err(|error| {
+                Diagnostic::new(format!("cannot read folder `{}`: {error}", path.display()), Exit::Usage)
+            })?;
+            files.extend(listed.into_iter().map(|(file, _)| file));
+        } else {
+            files.push(path.clone());
+        }
+    }
+    Ok(files)
+}
+
+fn check_paths(paths: &[PathBuf]) -> Exit {
+    let files = match runbook_files(paths) {
+        Ok(files) => files,
+        Err(diagnostic) => {
+            eprintln!("{}", diagnostic.render(None, None));
+            return Exit::Usage;
+        }
+    };
+    let session = match Session::detached() {
+        Ok(session) => session,
+        Err(diagnostic) => {
+            eprintln!("{}", diagnostic.render(None, None));
+            return diagnostic.exit;
+        }
+    };
+    let engine = crate::engine::build(&session.host);
+    let known = Known::new(&engine, &crate::engine::all_functions(&session.host));
+    let mut failed = 0;
+    for file in &files {
+        let problems = match check_file(&engine, &known, file) {
+            Ok((problems, source)) => {
+                for problem in &problems {
+                    eprintln!("{}\n", problem.render(Some(file), Some(&source)));
+                }
+                problems.len()
+            }
+            Err(problem) => {
+                eprintln!("{}\n", problem.render(Some(file), None));
+                1
+            }
+        };
+        if problems == 0 {
+            println!("ok      {}", file.display());
+        } else {
+            println!("FAILED  {} ({problems} problem{})", file.display(), if problems == 1 { "" } else { "s" });
+            failed += 1;
+        }
+    }
+    if files.is_empty() {
+        eprintln!("error: no .rhai files in {}", paths.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", "));
+        return Exit::Usage;
+    }
+    if failed == 0 { Exit::Ok } else { Exit::Usage }
+}
+
+fn check_file(engine: &rhai::Engine, known: &Known, file: &Path) -> Result<(Vec<Diagnostic>, String), Diagnostic> {
+    let source = crate::engine::read_source(file)?;
+    let header = Header::parse(&source);
+    let ast = match crate::engine::compile(engine, &source, &rhai::Scope::new()) {
+        Ok(ast) => ast,
+        Err(diagnostic) => return Ok((vec![diagnostic], source)),
+    };
+    Ok((check(&ast, &header, known), source))
+}
+
+fn doc(topic: Option<&str>, markdown: bool, out: Option<&Path>) -> Exit {
+    let session = match Session::detached() {
+        Ok(session) => session,
+        Err(diagnostic) => {
+            eprintln!("{}", diagnostic.render(None, None));
+            return diagnostic.exit;
+        }
+    };
+    let functions = crate::engine::all_functions(&session.host);
+    if markdown {
+        let text = crate::doc::markdown(&functions);
+        return match out {
+            Some(path) => match std::fs::write(path, text) {
+                Ok(()) => {
+                    eprintln!("wrote {}", path.display());
+                    Exit::Ok
+                }
+                Err(error) => {
+                    eprintln!("error: cannot write `{}`: {error}", path.display());
+                    Exit::Usage
+                }
+            },
+            None => {
+                print!("{text}");
+                Exit::Ok
+            }
+        };
+    }
+    match topic {
+        None => {
+            print!("{}", crate::doc::overview(&functions));
+            Exit::Ok
+        }
+        Some(topic) => match crate::doc::topic(&functions, topic) {
+            Some(text) => {
+                print!("{text}");
+                Exit::Ok
+            }
+            None => {
+                eprintln!("error: no module or function `{topic}`\n  = hint: `runbook doc` lists them all");
+                Exit::Usage
+            }
+        },
+    }
+}
+
+fn list(dir: Option<PathBuf>) -> Exit {
+    let dir = dir.unwrap_or_else(|| {
+        let runbooks = PathBuf::from("runbooks");
+        if runbooks.is_dir() { runbooks } else { PathBuf::from(".") }
+    });
+    match crate::list::runbooks(&dir) {
+        Ok(found) if found.is_empty() => {
+            eprintln!("no .rhai files in {}", dir.display());
+            Exit::Ok
+        }
+        Ok(found) => {
+            print!("{}", crate::list::render(&found));
+            Exit::Ok
+        }
+        Err(error) => {
+            eprintln!("error: cannot read `{}`: {error}", dir.display());
+            Exit::Usage
+        }
+    }
+}

@@ -1,0 +1,78 @@
+//! The Rhai engine a run uses: explicit limits, the stop hook that makes
+//! Ctrl-C and step timeouts end the script, `print` routed to the printer,
+//! and every function (stdlib and runtime built-ins) installed behind the gate.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use rhai::{AST, Dynamic, Engine, Scope};
+use runbook_stdlib::{Function, Host, Level};
+
+use crate::error::{Diagnostic, Exit};
+use crate::gate::RunHost;
+
+/// Every function a script can call: the runtime's built-ins, then the stdlib.
+pub fn all_functions(host: &Arc<RunHost>) -> Vec<Function> {
+    [crate::builtins::functions(host), runbook_stdlib::functions()].concat()
+}
+
+/// A fresh engine for `host`'s run.
+pub fn build(host: &Arc<RunHost>) -> Engine {
+    let mut engine = Engine::new();
+    engine
+        .set_max_call_levels(64)
+        .set_max_expr_depths(128, 64)
+        .set_max_operations(0)
+        .set_max_string_size(256 * 1024 * 1024)
+        .set_max_array_size(10_000_000)
+        .set_max_map_size(1_000_000)
+        .set_max_modules(64)
+        .set_strict_variables(true);
+    let stop = host.stop_flag();
+    engine.on_progress(move |_| stop.load(Ordering::Relaxed).then(|| Dynamic::from("interrupted")));
+    let printer = Arc::clone(&host.printer);
+    engine.on_print(move |text| printer.data(text));
+    let debug_host = Arc::clone(host);
+    engine.on_debug(move |text, _source, position| {
+        let at = debug_host.location(position);
+        debug_host.log(Level::Debug, &format!("{at}: {text}"));
+    });
+    let functions = all_functions(host);
+    let dyn_host: Arc<dyn Host> = Arc::clone(host) as Arc<dyn Host>;
+    runbook_stdlib::install(&mut engine, dyn_host, &functions);
+    engine
+}
+
+/// Compile a script; a syntax error becomes a diagnostic at its position.
+pub fn compile(engine: &Engine, source: &str, scope: &Scope<'_>) -> Result<AST, Diagnostic> {
+    engine.compile_with_scope(scope, source).map_err(|error| {
+        let position = error.position();
+        let message = error.err_type().to_string();
+        let mut diagnostic = Diagnostic::new(format!("syntax error: {message}"), Exit::Usage).at(position);
+        if let Some(hint) = syntax_hint(&message) {
+            diagnostic = diagnostic.hint(hint);
+        }
+        diagnostic
+    })
+}
+
+fn syntax_hint(message: &str) -> Option<&'static str> {
+    if message.contains("Variable not found") || message.contains("Undefined variable") {
+        Some("declare it with `let` first; command-line values come from `param(\"name\")`")
+    } else if message.contains("Expecting ';'") {
+        Some("statements end with `;`")
+    } else if message.contains("Expecting '}'") || message.contains("Expecting ')'") {
+        Some("a bracket is not closed; look above this line")
+    } else {
+        None
+    }
+}
+
+/// Read a runbook file; errors name the file.
+pub fn read_source(path: &Path) -> Result<String, Diagnostic> {
+    std::fs::read_to_string(path).map_err(|error| {
+        Diagnostic::new(format!("cannot read `{}`: {error}", path.display()), Exit::Usage)
+            .hint("check the path; `runbook list DIR` shows the runbooks in a folder")
+    })
+}

@@ -1,0 +1,158 @@
+//! Exit codes, and errors that point at the script: `file:line:col`, the
+//! source line, a caret, and a hint where one helps.
+
+use std::fmt::Write as _;
+use std::path::Path;
+
+use rhai::{EvalAltResult, Position};
+use runbook_stdlib::StdlibError;
+
+/// The exit codes of `runbook`, documented in `--help`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exit {
+    /// 0: everything ran (or the plan was produced).
+    Ok,
+    /// 1: a step failed.
+    StepFailed,
+    /// 2: usage or script error (bad arguments, syntax, unknown function, missing param).
+    Usage,
+    /// 3: an approval gate was rejected or could not be asked.
+    Refused,
+    /// 4: another run holds the lock.
+    Locked,
+    /// 130: interrupted by Ctrl-C.
+    Interrupted,
+}
+
+impl Exit {
+    pub fn code(self) -> i32 {
+        match self {
+            Exit::Ok => 0,
+            Exit::StepFailed => 1,
+            Exit::Usage => 2,
+            Exit::Refused => 3,
+            Exit::Locked => 4,
+            Exit::Interrupted => 130,
+        }
+    }
+}
+
+/// An error ready to show: message, where, and a hint.
+#[derive(Debug, Clone)]
+pub struct Diagnostic {
+    pub message: String,
+    pub position: Position,
+    pub hint: Option<String>,
+    pub exit: Exit,
+}
+
+impl Diagnostic {
+    pub fn new(message: impl Into<String>, exit: Exit) -> Self {
+        Diagnostic { message: message.into(), position: Position::NONE, hint: None, exit }
+    }
+
+    pub fn at(mut self, position: Position) -> Self {
+        self.position = position;
+        self
+    }
+
+    pub fn hint(mut self, hint: impl Into<String>) -> Self {
+        self.hint = Some(hint.into());
+        self
+    }
+
+    /// Classify and describe a Rhai error, looking through the wrappers that
+    /// closures and function calls add, down to where it happened.
+    pub fn from_rhai(error: &EvalAltResult) -> Diagnostic {
+        let mut inner = error;
+        // Keep the innermost position that is known.
+        let mut position = error.position();
+        while let EvalAltResult::ErrorInFunctionCall(_, _, next, pos)
+        | EvalAltResult::ErrorInModule(_, next, pos) = inner
+        {
+            if !pos.is_none() {
+                position = *pos;
+            }
+            inner = next;
+            if !inner.position().is_none() {
+                position = inner.position();
+            }
+        }
+        if let Some(stdlib) = StdlibError::from_rhai(inner) {
+            let exit = match stdlib {
+                StdlibError::Refused { .. } => Exit::Refused,
+                StdlibError::Locked { .. } => Exit::Locked,
+                StdlibError::Interrupted => Exit::Interrupted,
+                StdlibError::Usage { .. } | StdlibError::Argument { .. } => Exit::Usage,
+                _ => Exit::StepFailed,
+            };
+            return Diagnostic {
+                message: stdlib.to_string(),
+                position,
+                hint: stdlib.hint().map(str::to_owned),
+                exit,
+            };
+        }
+        let (message, hint, exit) = match inner {
+            EvalAltResult::ErrorTerminated(..) => ("interrupted".to_owned(), None, Exit::Interrupted),
+            EvalAltResult::ErrorParsing(kind, _) => (format!("syntax error: {kind}"), None, Exit::Usage),
+            EvalAltResult::ErrorFunctionNotFound(signature, _) => (
+                format!("no function `{signature}`"),
+                Some("`runbook doc` lists the functions; check the spelling and the number and types of arguments".to_owned()),
+                Exit::Usage,
+            ),
+            EvalAltResult::ErrorVariableNotFound(name, _) => (
+                format!("unknown variable `{name}`"),
+                Some("declare it with `let` before use; values from the command line come from `param(\"name\")`".to_owned()),
+                Exit::Usage,
+            ),
+            EvalAltResult::ErrorRuntime(value, _) => {
+                (format!("script error: {value}"), None, Exit::StepFailed)
+            }
+            EvalAltResult::ErrorTooManyOperations(_) => (
+                "the script ran too many operations (an endless loop?)".to_owned(),
+                None,
+                Exit::StepFailed,
+            ),
+            EvalAltResult::ErrorStackOverflow(_) => (
+                "calls nested too deeply (endless recursion?)".to_owned(),
+                None,
+                Exit::StepFailed,
+            ),
+            other => {
+                let mut text = other.to_string();
+                // Rhai appends " (line N, position M)"; we show the position ourselves.
+                if let Some(cut) = text.rfind(" (line ") {
+                    text.truncate(cut);
+                }
+                (text, None, Exit::Usage)
+            }
+        };
+        Diagnostic { message, position, hint, exit }
+    }
+
+    /// Render for a terminal, with the source line and a caret when known.
+    pub fn render(&self, file: Option<&Path>, source: Option<&str>) -> String {
+        let mut out = format!("error: {}", self.message);
+        if let (Some(line), Some(file)) = (self.position.line(), file) {
+            let column = self.position.position().unwrap_or(1);
+            let _ = write!(out, "\n  --> {}:{line}:{column}", file.display());
+            if let Some(text) = source.and_then(|source| source.lines().nth(line - 1)) {
+                let gutter = line.to_string().len();
+                let pad = " ".repeat(gutter);
+                let caret_pad: String = text
+                    .chars()
+                    .take(column.saturating_sub(1))
+                    .map(|c| if c == '\t' { '\t' } else { ' ' })
+                    .collect();
+                let _ = write!(out, "\n{pad} |\n{line} | {text}\n{pad} | {caret_pad}^");
+            }
+        } else if let Some(file) = file {
+            let _ = write!(out, "\n  --> {}", file.display());
+        }
+        if let Some(hint) = &self.hint {
+            let _ = write!(out, "\n  = hint: {hint}");
+        }
+        out
+    }
+}

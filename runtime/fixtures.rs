@@ -1,0 +1,48 @@
+//! `--fixtures FILE` for `--dry-run --offline`: the values that reads return
+//! instead of touching the world. Keys are the call as the plan shows it
+//! (`shell::read("uname -r")`), or just the function (`http::get`).
+//!
+//! ```yaml
+//! 'shell::read("git rev-parse HEAD")': {stdout: "3f2a9c1\n"}
+//! http::get: {status: 200, body: "ok"}
+//! ```
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use rhai::{Dynamic, Map};
+use runbook_stdlib::CallInfo;
+use runbook_stdlib::values::from_json;
+
+#[derive(Debug, Clone, Default)]
+pub struct Fixtures {
+    values: BTreeMap<String, serde_json::Value>,
+}
+
+impl Fixtures {
+    pub fn load(path: &Path) -> Result<Fixtures, String> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|error| format!("cannot read fixtures `{}`: {error}", path.display()))?;
+        let values: BTreeMap<String, serde_json::Value> = serde_saphyr::from_str(&text)
+            .map_err(|error| format!("fixtures `{}` are not a YAML map of call → value: {error}", path.display()))?;
+        Ok(Fixtures { values })
+    }
+
+    /// The fixture for a call, merged over the placeholder so that a map
+    /// fixture may give only the fields that matter.
+    pub fn lookup(&self, call: &CallInfo, placeholder: Dynamic) -> Option<Dynamic> {
+        let value = self
+            .values
+            .get(&call.signature())
+            .or_else(|| self.values.get(&call.function))?
+            .clone();
+        let fixture = from_json(value);
+        match (placeholder.try_cast::<Map>(), fixture.read_lock::<Map>().map(|map| map.clone())) {
+            (Some(mut base), Some(fields)) => {
+                base.extend(fields);
+                Some(Dynamic::from_map(base))
+            }
+            _ => Some(fixture),
+        }
+    }
+}

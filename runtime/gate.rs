@@ -1,0 +1,335 @@
+//! The one place where effect, dry-run, fixtures, approval and the event
+//! stream meet: [`RunHost`] implements the stdlib's `Host` for a run.
+
+use std::collections::{BTreeMap, HashSet};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use rhai::{Dynamic, FnPtr, Position};
+use runbook_stdlib::redact::Redactor;
+use runbook_stdlib::{CallInfo, Decision, Effect, Host, Level, Outcome, Secret, StdlibError};
+use tokio_util::sync::CancellationToken;
+
+use crate::approval::ApprovalPolicy;
+use crate::context::Context;
+use crate::event::{CallOutcome, Event, Mode};
+use crate::fixtures::Fixtures;
+use crate::header::Header;
+use crate::printer::Printer;
+
+/// A write not run in a dry-run, or a gate that would be asked.
+#[derive(Debug, Clone)]
+pub enum PlanItem {
+    Change { call: String, at: String, step: Option<String> },
+    Gate { message: String, at: String, confirm: Option<String> },
+}
+
+/// A step in progress.
+#[derive(Debug, Clone)]
+struct StepFrame {
+    name: String,
+    token: CancellationToken,
+    timeout: Option<Duration>,
+}
+
+/// A compensation registered with `on_rollback`.
+#[derive(Debug, Clone)]
+pub struct Compensation {
+    pub step: String,
+    pub closure: FnPtr,
+}
+
+/// Everything a run needs to decide on calls and report them.
+pub struct RunHost {
+    pub mode: Mode,
+    pub file: Option<PathBuf>,
+    pub header: Header,
+    pub params: BTreeMap<String, String>,
+    pub context: Context,
+    pub approvals: ApprovalPolicy,
+    pub printer: Arc<Printer>,
+    fixtures: Fixtures,
+    runtime: tokio::runtime::Handle,
+    /// Cancelled by Ctrl-C. Replaced by a fresh token while rollbacks run.
+    run_token: Mutex<CancellationToken>,
+    interrupted: AtomicBool,
+    /// Set whenever the script must stop at its next operation (Ctrl-C, step timeout).
+    stop: Arc<AtomicBool>,
+    steps: Mutex<Vec<StepFrame>>,
+    step_names: Mutex<HashSet<String>>,
+    plan: Mutex<Vec<PlanItem>>,
+    compensations: Mutex<Vec<Compensation>>,
+}
+
+impl RunHost {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        mode: Mode,
+        file: Option<PathBuf>,
+        header: Header,
+        params: BTreeMap<String, String>,
+        context: Context,
+        approvals: ApprovalPolicy,
+        printer: Arc<Printer>,
+        fixtures: Fixtures,
+        runtime: tokio::runtime::Handle,
+    ) -> Self {
+        RunHost {
+            mode,
+            file,
+            header,
+            params,
+            context,
+            approvals,
+            printer,
+            fixtures,
+            runtime,
+            run_token: Mutex::new(CancellationToken::new()),
+            interrupted: AtomicBool::new(false),
+            stop: Arc::new(AtomicBool::new(false)),
+            steps: Mutex::new(Vec::new()),
+            step_names: Mutex::new(HashSet::new()),
+            plan: Mutex::new(Vec::new()),
+            compensations: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// The flag the engine's progress hook watches.
+    pub fn stop_flag(&self) -> Arc<AtomicBool> {
+        Arc::clone(&self.stop)
+    }
+
+    /// Ctrl-C: cancel the call in flight and stop the script.
+    pub fn interrupt(&self) {
+        self.interrupted.store(true, Ordering::SeqCst);
+        self.stop.store(true, Ordering::SeqCst);
+        lock(&self.run_token).cancel();
+    }
+
+    pub fn was_interrupted(&self) -> bool {
+        self.interrupted.load(Ordering::SeqCst)
+    }
+
+    /// Before compensations run: a fresh token and a cleared stop flag, so that
+    /// rollback calls can do their work after a Ctrl-C.
+    pub fn begin_rollback(&self) {
+        *lock(&self.run_token) = CancellationToken::new();
+        lock(&self.steps).clear();
+        self.stop.store(false, Ordering::SeqCst);
+    }
+
+    /// REPL: each input starts fresh (no interrupt pending, step names reusable).
+    pub fn reset_for_next_input(&self) {
+        self.interrupted.store(false, Ordering::SeqCst);
+        *lock(&self.run_token) = CancellationToken::new();
+        lock(&self.steps).clear();
+        lock(&self.step_names).clear();
+        self.stop.store(false, Ordering::SeqCst);
+    }
+
+    pub fn emit(&self, event: &Event) {
+        self.printer.emit(event);
+    }
+
+    /// `file:line:col` of a script position.
+    pub fn location(&self, position: Position) -> String {
+        let file = self.file.as_ref().map_or_else(|| "<repl>".to_owned(), |file| file.display().to_string());
+        match (position.line(), position.position()) {
+            (Some(line), Some(column)) => format!("{file}:{line}:{column}"),
+            (Some(line), None) => format!("{file}:{line}"),
+            _ => file,
+        }
+    }
+
+    pub fn current_step(&self) -> Option<String> {
+        lock(&self.steps).last().map(|frame| frame.name.clone())
+    }
+
+    /// Enter a step: its name must be new in this run. Returns the step's token.
+    pub fn enter_step(&self, name: &str, timeout: Option<Duration>) -> Result<CancellationToken, StdlibError> {
+        if !lock(&self.step_names).insert(name.to_owned()) {
+            return Err(StdlibError::usage(
+                format!("step `{name}` ran twice; step names are unique in a run"),
+                "give each step its own name (e.g. add the host or index: `\"restart \" + host`)",
+            ));
+        }
+        let parent = self.cancellation();
+        let token = parent.child_token();
+        lock(&self.steps).push(StepFrame { name: name.to_owned(), token: token.clone(), timeout });
+        Ok(token)
+    }
+
+    /// A retry of a step: a fresh token for the same frame.
+    pub fn retry_step(&self, name: &str) -> CancellationToken {
+        let parent = {
+            let steps = lock(&self.steps);
+            let index = steps.iter().rposition(|frame| frame.name == name);
+            index.and_then(|index| index.checked_sub(1)).map(|index| steps[index].token.clone())
+        }
+        .unwrap_or_else(|| lock(&self.run_token).clone());
+        let token = parent.child_token();
+        if let Some(frame) = lock(&self.steps).iter_mut().rev().find(|frame| frame.name == name) {
+            frame.token = token.clone();
+        }
+        self.refresh_stop();
+        token
+    }
+
+    /// Leave a step (whatever its outcome).
+    pub fn leave_step(&self, name: &str) {
+        let mut steps = lock(&self.steps);
+        if let Some(index) = steps.iter().rposition(|frame| frame.name == name) {
+            steps.truncate(index);
+        }
+        drop(steps);
+        self.refresh_stop();
+    }
+
+    /// A step's timeout passed: stop the script and cancel its calls.
+    pub fn time_out(&self, token: &CancellationToken) {
+        token.cancel();
+        self.stop.store(true, Ordering::SeqCst);
+    }
+
+    fn refresh_stop(&self) {
+        let stop = self.was_interrupted() || lock(&self.steps).iter().any(|frame| frame.token.is_cancelled());
+        self.stop.store(stop, Ordering::SeqCst);
+    }
+
+    pub fn add_compensation(&self, closure: FnPtr) {
+        let step = self.current_step().unwrap_or_else(|| "(run)".to_owned());
+        lock(&self.compensations).push(Compensation { step, closure });
+    }
+
+    /// Compensations, newest first, leaving none registered.
+    pub fn take_compensations(&self) -> Vec<Compensation> {
+        let mut compensations = std::mem::take(&mut *lock(&self.compensations));
+        compensations.reverse();
+        compensations
+    }
+
+    pub fn record_gate(&self, message: &str, position: Position, confirm: Option<String>) {
+        lock(&self.plan).push(PlanItem::Gate { message: message.to_owned(), at: self.location(position), confirm });
+    }
+
+    pub fn plan(&self) -> Vec<PlanItem> {
+        lock(&self.plan).clone()
+    }
+
+    pub fn planned_changes(&self) -> usize {
+        lock(&self.plan).iter().filter(|item| matches!(item, PlanItem::Change { .. })).count()
+    }
+
+    pub fn runtime_handle(&self) -> &tokio::runtime::Handle {
+        &self.runtime
+    }
+
+    pub fn log_warn(&self, message: &str) {
+        Host::log(self, Level::Warn, message);
+    }
+
+    pub fn run_token(&self) -> CancellationToken {
+        lock(&self.run_token).clone()
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl Host for RunHost {
+    fn decide(&self, call: &CallInfo, placeholder: &dyn Fn() -> Dynamic) -> Decision {
+        match (call.effect, self.mode) {
+            (Effect::Local, _) | (Effect::Read, Mode::Live | Mode::DryRun) | (Effect::Write, Mode::Live) => {
+                Decision::Run
+            }
+            (Effect::Read, Mode::DryRunOffline) => {
+                let value = placeholder();
+                Decision::Skip(self.fixtures.lookup(call, value.clone()).unwrap_or(value))
+            }
+            (Effect::Write, Mode::DryRun | Mode::DryRunOffline) => {
+                let signature = self.printer.redactor().mask(&call.signature()).into_owned();
+                lock(&self.plan).push(PlanItem::Change {
+                    call: signature,
+                    at: self.location(call.position),
+                    step: self.current_step(),
+                });
+                Decision::Skip(placeholder())
+            }
+        }
+    }
+
+    fn finished(&self, call: &CallInfo, outcome: Outcome<'_>, elapsed: Duration) {
+        if call.effect == Effect::Local {
+            return;
+        }
+        let (outcome, error) = match outcome {
+            Outcome::Ok(_) => (CallOutcome::Ok, None),
+            Outcome::Err(message) => (CallOutcome::Error, Some(message.to_owned())),
+            Outcome::Skipped if call.effect == Effect::Write => (CallOutcome::Planned, None),
+            Outcome::Skipped if self.fixtures.lookup(call, Dynamic::UNIT).is_some() => {
+                (CallOutcome::Fixture, None)
+            }
+            Outcome::Skipped => (CallOutcome::Placeholder, None),
+        };
+        self.emit(&Event::Call {
+            function: call.function.clone(),
+            effect: call.effect.as_str().to_owned(),
+            args: call.args.clone(),
+            at: self.location(call.position),
+            step: self.current_step(),
+            outcome,
+            duration_ms: u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX),
+            error,
+            time: crate::event::now(),
+        });
+    }
+
+    fn runtime(&self) -> &tokio::runtime::Handle {
+        &self.runtime
+    }
+
+    fn cancellation(&self) -> CancellationToken {
+        lock(&self.steps)
+            .last()
+            .map_or_else(|| lock(&self.run_token).clone(), |frame| frame.token.clone())
+    }
+
+    fn cancel_reason(&self) -> StdlibError {
+        if self.was_interrupted() {
+            return StdlibError::Interrupted;
+        }
+        let steps = lock(&self.steps);
+        match steps.iter().find(|frame| frame.token.is_cancelled()) {
+            Some(frame) => StdlibError::Timeout(
+                frame.timeout.map_or_else(|| "its timeout".to_owned(), runbook_stdlib::duration::human),
+            ),
+            None => StdlibError::Interrupted,
+        }
+    }
+
+    fn redactor(&self) -> &Redactor {
+        self.printer.redactor()
+    }
+
+    fn context(&self) -> Dynamic {
+        self.context.to_dynamic()
+    }
+
+    fn secret(&self, name: &str) -> Result<Secret, StdlibError> {
+        let secret = self.context.secret(name)?;
+        self.redactor().add(secret.expose());
+        Ok(secret)
+    }
+
+    fn log(&self, level: Level, message: &str) {
+        self.emit(&Event::Log {
+            level: level.as_str().to_owned(),
+            message: self.redactor().mask(message).into_owned(),
+            step: self.current_step(),
+            time: crate::event::now(),
+        });
+    }
+}

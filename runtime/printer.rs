@@ -1,0 +1,316 @@
+//! All terminal output goes through the [`Printer`]. It renders the event
+//! stream: for people on stderr (spinners on a terminal, timestamped lines
+//! otherwise), or as JSON lines on stdout with `--output json`. Every string
+//! passes the redactor on its way out.
+
+use std::io::{IsTerminal, Write};
+use std::sync::{Mutex, PoisonError};
+use std::time::Duration;
+
+use console::Style;
+use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
+use runbook_stdlib::redact::Redactor;
+
+use crate::event::{CallOutcome, Event, GateDecision, Mode, RunStatus, StepStatus};
+
+/// `--output`: who reads the output.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Default)]
+pub enum OutputFormat {
+    /// Progress and results for people, on stderr; script `print` output on stdout.
+    #[default]
+    Human,
+    /// One JSON event per line on stdout, nothing else there.
+    Json,
+}
+
+/// One line of the end-of-run summary.
+#[derive(Debug, Clone)]
+struct SummaryLine {
+    step: String,
+    status: StepStatus,
+    duration_ms: u64,
+}
+
+pub struct Printer {
+    format: OutputFormat,
+    redactor: Redactor,
+    interactive: bool,
+    verbose: bool,
+    styles: Styles,
+    progress: MultiProgress,
+    spinners: Mutex<Vec<(String, ProgressBar)>>,
+    summary: Mutex<Vec<SummaryLine>>,
+}
+
+#[derive(Debug, Clone)]
+struct Styles {
+    ok: Style,
+    bad: Style,
+    warn: Style,
+    dim: Style,
+    bold: Style,
+}
+
+impl Styles {
+    fn new(color: bool) -> Self {
+        let style = |s: Style| if color { s } else { Style::new() };
+        Styles {
+            ok: style(Style::new().green()),
+            bad: style(Style::new().red().bold()),
+            warn: style(Style::new().yellow()),
+            dim: style(Style::new().dim()),
+            bold: style(Style::new().bold()),
+        }
+    }
+}
+
+impl Printer {
+    pub fn new(format: OutputFormat, redactor: Redactor, verbose: bool) -> Self {
+        let stderr_tty = std::io::stderr().is_terminal();
+        let color = stderr_tty && std::env::var_os("NO_COLOR").is_none_or(|value| value.is_empty());
+        let interactive = stderr_tty && format == OutputFormat::Human && !crate::approval::ci();
+        let progress = MultiProgress::with_draw_target(if interactive {
+            ProgressDrawTarget::stderr()
+        } else {
+            ProgressDrawTarget::hidden()
+        });
+        Printer {
+            format,
+            redactor,
+            interactive,
+            verbose,
+            styles: Styles::new(color),
+            progress,
+            spinners: Mutex::new(Vec::new()),
+            summary: Mutex::new(Vec::new()),
+        }
+    }
+
+    pub fn redactor(&self) -> &Redactor {
+        &self.redactor
+    }
+
+    pub fn format(&self) -> OutputFormat {
+        self.format
+    }
+
+    /// A line for people on stderr (masked), above any spinners.
+    pub fn line(&self, text: &str) {
+        if self.format == OutputFormat::Json {
+            return;
+        }
+        let text = self.redactor.mask(text);
+        if self.interactive {
+            let _ = self.progress.println(text.as_ref());
+        } else {
+            let stamp = chrono::Local::now().format("%H:%M:%S").to_string();
+            let mut stderr = std::io::stderr().lock();
+            for line in text.lines() {
+                let _ = writeln!(stderr, "{} {line}", self.styles.dim.apply_to(&stamp));
+            }
+        }
+    }
+
+    /// Data for stdout (script `print`, the plan, tables), masked. In JSON
+    /// mode stdout holds events only, so data becomes a log event instead.
+    pub fn data(&self, text: &str) {
+        let text = self.redactor.mask(text);
+        match self.format {
+            OutputFormat::Json => self.emit(&Event::Log {
+                level: "print".into(),
+                message: text.into_owned(),
+                step: None,
+                time: crate::event::now(),
+            }),
+            OutputFormat::Human => {
+                self.progress.suspend(|| {
+                    let mut stdout = std::io::stdout().lock();
+                    let _ = writeln!(stdout, "{text}");
+                    let _ = stdout.flush();
+                });
+            }
+        }
+    }
+
+    /// Run `f` with the spinners hidden (for prompts).
+    pub fn suspend<R>(&self, f: impl FnOnce() -> R) -> R {
+        self.progress.suspend(f)
+    }
+
+    /// Render one event.
+    pub fn emit(&self, event: &Event) {
+        if self.format == OutputFormat::Json {
+            if let Ok(json) = serde_json::to_string(event) {
+                let json = self.redactor.mask(&json);
+                let mut stdout = std::io::stdout().lock();
+                let _ = writeln!(stdout, "{json}");
+                let _ = stdout.flush();
+            }
+            return;
+        }
+        self.render(event);
+    }
+
+    fn render(&self, event: &Event) {
+        let s = &self.styles;
+        match event {
+            Event::Run { runbook, context, mode, run_id, .. } => {
+                let mode = match mode {
+                    Mode::Live => "live",
+                    Mode::DryRun => "dry-run",
+                    Mode::DryRunOffline => "dry-run, offline",
+                };
+                let context = context.as_deref().unwrap_or("no context");
+                self.line(&format!(
+                    "{} {runbook} {}",
+                    s.bold.apply_to("▶"),
+                    s.dim.apply_to(format!("({context}, {mode}, run {run_id})"))
+                ));
+            }
+            Event::StepStart { step, .. } => self.step_started(step),
+            Event::StepEnd { step, status, duration_ms, error, .. } => {
+                self.step_finished(step);
+                let took = human_ms(*duration_ms);
+                match status {
+                    StepStatus::Ok => self.line(&format!("{} {step} {}", s.ok.apply_to("✓"), s.dim.apply_to(took))),
+                    StepStatus::Skipped => self.line(&format!("{} {step} {}", s.dim.apply_to("↷"), s.dim.apply_to("(done in an earlier run)"))),
+                    StepStatus::Failed => self.line(&format!(
+                        "{} {step} {}{}",
+                        s.bad.apply_to("✗"),
+                        s.dim.apply_to(took),
+                        error.as_deref().map(|e| format!(": {e}")).unwrap_or_default()
+                    )),
+                }
+                let mut summary = self.summary.lock().unwrap_or_else(PoisonError::into_inner);
+                summary.push(SummaryLine { step: step.clone(), status: *status, duration_ms: *duration_ms });
+            }
+            Event::Call { function, args, outcome, duration_ms, error, effect, .. } => {
+                let call = format!("{function}({})", args.join(", "));
+                match outcome {
+                    CallOutcome::Planned => self.line(&format!("  {} {call} {}", s.warn.apply_to("~"), s.dim.apply_to("(planned, not run)"))),
+                    CallOutcome::Fixture => self.line(&format!("  {} {call} {}", s.dim.apply_to("·"), s.dim.apply_to("(fixture)"))),
+                    CallOutcome::Placeholder => self.line(&format!("  {} {call} {}", s.dim.apply_to("·"), s.dim.apply_to("(offline placeholder)"))),
+                    CallOutcome::Ok => {
+                        if effect == "write" || self.verbose {
+                            self.line(&format!("  {} {call} {}", s.dim.apply_to("→"), s.dim.apply_to(human_ms(*duration_ms))));
+                        }
+                    }
+                    CallOutcome::Error => self.line(&format!(
+                        "  {} {call} {}",
+                        s.bad.apply_to("→"),
+                        s.bad.apply_to(error.as_deref().unwrap_or("failed").lines().next().unwrap_or_default())
+                    )),
+                }
+            }
+            Event::Gate { message, decision, approver, how, .. } => {
+                let text = match decision {
+                    GateDecision::Approved => format!("{} approved by {approver} ({how}): {message}", s.ok.apply_to("✔")),
+                    GateDecision::Rejected => format!("{} rejected ({how}): {message}", s.bad.apply_to("✘")),
+                    GateDecision::Planned => format!("{} gate (would ask): {message}", s.warn.apply_to("?")),
+                };
+                self.line(&text);
+            }
+            Event::Log { level, message, .. } => match level.as_str() {
+                "debug" if !self.verbose => {}
+                "warn" => self.line(&format!("{} {message}", s.warn.apply_to("warning:"))),
+                "error" => self.line(&format!("{} {message}", s.bad.apply_to("error:"))),
+                _ => self.line(message),
+            },
+            Event::Rollback { step, status, error, .. } => match status {
+                StepStatus::Ok => self.line(&format!("{} rollback for {step} ran", s.warn.apply_to("↺"))),
+                StepStatus::Skipped => self.line(&format!("{} rollback for {step} skipped (--no-rollback)", s.dim.apply_to("↺"))),
+                StepStatus::Failed => self.line(&format!(
+                    "{} rollback for {step} failed: {}",
+                    s.bad.apply_to("↺"),
+                    error.as_deref().unwrap_or("unknown error")
+                )),
+            },
+            Event::End { status, duration_ms, exit_code, .. } => {
+                self.clear_spinners();
+                self.render_summary();
+                let took = human_ms(*duration_ms);
+                let text = match status {
+                    RunStatus::Ok => format!("{} finished in {took}", s.ok.apply_to("✓")),
+                    RunStatus::Failed => format!("{} failed after {took} (exit {exit_code})", s.bad.apply_to("✗")),
+                    RunStatus::Refused => format!("{} stopped at an approval gate after {took} (exit {exit_code})", s.bad.apply_to("✗")),
+                    RunStatus::Interrupted => format!("{} interrupted after {took} (exit {exit_code})", s.bad.apply_to("✗")),
+                    RunStatus::Locked => format!("{} locked (exit {exit_code})", s.bad.apply_to("✗")),
+                    RunStatus::Error => format!("{} script error (exit {exit_code})", s.bad.apply_to("✗")),
+                };
+                self.line(&text);
+            }
+        }
+    }
+
+    fn render_summary(&self) {
+        let summary = self.summary.lock().unwrap_or_else(PoisonError::into_inner).clone();
+        if summary.is_empty() {
+            return;
+        }
+        let width = summary.iter().map(|line| line.step.chars().count()).max().unwrap_or(0);
+        let mut text = String::from("summary:");
+        for line in &summary {
+            let mark = match line.status {
+                StepStatus::Ok => self.styles.ok.apply_to("✓"),
+                StepStatus::Failed => self.styles.bad.apply_to("✗"),
+                StepStatus::Skipped => self.styles.dim.apply_to("↷"),
+            };
+            text.push_str(&format!("\n  {mark} {:<width$}  {}", line.step, human_ms(line.duration_ms)));
+        }
+        self.line(&text);
+    }
+
+    fn step_started(&self, step: &str) {
+        if !self.interactive {
+            self.line(&format!("{} {step}", self.styles.bold.apply_to("▸")));
+            return;
+        }
+        let spinner = self.progress.add(ProgressBar::new_spinner());
+        if let Ok(style) = ProgressStyle::with_template("{spinner} {msg} {elapsed:.dim}") {
+            spinner.set_style(style);
+        }
+        spinner.set_message(self.redactor.mask(step).into_owned());
+        spinner.enable_steady_tick(Duration::from_millis(120));
+        self.spinners.lock().unwrap_or_else(PoisonError::into_inner).push((step.to_owned(), spinner));
+    }
+
+    fn step_finished(&self, step: &str) {
+        let mut spinners = self.spinners.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(index) = spinners.iter().rposition(|(name, _)| name == step) {
+            let (_, spinner) = spinners.remove(index);
+            spinner.finish_and_clear();
+            self.progress.remove(&spinner);
+        }
+    }
+
+    fn clear_spinners(&self) {
+        let mut spinners = self.spinners.lock().unwrap_or_else(PoisonError::into_inner);
+        for (_, spinner) in spinners.drain(..) {
+            spinner.finish_and_clear();
+        }
+    }
+
+    /// An error report (already rendered with position and hint) on stderr.
+    pub fn error(&self, report: &str) {
+        let report = self.redactor.mask(report);
+        match self.format {
+            OutputFormat::Json => {
+                let _ = writeln!(std::io::stderr(), "{report}");
+            }
+            OutputFormat::Human => {
+                self.clear_spinners();
+                self.progress.suspend(|| {
+                    let _ = writeln!(std::io::stderr(), "{report}");
+                });
+            }
+        }
+    }
+
+    pub fn styles_bold(&self, text: &str) -> String {
+        self.styles.bold.apply_to(text).to_string()
+    }
+}
+
+fn human_ms(millis: u64) -> String {
+    runbook_stdlib::duration::human(Duration::from_millis(millis))
+}

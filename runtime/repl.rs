@@ -1,0 +1,332 @@
+//! `runbook repl`: the same stdlib and gates as a run, one line at a time.
+//! History lives under the XDG state dir; `:help NAME` shows a function's
+//! doc; input with open brackets continues on the next line.
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, PoisonError};
+
+use rhai::{AST, Dynamic, Engine, Scope};
+use rustyline::completion::{Completer, Pair};
+use rustyline::error::ReadlineError;
+use rustyline::highlight::Highlighter;
+use rustyline::hint::Hinter;
+use rustyline::history::DefaultHistory;
+use rustyline::validate::{ValidationContext, ValidationResult, Validator};
+use rustyline::{Editor, Helper};
+use runbook_stdlib::Function;
+
+use crate::error::{Diagnostic, Exit};
+use crate::gate::RunHost;
+use crate::session::Session;
+
+const COMMANDS: &[(&str, &str)] = &[
+    (":help", "this list; `:help NAME` shows a function or module (`:help k8s`, `:help step`)"),
+    (":doc", "the overview of every function"),
+    (":context", "the active context"),
+    (":vars", "the variables defined so far"),
+    (":quit", "leave (Ctrl-D works too)"),
+];
+
+/// Completion of function names, variables and commands; multi-line input.
+struct ReplHelper {
+    words: Vec<String>,
+    variables: Arc<Mutex<Vec<String>>>,
+}
+
+impl Completer for ReplHelper {
+    type Candidate = Pair;
+
+    fn complete(&self, line: &str, pos: usize, _ctx: &rustyline::Context<'_>) -> rustyline::Result<(usize, Vec<Pair>)> {
+        let before = &line[..pos];
+        let start = before
+            .rfind(|c: char| !(c.is_alphanumeric() || c == '_' || c == ':'))
+            .map_or(0, |index| index + 1);
+        let word = &before[start..];
+        if word.is_empty() {
+            return Ok((pos, Vec::new()));
+        }
+        let variables = self.variables.lock().unwrap_or_else(PoisonError::into_inner).clone();
+        let mut candidates: Vec<Pair> = self
+            .words
+            .iter()
+            .chain(variables.iter())
+            .filter(|candidate| candidate.starts_with(word))
+            .map(|candidate| Pair { display: candidate.clone(), replacement: candidate.clone() })
+            .collect();
+        candidates.sort_by(|a, b| a.display.cmp(&b.display));
+        candidates.dedup_by(|a, b| a.display == b.display);
+        Ok((start, candidates))
+    }
+}
+
+impl Hinter for ReplHelper {
+    type Hint = String;
+}
+
+impl Highlighter for ReplHelper {}
+
+impl Validator for ReplHelper {
+    fn validate(&self, ctx: &mut ValidationContext<'_>) -> rustyline::Result<ValidationResult> {
+        Ok(if is_incomplete(ctx.input()) { ValidationResult::Incomplete } else { ValidationResult::Valid(None) })
+    }
+}
+
+impl Helper for ReplHelper {}
+
+/// Whether brackets or a string are still open (outside strings and comments).
+pub fn is_incomplete(input: &str) -> bool {
+    let mut depth: i64 = 0;
+    let mut chars = input.chars().peekable();
+    let mut quote: Option<char> = None;
+    while let Some(c) = chars.next() {
+        match quote {
+            Some(q) => {
+                if c == '\\' {
+                    chars.next();
+                } else if c == q {
+                    quote = None;
+                }
+            }
+            None => match c {
+                '"' | '`' | '\'' => quote = Some(c),
+                '/' if chars.peek() == Some(&'/') => {
+                    for next in chars.by_ref() {
+                        if next == '\n' {
+                            break;
+                        }
+                    }
+                }
+                '{' | '(' | '[' => depth += 1,
+                '}' | ')' | ']' => depth -= 1,
+                _ => {}
+            },
+        }
+    }
+    depth > 0 || matches!(quote, Some('`'))
+}
+
+/// `$XDG_STATE_HOME/runbook`, else `~/.local/state/runbook`.
+pub fn state_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("RUNBOOK_STATE_DIR").filter(|dir| !dir.is_empty()) {
+        return PathBuf::from(dir);
+    }
+    if let Some(dir) = std::env::var_os("XDG_STATE_HOME").filter(|dir| !dir.is_empty()) {
+        return PathBuf::from(dir).join("runbook");
+    }
+    let home = std::env::var_os("HOME").map_or_else(|| PathBuf::from("."), PathBuf::from);
+    home.join(".local/state/runbook")
+}
+
+struct Repl {
+    session: Session,
+    engine: Arc<Engine>,
+    functions: Vec<Function>,
+    scope: Arc<Mutex<Scope<'static>>>,
+    /// Functions defined so far (`fn name() {}`), kept across lines.
+    library: AST,
+    variables: Arc<Mutex<Vec<String>>>,
+}
+
+impl Repl {
+    fn host(&self) -> &Arc<RunHost> {
+        &self.session.host
+    }
+
+    fn command(&self, line: &str) -> bool {
+        let mut words = line.split_whitespace();
+        let command = words.next().unwrap_or_default();
+        let argument = words.next();
+        let printer = &self.host().printer;
+        match (command, argument) {
+            (":quit" | ":q" | ":exit", _) => return false,
+            (":help" | ":h", None) => {
+                let mut text = String::from("Type Rhai: `1 + 2`, `shell::read(\"uname -a\")`, `let x = ...`.\nCommands:\n");
+                for (name, what) in COMMANDS {
+                    text.push_str(&format!("  {name:<10} {what}\n"));
+                }
+                text.push_str("Modules: ");
+                let modules: Vec<&str> = runbook_stdlib::MODULES.iter().filter(|m| !m.is_empty()).copied().collect();
+                text.push_str(&modules.join(", "));
+                printer.data(&text);
+            }
+            (":help" | ":h" | ":doc", Some(topic)) => match crate::doc::topic(&self.functions, topic) {
+                Some(text) => printer.data(&text),
+                None => printer.data(&format!("nothing called `{topic}`; `:doc` lists every function")),
+            },
+            (":doc", None) => printer.data(&crate::doc::overview(&self.functions)),
+            (":context", _) => printer.data(&format_value(&self.host().context.to_dynamic())),
+            (":vars", _) => {
+                let scope = self.scope.lock().unwrap_or_else(PoisonError::into_inner);
+                let mut text = String::new();
+                for (name, _, value) in scope.iter() {
+                    text.push_str(&format!("{name} = {}\n", runbook_stdlib::values::render(&value)));
+                }
+                printer.data(if text.is_empty() { "(no variables yet)" } else { text.trim_end() });
+            }
+            (other, _) => printer.data(&format!("unknown command `{other}`; `:help` lists them")),
+        }
+        true
+    }
+
+    fn evaluate(&mut self, input: &str) {
+        let host = Arc::clone(self.host());
+        host.reset_for_next_input();
+        let ast = {
+            let scope = self.scope.lock().unwrap_or_else(PoisonError::into_inner);
+            crate::engine::compile(&self.engine, input, &scope)
+        };
+        let ast = match ast {
+            Ok(ast) => ast,
+            Err(diagnostic) => {
+                host.printer.error(&render_repl(&diagnostic, input));
+                return;
+            }
+        };
+        let combined = self.library.merge(&ast);
+        let engine = Arc::clone(&self.engine);
+        let scope = Arc::clone(&self.scope);
+        let task_host = Arc::clone(&host);
+        let outcome = self.session.runtime.block_on(async move {
+            tokio::task::spawn_blocking(move || {
+                let mut scope = scope.lock().unwrap_or_else(PoisonError::into_inner);
+                let result = engine.eval_ast_with_scope::<Dynamic>(&mut scope, &combined);
+                if result.is_err() {
+                    crate::run::roll_back(&task_host, &engine, &combined, false);
+                }
+                result
+            })
+            .await
+        });
+        match outcome {
+            Ok(Ok(value)) => {
+                if !value.is_unit() {
+                    host.printer.data(&format_value(&value));
+                }
+                self.library = self.library.merge(&ast.clone_functions_only());
+            }
+            Ok(Err(error)) => {
+                let diagnostic = Diagnostic::from_rhai(&error);
+                host.printer.error(&render_repl(&diagnostic, input));
+            }
+            Err(join_error) => host.printer.error(&format!("error: internal: {join_error}")),
+        }
+        let scope = self.scope.lock().unwrap_or_else(PoisonError::into_inner);
+        let names: Vec<String> = scope.iter().map(|(name, ..)| name.to_owned()).collect();
+        *self.variables.lock().unwrap_or_else(PoisonError::into_inner) = names;
+    }
+}
+
+fn render_repl(diagnostic: &Diagnostic, input: &str) -> String {
+    diagnostic.render(Some(std::path::Path::new("<repl>")), Some(input))
+}
+
+/// Show a value: strings as they are, everything else in script notation.
+fn format_value(value: &Dynamic) -> String {
+    if value.is_string() {
+        return value.clone().into_string().unwrap_or_default();
+    }
+    let json = runbook_stdlib::values::to_json(value, false);
+    if value.is_map() || value.is_array() {
+        serde_json::to_string_pretty(&json).unwrap_or_else(|_| runbook_stdlib::values::render(value))
+    } else {
+        runbook_stdlib::values::render(value)
+    }
+}
+
+/// Run the REPL until `:quit` or Ctrl-D.
+pub fn run(context: Option<&str>) -> Exit {
+    let cwd = std::env::current_dir().unwrap_or_default();
+    let session = match Session::interactive(context, &[&cwd]) {
+        Ok(session) => session,
+        Err(diagnostic) => {
+            eprintln!("{}", diagnostic.render(None, None));
+            return diagnostic.exit;
+        }
+    };
+    let engine = crate::engine::build(&session.host);
+    let functions = crate::engine::all_functions(&session.host);
+    let mut words: Vec<String> = functions.iter().map(Function::qualified_name).collect();
+    words.extend(COMMANDS.iter().map(|(name, _)| (*name).to_owned()));
+    let variables = Arc::new(Mutex::new(Vec::new()));
+    let helper = ReplHelper { words, variables: Arc::clone(&variables) };
+    let config = rustyline::Config::builder().auto_add_history(true).max_history_size(5000).map_or_else(
+        |_| rustyline::Config::default(),
+        rustyline::config::Builder::build,
+    );
+    let mut editor: Editor<ReplHelper, DefaultHistory> = match Editor::with_config(config) {
+        Ok(editor) => editor,
+        Err(error) => {
+            eprintln!("error: cannot start the line editor: {error}");
+            return Exit::Usage;
+        }
+    };
+    editor.set_helper(Some(helper));
+    let history = state_dir().join("history");
+    let _ = editor.load_history(&history);
+
+    // Ctrl-C while a line runs stops it (at the prompt, rustyline handles it).
+    let signal_host = Arc::clone(&session.host);
+    session.runtime.spawn(async move {
+        while tokio::signal::ctrl_c().await.is_ok() {
+            signal_host.interrupt();
+        }
+    });
+
+    let context_name = session.host.context.name.clone().unwrap_or_else(|| "no context".into());
+    session.host.printer.line(&format!(
+        "runbook {} REPL ({context_name}). `:help` for help, Ctrl-D to leave.",
+        env!("CARGO_PKG_VERSION")
+    ));
+    let prompt = format!("{context_name}> ");
+    let mut repl = Repl {
+        session,
+        engine: Arc::new(engine),
+        functions,
+        scope: Arc::new(Mutex::new(Scope::new())),
+        library: AST::empty(),
+        variables,
+    };
+    loop {
+        match editor.readline(&prompt) {
+            Ok(line) => {
+                let line = line.trim();
+                if line.is_empty() {
+                    continue;
+                }
+                if line.starts_with(':') {
+                    if !repl.command(line) {
+                        break;
+                    }
+                } else {
+                    repl.evaluate(line);
+                }
+            }
+            Err(ReadlineError::Interrupted) => {}
+            Err(ReadlineError::Eof) => break,
+            Err(error) => {
+                eprintln!("error: {error}");
+                break;
+            }
+        }
+    }
+    if let Some(parent) = history.parent() {
+        let _ = std::fs::create_dir_all(parent);
+    }
+    let _ = editor.save_history(&history);
+    Exit::Ok
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_incomplete;
+
+    #[test]
+    fn open_brackets_continue_the_input() {
+        assert!(is_incomplete("let f = |x| {"));
+        assert!(is_incomplete("foo(1,"));
+        assert!(!is_incomplete("let f = |x| { x + 1 };"));
+        assert!(!is_incomplete("\"{\""));
+        assert!(!is_incomplete("1 + 2 // {"));
+        assert!(is_incomplete("`multi"));
+    }
+}

@@ -1,0 +1,304 @@
+//! `runbook run`: prepare (params, context, compile, check), execute on a
+//! blocking thread, roll back on failure, and report: the end event, the
+//! summary, and in a dry-run the plan.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Instant;
+
+use rhai::{Dynamic, Engine, Scope};
+
+use crate::approval::ApprovalPolicy;
+use crate::check::{Known, check};
+use crate::error::{Diagnostic, Exit};
+use crate::event::{Event, Mode, RunStatus, StepStatus};
+use crate::fixtures::Fixtures;
+use crate::gate::{PlanItem, RunHost};
+use crate::header::{Header, Requirement};
+use crate::printer::{OutputFormat, Printer};
+
+/// Everything `runbook run` was asked to do.
+#[derive(Debug, Clone, Default)]
+pub struct RunOptions {
+    pub file: PathBuf,
+    pub params: Vec<(String, String)>,
+    pub context: Option<String>,
+    pub dry_run: bool,
+    pub offline: bool,
+    pub fixtures: Option<PathBuf>,
+    pub approve: bool,
+    pub confirm: Option<String>,
+    pub output: OutputFormat,
+    pub no_rollback: bool,
+    pub verbose: bool,
+}
+
+/// Problems found before anything runs: shown as diagnostics, exit 2.
+struct Prepared {
+    source: String,
+    header: Header,
+    params: BTreeMap<String, String>,
+}
+
+fn prepare(options: &RunOptions) -> Result<Prepared, Vec<Diagnostic>> {
+    let source = crate::engine::read_source(&options.file).map_err(|error| vec![error])?;
+    let header = Header::parse(&source);
+    let mut params = BTreeMap::new();
+    let mut problems = Vec::new();
+    for (name, value) in &options.params {
+        if header.param(name).is_none() {
+            let declared: Vec<&str> = header.params.iter().map(|param| param.name.as_str()).collect();
+            let hint = if declared.is_empty() {
+                "this runbook declares no params (`//! @param NAME ...` in its header)".to_owned()
+            } else {
+                format!("this runbook takes: {}", declared.join(", "))
+            };
+            problems.push(Diagnostic::new(format!("unknown param `{name}`"), Exit::Usage).hint(hint));
+        }
+        params.insert(name.clone(), value.clone());
+    }
+    for spec in &header.params {
+        if spec.requirement == Requirement::Required && !params.contains_key(&spec.name) {
+            problems.push(
+                Diagnostic::new(format!("missing required param `{}` ({})", spec.name, spec.description), Exit::Usage)
+                    .hint(format!("pass it as `{}=VALUE` after the file name", spec.name)),
+            );
+        }
+    }
+    if problems.is_empty() { Ok(Prepared { source, header, params }) } else { Err(problems) }
+}
+
+fn run_id() -> String {
+    use rand::Rng;
+    let suffix: u32 = rand::rng().random_range(0..0x10000);
+    format!("{}-{suffix:04x}", chrono::Utc::now().format("%Y%m%dT%H%M%SZ"))
+}
+
+fn millis(started: Instant) -> u64 {
+    u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX)
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    let digest = sha2::Sha256::digest(bytes);
+    digest.iter().map(|byte| format!("{byte:02x}")).collect()
+}
+
+/// Run a runbook; returns the exit code.
+pub fn run(options: &RunOptions) -> Exit {
+    let redactor = runbook_stdlib::redact::Redactor::new();
+    let printer = Arc::new(Printer::new(options.output, redactor, options.verbose));
+    let report = |diagnostics: &[Diagnostic], source: Option<&str>| {
+        for diagnostic in diagnostics {
+            printer.error(&diagnostic.render(Some(&options.file), source));
+        }
+    };
+    let prepared = match prepare(options) {
+        Ok(prepared) => prepared,
+        Err(problems) => {
+            let source = std::fs::read_to_string(&options.file).ok();
+            report(&problems, source.as_deref());
+            return Exit::Usage;
+        }
+    };
+    let folder = options.file.parent().map(PathBuf::from).unwrap_or_default();
+    let cwd = std::env::current_dir().unwrap_or_default();
+    let context = match crate::context::resolve(options.context.as_deref(), &[&folder, &cwd]) {
+        Ok(context) => context,
+        Err(error) => {
+            let mut diagnostic = Diagnostic::new(error.to_string(), Exit::Usage);
+            if let Some(hint) = error.hint() {
+                diagnostic = diagnostic.hint(hint);
+            }
+            printer.error(&diagnostic.render(None, None));
+            return Exit::Usage;
+        }
+    };
+    let fixtures = match &options.fixtures {
+        Some(path) => match Fixtures::load(path) {
+            Ok(fixtures) => fixtures,
+            Err(problem) => {
+                printer.error(&Diagnostic::new(problem, Exit::Usage).render(None, None));
+                return Exit::Usage;
+            }
+        },
+        None => Fixtures::default(),
+    };
+    let mode = match (options.dry_run, options.offline) {
+        (false, _) => Mode::Live,
+        (true, false) => Mode::DryRun,
+        (true, true) => Mode::DryRunOffline,
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            printer.error(&format!("error: cannot start the async runtime: {error}"));
+            return Exit::StepFailed;
+        }
+    };
+    let host = Arc::new(RunHost::new(
+        mode,
+        Some(options.file.clone()),
+        prepared.header.clone(),
+        prepared.params.clone(),
+        context,
+        ApprovalPolicy::new(options.approve, options.confirm.clone()),
+        Arc::clone(&printer),
+        fixtures,
+        runtime.handle().clone(),
+    ));
+    let engine = crate::engine::build(&host);
+    let ast = match crate::engine::compile(&engine, &prepared.source, &Scope::new()) {
+        Ok(ast) => ast,
+        Err(diagnostic) => {
+            report(&[diagnostic], Some(&prepared.source));
+            return Exit::Usage;
+        }
+    };
+    let known = Known::new(&engine, &crate::engine::all_functions(&host));
+    let problems = check(&ast, &prepared.header, &known);
+    if !problems.is_empty() {
+        report(&problems, Some(&prepared.source));
+        return Exit::Usage;
+    }
+
+    let started = Instant::now();
+    host.emit(&Event::Run {
+        run_id: run_id(),
+        runbook: options.file.display().to_string(),
+        sha256: sha256_hex(prepared.source.as_bytes()),
+        params: prepared.params.iter().map(|(k, v)| (k.clone(), serde_json::Value::String(v.clone()))).collect(),
+        context: host.context.name.clone(),
+        user: crate::approval::user(),
+        host: crate::approval::hostname(),
+        version: env!("CARGO_PKG_VERSION").to_owned(),
+        mode,
+        time: crate::event::now(),
+    });
+
+    // Ctrl-C: the first cancels the call in flight and stops the script
+    // (rollbacks then run); the second exits at once.
+    let signal_host = Arc::clone(&host);
+    runtime.spawn(async move {
+        if tokio::signal::ctrl_c().await.is_ok() {
+            signal_host.printer.line("interrupted: stopping (Ctrl-C again to exit at once)");
+            signal_host.interrupt();
+            if tokio::signal::ctrl_c().await.is_ok() {
+                std::process::exit(Exit::Interrupted.code());
+            }
+        }
+    });
+
+    let engine = Arc::new(engine);
+    let ast = Arc::new(ast);
+    let task_host = Arc::clone(&host);
+    let no_rollback = options.no_rollback;
+    let outcome = runtime.block_on(async move {
+        tokio::task::spawn_blocking(move || execute(&task_host, &engine, &ast, no_rollback)).await
+    });
+    let failure = match outcome {
+        Ok(failure) => failure,
+        Err(join_error) => Some(Diagnostic::new(format!("internal error: {join_error}"), Exit::StepFailed)),
+    };
+
+    let exit = failure.as_ref().map_or(Exit::Ok, |diagnostic| diagnostic.exit);
+    let exit = if host.was_interrupted() { Exit::Interrupted } else { exit };
+    if let Some(diagnostic) = &failure {
+        report(std::slice::from_ref(diagnostic), Some(&prepared.source));
+    }
+    host.emit(&Event::End {
+        status: match exit {
+            Exit::Ok => RunStatus::Ok,
+            Exit::StepFailed => RunStatus::Failed,
+            Exit::Usage => RunStatus::Error,
+            Exit::Refused => RunStatus::Refused,
+            Exit::Locked => RunStatus::Locked,
+            Exit::Interrupted => RunStatus::Interrupted,
+        },
+        exit_code: exit.code(),
+        duration_ms: millis(started),
+        error: failure.map(|diagnostic| diagnostic.message),
+        planned_changes: host.planned_changes(),
+        time: crate::event::now(),
+    });
+    if mode.is_dry() && printer.format() == OutputFormat::Human {
+        printer.data(&render_plan(&host.plan()));
+    }
+    runtime.shutdown_background();
+    exit
+}
+
+/// Run the script; on failure run the compensations. Returns the failure, if any.
+fn execute(host: &RunHost, engine: &Engine, ast: &rhai::AST, no_rollback: bool) -> Option<Diagnostic> {
+    let mut scope = Scope::new();
+    let error = engine.run_ast_with_scope(&mut scope, ast).err()?;
+    let diagnostic = Diagnostic::from_rhai(&error);
+    let diagnostic = if host.was_interrupted() {
+        Diagnostic { exit: Exit::Interrupted, message: "interrupted".into(), ..diagnostic }
+    } else {
+        diagnostic
+    };
+    roll_back(host, engine, ast, no_rollback);
+    Some(diagnostic)
+}
+
+/// Run registered compensations newest first; a failing one is reported and
+/// the rest still run.
+pub fn roll_back(host: &RunHost, engine: &Engine, ast: &rhai::AST, skip: bool) {
+    let compensations = host.take_compensations();
+    if compensations.is_empty() {
+        return;
+    }
+    host.begin_rollback();
+    host.printer.line(&format!("rolling back: {} compensation(s), newest first", compensations.len()));
+    for compensation in compensations {
+        if skip {
+            host.emit(&Event::Rollback {
+                step: compensation.step,
+                status: StepStatus::Skipped,
+                error: None,
+                time: crate::event::now(),
+            });
+            continue;
+        }
+        let result = compensation.closure.call::<Dynamic>(engine, ast, ());
+        host.emit(&Event::Rollback {
+            step: compensation.step,
+            status: if result.is_ok() { StepStatus::Ok } else { StepStatus::Failed },
+            error: result.err().map(|error| {
+                let diagnostic = Diagnostic::from_rhai(&error);
+                format!("{} (at {})", diagnostic.message, host.location(diagnostic.position))
+            }),
+            time: crate::event::now(),
+        });
+    }
+}
+
+/// The plan of a dry-run: every write that was not run, and every gate.
+pub fn render_plan(plan: &[PlanItem]) -> String {
+    let changes: Vec<&PlanItem> = plan.iter().filter(|item| matches!(item, PlanItem::Change { .. })).collect();
+    let gates: Vec<&PlanItem> = plan.iter().filter(|item| matches!(item, PlanItem::Gate { .. })).collect();
+    let mut out = format!(
+        "\nPlan: {} change{}, {} approval gate{} (dry-run: nothing was changed)\n",
+        changes.len(),
+        if changes.len() == 1 { "" } else { "s" },
+        gates.len(),
+        if gates.len() == 1 { "" } else { "s" }
+    );
+    let mut number = 0;
+    for item in plan {
+        number += 1;
+        match item {
+            PlanItem::Change { call, at, step } => {
+                let step = step.as_deref().map(|step| format!("  [step: {step}]")).unwrap_or_default();
+                out.push_str(&format!("  {number:>3}. {call}\n       at {at}{step}\n"));
+            }
+            PlanItem::Gate { message, at, confirm } => {
+                let confirm = confirm.as_deref().map(|text| format!(" (type `{text}`)")).unwrap_or_default();
+                out.push_str(&format!("  {number:>3}. gate: {message}{confirm}\n       at {at}\n"));
+            }
+        }
+    }
+    out
+}
