@@ -31,7 +31,7 @@ pub fn overview(functions: &[Function]) -> String {
         for function in list {
             out.push_str(&format!(
                 "  {:<44} {:<5}  {}\n",
-                format!("{}({})", function.qualified_name(), function.param_names().join(", ")),
+                format!("{}({})", function.qualified_name(), function.param_list()),
                 function.effect,
                 function.summary()
             ));
@@ -77,7 +77,7 @@ pub fn markdown(functions: &[Function]) -> String {
             out.push_str(&format!(
                 "| `{}({})` | {} | {} |\n",
                 function.qualified_name(),
-                function.param_names().join(", "),
+                function.param_list(),
                 function.effect,
                 function.summary().replace('|', "\\|")
             ));

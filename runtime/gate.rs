@@ -320,7 +320,9 @@ impl Host for RunHost {
 
     fn secret(&self, name: &str) -> Result<Secret, StdlibError> {
         let secret = self.context.secret(name)?;
-        self.redactor().add(secret.expose());
+        for text in secret.secret_texts() {
+            self.redactor().add(text);
+        }
         Ok(secret)
     }
 

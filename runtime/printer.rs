@@ -227,7 +227,6 @@ impl Printer {
             },
             Event::End { status, duration_ms, exit_code, .. } => {
                 self.clear_spinners();
-                self.render_summary();
                 let took = human_ms(*duration_ms);
                 let text = match status {
                     RunStatus::Ok => format!("{} finished in {took}", s.ok.apply_to("✓")),
@@ -240,6 +239,15 @@ impl Printer {
                 self.line(&text);
             }
         }
+    }
+
+    /// The steps of the run with their outcome and duration (human output only).
+    pub fn summary(&self) {
+        if self.format == OutputFormat::Json {
+            return;
+        }
+        self.clear_spinners();
+        self.render_summary();
     }
 
     fn render_summary(&self) {

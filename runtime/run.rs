@@ -204,6 +204,7 @@ pub fn run(options: &RunOptions) -> Exit {
 
     let exit = failure.as_ref().map_or(Exit::Ok, |diagnostic| diagnostic.exit);
     let exit = if host.was_interrupted() { Exit::Interrupted } else { exit };
+    printer.summary();
     if let Some(diagnostic) = &failure {
         report(std::slice::from_ref(diagnostic), Some(&prepared.source));
     }

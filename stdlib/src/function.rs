@@ -104,9 +104,25 @@ impl Function {
         lines.join("\n").trim().to_owned()
     }
 
-    /// The first line of the doc comment.
+    /// The first sentence of the doc comment.
     pub fn summary(&self) -> String {
-        self.doc_text().lines().next().unwrap_or_default().to_owned()
+        let text = self.doc_text();
+        let paragraph: Vec<&str> =
+            text.lines().map(str::trim).take_while(|line| !line.is_empty()).collect();
+        let paragraph = paragraph.join(" ");
+        match paragraph.find(". ") {
+            Some(end) => paragraph[..=end].to_owned(),
+            None => paragraph,
+        }
+    }
+
+    /// Parameters for overviews: names, with `?` on optional ones.
+    pub fn param_list(&self) -> String {
+        self.params
+            .iter()
+            .map(|param| param.split(':').next().unwrap_or(param).trim())
+            .collect::<Vec<_>>()
+            .join(", ")
     }
 
     /// The ```` ```rhai ```` examples in the doc comment.
@@ -300,7 +316,7 @@ impl<'a> Call<'a> {
     /// Wrap a value as a secret and make sure it is masked in all output from now on.
     pub fn secret(&self, text: impl Into<Arc<str>>) -> Secret {
         let secret = Secret::new(text);
-        self.host.redactor().add(secret.expose());
+        self.host.redactor().add(&secret.expose());
         secret
     }
 
@@ -351,9 +367,9 @@ impl Text {
     }
 
     /// The real text, for handing to a process or server.
-    pub fn expose(&self) -> &str {
+    pub fn expose(&self) -> String {
         match self {
-            Text::Plain(text) => text,
+            Text::Plain(text) => text.clone(),
             Text::Secret(secret) => secret.expose(),
         }
     }

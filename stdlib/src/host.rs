@@ -133,31 +133,72 @@ pub trait Host: Send + Sync {
 
 /// A secret value. Prints as `***` everywhere; its text is only handed to the
 /// processes and servers that need it. Concatenating a secret with a string
-/// gives a secret.
+/// gives a secret whose display keeps the plain parts: `"mysql -p" + pw`
+/// shows `mysql -p***`.
 #[derive(Clone)]
-pub struct Secret(Arc<str>);
+pub struct Secret {
+    parts: Arc<[Part]>,
+}
+
+#[derive(Clone)]
+struct Part {
+    text: Arc<str>,
+    secret: bool,
+}
 
 impl Secret {
     /// Wrap a value. Callers add it to the host's [`Redactor`] (see `Call::secret`).
     pub fn new(text: impl Into<Arc<str>>) -> Self {
-        Secret(text.into())
+        Secret { parts: Arc::new([Part { text: text.into(), secret: true }]) }
     }
 
     /// The secret's text. Only for handing it to a process or server, never for output.
-    pub fn expose(&self) -> &str {
-        &self.0
+    pub fn expose(&self) -> String {
+        self.parts.iter().map(|part| part.text.as_ref()).collect()
+    }
+
+    /// Plain text before this secret: `"prefix" + secret`.
+    pub fn prepend(&self, plain: &str) -> Secret {
+        let mut parts = vec![Part { text: plain.into(), secret: false }];
+        parts.extend(self.parts.iter().cloned());
+        Secret { parts: parts.into() }
+    }
+
+    /// Plain text after this secret: `secret + "suffix"`.
+    pub fn append(&self, plain: &str) -> Secret {
+        let mut parts: Vec<Part> = self.parts.to_vec();
+        parts.push(Part { text: plain.into(), secret: false });
+        Secret { parts: parts.into() }
+    }
+
+    /// Two secrets (or secret-bearing strings) joined.
+    pub fn concat(&self, other: &Secret) -> Secret {
+        let parts: Vec<Part> = self.parts.iter().chain(other.parts.iter()).cloned().collect();
+        Secret { parts: parts.into() }
+    }
+
+    /// The texts of the secret parts, for the redactor.
+    pub fn secret_texts(&self) -> impl Iterator<Item = &str> {
+        self.parts.iter().filter(|part| part.secret).map(|part| part.text.as_ref())
     }
 }
 
 impl fmt::Debug for Secret {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("***")
+        fmt::Display::fmt(self, f)
     }
 }
 
 impl fmt::Display for Secret {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("***")
+        for part in self.parts.iter() {
+            if part.secret {
+                f.write_str(crate::redact::MASK)?;
+            } else {
+                f.write_str(&part.text)?;
+            }
+        }
+        Ok(())
     }
 }
 

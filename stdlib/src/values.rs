@@ -178,7 +178,7 @@ pub fn from_json(value: serde_json::Value) -> Dynamic {
 /// set (for bodies sent to servers that need the value).
 pub fn to_json(value: &Dynamic, expose: bool) -> serde_json::Value {
     if let Some(secret) = value.read_lock::<Secret>() {
-        let text = if expose { secret.expose().to_owned() } else { secret.to_string() };
+        let text = if expose { secret.expose() } else { secret.to_string() };
         return serde_json::Value::String(text);
     }
     if value.is_unit() {
@@ -215,15 +215,11 @@ pub fn register_types(engine: &mut Engine) {
             i64::try_from(secret.expose().chars().count()).unwrap_or(i64::MAX)
         })
         .register_fn("is_empty", |secret: &mut Secret| secret.expose().is_empty())
-        .register_fn("+", |left: Secret, right: ImmutableString| {
-            Secret::new(format!("{}{right}", left.expose()))
-        })
-        .register_fn("+", |left: ImmutableString, right: Secret| {
-            Secret::new(format!("{left}{}", right.expose()))
-        })
-        .register_fn("+", |left: Secret, right: Secret| {
-            Secret::new(format!("{}{}", left.expose(), right.expose()))
-        })
+        .register_fn("+", |left: Secret, right: ImmutableString| left.append(&right))
+        .register_fn("+", |left: ImmutableString, right: Secret| right.prepend(&left))
+        .register_fn("+", |left: Secret, right: Secret| left.concat(&right))
+        .register_fn("+", |left: Secret, right: i64| left.append(&right.to_string()))
+        .register_fn("+", |left: i64, right: Secret| right.prepend(&left.to_string()))
         .register_fn("==", |left: Secret, right: Secret| left.expose() == right.expose())
         .register_fn("!=", |left: Secret, right: Secret| left.expose() != right.expose());
     engine

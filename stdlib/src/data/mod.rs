@@ -28,7 +28,7 @@ fn text_result(call: &Call<'_>, value: &Dynamic, text: String) -> Dynamic {
 
 fn parse_json(call: &mut Call<'_>) -> Result<Dynamic, Failure> {
     let text = call.text(0)?;
-    let value: serde_json::Value = serde_json::from_str(text.expose()).map_err(|error| {
+    let value: serde_json::Value = serde_json::from_str(&text.expose()).map_err(|error| {
         StdlibError::failed(
             format!("not valid JSON: {error}"),
             "check the text with `log::info(text)`; `json::parse` needs one JSON document",
@@ -39,7 +39,7 @@ fn parse_json(call: &mut Call<'_>) -> Result<Dynamic, Failure> {
 
 fn parse_yaml(call: &mut Call<'_>) -> Result<Dynamic, Failure> {
     let text = call.text(0)?;
-    let value: serde_json::Value = serde_saphyr::from_str(text.expose()).map_err(|error| {
+    let value: serde_json::Value = serde_saphyr::from_str(&text.expose()).map_err(|error| {
         StdlibError::failed(format!("not valid YAML: {error}"), "`yaml::parse` reads one YAML document")
     })?;
     Ok(from_json(value))

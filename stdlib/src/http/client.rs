@@ -62,7 +62,7 @@ pub(crate) async fn send(request: Request) -> Result<Dynamic, StdlibError> {
     }
     if let Some(body) = &request.body {
         builder = match Text::from_dynamic(body) {
-            Some(text) => builder.body(text.expose().to_owned()),
+            Some(text) => builder.body(text.expose()),
             None => builder.json(&crate::values::to_json(body, true)),
         };
     }

@@ -5,7 +5,7 @@ use std::time::Duration;
 use rhai::{Dynamic, Map};
 
 use crate::function;
-use crate::function::{Function, Text};
+use crate::function::Function;
 use crate::http::{Request, send};
 
 pub(crate) fn functions() -> Vec<Function> {
@@ -22,7 +22,7 @@ pub(crate) fn functions() -> Vec<Function> {
                 let url = call.text(0)?;
                 let request = Request {
                     method: reqwest::Method::POST,
-                    url: url.expose().to_owned(),
+                    url: url.expose(),
                     headers: Vec::new(),
                     body: Some(call.arg(1)),
                     timeout: Duration::from_secs(15),
@@ -46,7 +46,7 @@ pub(crate) fn functions() -> Vec<Function> {
                 payload.insert("text".into(), text.into());
                 let request = Request {
                     method: reqwest::Method::POST,
-                    url: Text::Secret(url).expose().to_owned(),
+                    url: url.expose(),
                     headers: Vec::new(),
                     body: Some(Dynamic::from_map(payload)),
                     timeout: Duration::from_secs(15),

@@ -75,7 +75,7 @@ impl Command {
 
     pub(crate) async fn run(self) -> Result<Output, StdlibError> {
         let started = Instant::now();
-        let program = self.argv[0].expose().to_owned();
+        let program = self.argv[0].expose();
         let mut command = tokio::process::Command::new(&program);
         command
             .args(self.argv[1..].iter().map(Text::expose))
@@ -100,7 +100,7 @@ impl Command {
         })?;
         let mut guard = GroupGuard { pid: child.id() };
         if let (Some(text), Some(mut stdin)) = (&self.stdin, child.stdin.take()) {
-            let bytes = text.expose().as_bytes().to_vec();
+            let bytes = text.expose().into_bytes();
             tokio::spawn(async move {
                 let _ = stdin.write_all(&bytes).await;
             });
