@@ -25,22 +25,28 @@ pub struct ApprovalPolicy {
 
 impl ApprovalPolicy {
     pub fn new(approve: bool, confirm: Option<String>) -> Self {
-        let interactive = std::io::stdin().is_terminal() && std::io::stderr().is_terminal() && !ci();
-        ApprovalPolicy { approve, confirm, interactive }
+        let interactive =
+            std::io::stdin().is_terminal() && std::io::stderr().is_terminal() && !ci();
+        ApprovalPolicy {
+            approve,
+            confirm,
+            interactive,
+        }
     }
 }
 
 /// Whether we run under CI (`CI` set to anything but empty, `0` or `false`).
 pub fn ci() -> bool {
-    std::env::var("CI").is_ok_and(|value| !matches!(value.trim(), "" | "0" | "false" | "FALSE" | "False"))
+    std::env::var("CI")
+        .is_ok_and(|value| !matches!(value.trim(), "" | "0" | "false" | "FALSE" | "False"))
 }
 
 /// Who approves: `$RUNBOOK_APPROVER`, else `$USER@host`.
 pub fn approver() -> String {
-    if let Ok(name) = std::env::var("RUNBOOK_APPROVER") {
-        if !name.trim().is_empty() {
-            return name;
-        }
+    if let Ok(name) = std::env::var("RUNBOOK_APPROVER")
+        && !name.trim().is_empty()
+    {
+        return name;
     }
     format!("{}@{}", user(), hostname())
 }
@@ -57,7 +63,12 @@ pub fn user() -> String {
 /// The name of our uid in /etc/passwd (when USER is not set, as under cron or CI).
 fn user_from_passwd() -> Option<String> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let uid = status.lines().find_map(|line| line.strip_prefix("Uid:"))?.split_whitespace().next()?.to_owned();
+    let uid = status
+        .lines()
+        .find_map(|line| line.strip_prefix("Uid:"))?
+        .split_whitespace()
+        .next()?
+        .to_owned();
     let passwd = std::fs::read_to_string("/etc/passwd").ok()?;
     passwd.lines().find_map(|line| {
         let fields: Vec<&str> = line.split(':').collect();
@@ -102,6 +113,14 @@ pub fn ask(host: &RunHost, gate: &Gate) -> Result<(), StdlibError> {
         host.emit(&event(GateDecision::Planned, String::new(), "dry-run"));
         return Ok(());
     }
+    if host.take_earlier_approval(&gate.message, &at) {
+        host.emit(&event(
+            GateDecision::Approved,
+            approver(),
+            "approved before the resume point",
+        ));
+        return Ok(());
+    }
     let context_name = host.context.name.clone();
     let policy = &host.approvals;
     if !policy.interactive {
@@ -118,23 +137,38 @@ pub fn ask(host: &RunHost, gate: &Gate) -> Result<(), StdlibError> {
         if host.context.protected {
             let name = context_name.unwrap_or_default();
             if policy.confirm.as_deref() != Some(name.as_str()) {
-                host.emit(&event(GateDecision::Rejected, approver(), "--approve without --confirm"));
+                host.emit(&event(
+                    GateDecision::Rejected,
+                    approver(),
+                    "--approve without --confirm",
+                ));
                 return Err(StdlibError::Refused {
-                    message: format!("context `{name}` is protected: --approve alone does not pass its gates"),
-                    hint: Some(format!("add --confirm {name} to show you mean this context")),
+                    message: format!(
+                        "context `{name}` is protected: --approve alone does not pass its gates"
+                    ),
+                    hint: Some(format!(
+                        "add --confirm {name} to show you mean this context"
+                    )),
                 });
             }
-            host.emit(&event(GateDecision::Approved, approver(), &format!("--approve --confirm {name}")));
+            host.emit(&event(
+                GateDecision::Approved,
+                approver(),
+                &format!("--approve --confirm {name}"),
+            ));
             return Ok(());
         }
         host.emit(&event(GateDecision::Approved, approver(), "--approve"));
         return Ok(());
     }
     // Interactive: a typed text for `confirm` or a protected context, else yes/no.
-    let expected = gate
-        .confirm
-        .clone()
-        .or_else(|| if host.context.protected { context_name.clone() } else { None });
+    let expected = gate.confirm.clone().or_else(|| {
+        if host.context.protected {
+            context_name.clone()
+        } else {
+            None
+        }
+    });
     let context_line = match &context_name {
         Some(name) if host.context.protected => format!("context: {name} (protected)"),
         Some(name) => format!("context: {name}"),
@@ -164,7 +198,11 @@ pub fn ask(host: &RunHost, gate: &Gate) -> Result<(), StdlibError> {
         host.emit(&event(GateDecision::Approved, approver(), "terminal"));
         Ok(())
     } else {
-        let how = if answer.is_none() { "no answer" } else { "terminal" };
+        let how = if answer.is_none() {
+            "no answer"
+        } else {
+            "terminal"
+        };
         host.emit(&event(GateDecision::Rejected, approver(), how));
         Err(StdlibError::Refused {
             message: match answer {

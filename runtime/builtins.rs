@@ -117,23 +117,50 @@ fn is_final(host: &RunHost, error: &EvalAltResult) -> bool {
     host.was_interrupted()
         || matches!(
             StdlibError::from_rhai(error),
-            Some(StdlibError::Refused { .. } | StdlibError::Locked { .. } | StdlibError::Usage { .. })
+            Some(
+                StdlibError::Refused { .. }
+                    | StdlibError::Locked { .. }
+                    | StdlibError::Usage { .. }
+            )
         )
 }
 
 fn step(host: &RunHost, call: &mut Call<'_>) -> Result<Dynamic, Failure> {
     let name = call.string(0)?;
     let (options, closure) = if call.len() == 3 {
-        (call.options(1, &["retries", "backoff", "timeout"])?, call.fn_ptr(2)?)
+        (
+            call.options(1, &["retries", "backoff", "timeout"])?,
+            call.fn_ptr(2)?,
+        )
     } else {
         (call.options(99, &[])?, call.fn_ptr(1)?)
     };
     let retries = options.int("retries")?.unwrap_or(0).max(0);
-    let mut backoff = options.duration("backoff")?.unwrap_or(Duration::from_secs(1));
+    let mut backoff = options
+        .duration("backoff")?
+        .unwrap_or(Duration::from_secs(1));
     let timeout = options.duration("timeout")?;
 
+    // Resume: a step that completed in an earlier attempt returns its value.
+    if let Some(value) = host.completed_step(&name) {
+        host.enter_step(&name, None)?;
+        host.leave_step(&name);
+        host.emit(&Event::StepEnd {
+            step: name,
+            status: StepStatus::Skipped,
+            duration_ms: 0,
+            value: (!value.is_unit()).then(|| runbook_stdlib::values::to_json(&value, false)),
+            redacted: false,
+            error: None,
+            time: crate::event::now(),
+        });
+        return Ok(value);
+    }
     let mut token = host.enter_step(&name, timeout)?;
-    host.emit(&Event::StepStart { step: name.clone(), time: crate::event::now() });
+    host.emit(&Event::StepStart {
+        step: name.clone(),
+        time: crate::event::now(),
+    });
     let started = Instant::now();
     let mut attempt = 0;
     let result = loop {
@@ -197,6 +224,7 @@ fn step(host: &RunHost, call: &mut Call<'_>) -> Result<Dynamic, Failure> {
             status: StepStatus::Ok,
             duration_ms,
             value: (!value.is_unit()).then(|| runbook_stdlib::values::to_json(value, false)),
+            redacted: runbook_stdlib::values::contains_secret(value),
             error: None,
             time: crate::event::now(),
         }),
@@ -205,6 +233,7 @@ fn step(host: &RunHost, call: &mut Call<'_>) -> Result<Dynamic, Failure> {
             status: StepStatus::Failed,
             duration_ms,
             value: None,
+            redacted: false,
             error: Some(failure_message(failure)),
             time: crate::event::now(),
         }),

@@ -12,7 +12,16 @@ use crate::header::Header;
 
 /// Functions the evaluator handles itself; they are not in the registry.
 const EVALUATOR_FUNCTIONS: &[&str] = &[
-    "print", "debug", "type_of", "Fn", "call", "curry", "is_def_var", "is_def_fn", "is_shared", "eval",
+    "print",
+    "debug",
+    "type_of",
+    "Fn",
+    "call",
+    "curry",
+    "is_def_var",
+    "is_def_fn",
+    "is_shared",
+    "eval",
 ];
 
 /// What calls may name: stdlib modules and their functions, global functions.
@@ -32,7 +41,10 @@ impl Known {
         for function in functions {
             let arities: BTreeSet<usize> = function.arities().collect();
             if function.module.is_empty() {
-                builtins.entry(function.name.to_owned()).or_default().extend(arities);
+                builtins
+                    .entry(function.name.to_owned())
+                    .or_default()
+                    .extend(arities);
             } else {
                 modules
                     .entry(function.module.to_owned())
@@ -50,7 +62,11 @@ impl Known {
             .map(|name| name.rsplit(' ').next().unwrap_or(name).to_owned())
             .chain(EVALUATOR_FUNCTIONS.iter().map(|name| (*name).to_owned()))
             .collect();
-        Known { modules, builtins, globals }
+        Known {
+            modules,
+            builtins,
+            globals,
+        }
     }
 
     pub fn module_names(&self) -> Vec<&str> {
@@ -84,7 +100,11 @@ fn distance(a: &str, b: &str) -> usize {
         let mut current = vec![i + 1];
         for (j, cb) in b.iter().enumerate() {
             let cost = usize::from(ca != *cb);
-            current.push((previous[j] + cost).min(previous[j + 1] + 1).min(current[j] + 1));
+            current.push(
+                (previous[j] + cost)
+                    .min(previous[j + 1] + 1)
+                    .min(current[j] + 1),
+            );
         }
         previous = current;
     }
@@ -97,10 +117,8 @@ pub fn check(ast: &AST, header: &Header, known: &Known) -> Vec<Diagnostic> {
         .problems
         .iter()
         .map(|(line, problem)| {
-            Diagnostic::new(problem.clone(), Exit::Usage).at(Position::new(
-                u16::try_from(*line).unwrap_or(u16::MAX),
-                1,
-            ))
+            Diagnostic::new(problem.clone(), Exit::Usage)
+                .at(Position::new(u16::try_from(*line).unwrap_or(u16::MAX), 1))
         })
         .collect();
 
@@ -108,7 +126,10 @@ pub fn check(ast: &AST, header: &Header, known: &Known) -> Vec<Diagnostic> {
     let mut script_functions: BTreeMap<String, BTreeSet<usize>> = BTreeMap::new();
     let mut variables: HashSet<String> = HashSet::new();
     for function in ast.iter_functions() {
-        script_functions.entry(function.name.to_owned()).or_default().insert(function.params.len());
+        script_functions
+            .entry(function.name.to_owned())
+            .or_default()
+            .insert(function.params.len());
         variables.extend(function.params.iter().map(|param| (*param).to_owned()));
     }
     let mut has_imports = false;
@@ -197,30 +218,29 @@ pub fn check(ast: &AST, header: &Header, known: &Known) -> Vec<Diagnostic> {
                 None => problem.hint("`runbook doc` lists the functions; module functions are called as `module::name`"),
             };
             problems.push(problem);
-        } else if let Some(arities) = script_functions.get(name) {
-            if !known.globals.contains(name) {
-                problems.push(
-                    Diagnostic::new(
-                        format!("`{name}` takes {}, but {arity} were given", arity_text(arities)),
-                        Exit::Usage,
-                    )
-                    .at(position),
-                );
-            }
+        } else if let Some(arities) = script_functions.get(name)
+            && !known.globals.contains(name)
+        {
+            problems.push(
+                Diagnostic::new(
+                    format!("`{name}` takes {}, but {arity} were given", arity_text(arities)),
+                    Exit::Usage,
+                )
+                .at(position),
+            );
         }
         // Params must be declared in the header.
-        if name == "param" {
-            if let Some(Expr::StringConstant(param, param_position)) = call.args.first() {
-                if header.param(param).is_none() {
-                    problems.push(
-                        Diagnostic::new(format!("param `{param}` is not declared in the runbook's header"), Exit::Usage)
-                            .at(*param_position)
-                            .hint(format!(
-                                "declare it at the top of the file: `//! @param {param} required  what it is` (or `default=VALUE`, `optional`)"
-                            )),
-                    );
-                }
-            }
+        if name == "param"
+            && let Some(Expr::StringConstant(param, param_position)) = call.args.first()
+            && header.param(param).is_none()
+        {
+            problems.push(
+                Diagnostic::new(format!("param `{param}` is not declared in the runbook's header"), Exit::Usage)
+                    .at(*param_position)
+                    .hint(format!(
+                        "declare it at the top of the file: `//! @param {param} required  what it is` (or `default=VALUE`, `optional`)"
+                    )),
+            );
         }
         true
     });

@@ -55,14 +55,18 @@ enum Command {
     #[command(after_help = RUN_AFTER)]
     Run(RunArgs),
     /// Check runbooks without running them: syntax, unknown functions, arity, undeclared params.
-    #[command(after_help = "Examples:\n  runbook check runbooks/\n  runbook check runbooks/deploy-production.rhai examples/hello.rhai\n\nExit code 2 when any file has a problem.")]
+    #[command(
+        after_help = "Examples:\n  runbook check runbooks/\n  runbook check runbooks/deploy-production.rhai examples/hello.rhai\n\nExit code 2 when any file has a problem."
+    )]
     Check {
         /// Runbook files or folders (every *.rhai inside).
         #[arg(required = true, value_name = "FILE|DIR")]
         paths: Vec<PathBuf>,
     },
     /// Show the standard library reference, generated from the code.
-    #[command(after_help = "Examples:\n  runbook doc              every function, one line each\n  runbook doc shell        one module in full\n  runbook doc step         one function\n  runbook doc --markdown --out docs/stdlib.md")]
+    #[command(
+        after_help = "Examples:\n  runbook doc              every function, one line each\n  runbook doc shell        one module in full\n  runbook doc step         one function\n  runbook doc --markdown --out docs/stdlib.md"
+    )]
     Doc {
         /// A module (`shell`, `http`, `built-ins`) or a function (`shell::run`, `step`).
         topic: Option<String>,
@@ -79,12 +83,74 @@ enum Command {
         /// Folder to list (default: ./runbooks if it exists, else the current folder).
         dir: Option<PathBuf>,
     },
+    /// Recent runs recorded in the state dir: id, status, context, who, when, runbook.
+    #[command(
+        after_help = "Journals live in $RUNBOOK_STATE_DIR/runs/RUN/journal.jsonl (default: $XDG_STATE_HOME/runbook, else ~/.local/state/runbook)."
+    )]
+    Runs {
+        /// How many to show.
+        #[arg(long, default_value_t = 20)]
+        limit: usize,
+    },
+    /// Show a run's journal for people (or raw with --output json).
+    #[command(
+        after_help = "Examples:\n  runbook show 20261122T013751Z-5359\n  runbook show 20261122T013751Z-5359 --output json | jq ."
+    )]
+    Show {
+        /// Run id (from `runbook runs`) or a journal file.
+        run: String,
+        #[arg(long, value_enum, default_value_t = OutputFormat::Human)]
+        output: OutputFormat,
+    },
+    /// Finish a run that died or failed: completed steps return their recorded
+    /// value without running; the first incomplete step runs again.
+    #[command(
+        after_help = "Steps must be safe to run again (like Ansible tasks): the step that was running when the\nrun died runs again. Gates after that point are asked again. Refuses when the runbook file\nchanged since the run started, unless --force.\n\nExample:\n  runbook resume 20261122T013751Z-5359 --approve"
+    )]
+    Resume {
+        /// Run id (from `runbook runs`) or a journal file.
+        run: String,
+        /// Resume even though the runbook changed since the run started.
+        #[arg(long)]
+        force: bool,
+        /// Approve gates in advance (needed without a terminal).
+        #[arg(long)]
+        approve: bool,
+        /// With --approve on a protected context: the context's name.
+        #[arg(long, value_name = "CONTEXT", requires = "approve")]
+        confirm: Option<String>,
+        #[arg(long, value_enum, default_value_t = OutputFormat::Human)]
+        output: OutputFormat,
+        /// Do not run compensations if the resumed run fails.
+        #[arg(long)]
+        no_rollback: bool,
+        #[arg(long, short)]
+        verbose: bool,
+    },
+    /// Audit trail checks.
+    #[command(subcommand)]
+    Audit(AuditCommand),
     /// An interactive shell with the standard library loaded.
-    #[command(after_help = "Inside: `:help`, `:help NAME`, `:context`, `:vars`, `:quit`.\nInput with open brackets continues on the next line. History: $XDG_STATE_HOME/runbook/history.\n\nExample:\n  runbook repl --context production")]
+    #[command(
+        after_help = "Inside: `:help`, `:help NAME`, `:context`, `:vars`, `:quit`.\nInput with open brackets continues on the next line. History: $XDG_STATE_HOME/runbook/history.\n\nExample:\n  runbook repl --context production"
+    )]
     Repl {
         /// Context from runbook.toml.
         #[arg(long, env = "RUNBOOK_CONTEXT")]
         context: Option<String>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum AuditCommand {
+    /// Check a journal's hash chain: exits 1 and names the first line that was
+    /// edited, removed or reordered.
+    #[command(
+        after_help = "Examples:\n  runbook audit verify 20261122T013751Z-5359\n  runbook audit verify /backup/journals/run.jsonl"
+    )]
+    Verify {
+        /// Run id or journal file.
+        run: String,
     },
 }
 
@@ -159,7 +225,11 @@ pub fn main() -> i32 {
         Ok(cli) => cli,
         Err(error) => {
             let _ = error.print();
-            return if error.use_stderr() { Exit::Usage.code() } else { Exit::Ok.code() };
+            return if error.use_stderr() {
+                Exit::Usage.code()
+            } else {
+                Exit::Ok.code()
+            };
         }
     };
     let exit = match cli.command {
@@ -181,9 +251,33 @@ pub fn main() -> i32 {
             })
         }
         Command::Check { paths } => check_paths(&paths),
-        Command::Doc { topic, markdown, out } => doc(topic.as_deref(), markdown, out.as_deref()),
+        Command::Doc {
+            topic,
+            markdown,
+            out,
+        } => doc(topic.as_deref(), markdown, out.as_deref()),
         Command::List { dir } => list(dir),
         Command::Repl { context } => crate::repl::run(context.as_deref()),
+        Command::Runs { limit } => crate::runs::list(limit),
+        Command::Show { run, output } => crate::runs::show(&run, output),
+        Command::Resume {
+            run,
+            force,
+            approve,
+            confirm,
+            output,
+            no_rollback,
+            verbose,
+        } => crate::runs::resume(&crate::runs::ResumeOptions {
+            run,
+            force,
+            approve,
+            confirm,
+            output,
+            no_rollback,
+            verbose,
+        }),
+        Command::Audit(AuditCommand::Verify { run }) => crate::runs::verify(&run),
     };
     exit.code()
 }
@@ -193,7 +287,10 @@ fn runbook_files(paths: &[PathBuf]) -> Result<Vec<PathBuf>, Diagnostic> {
     for path in paths {
         if path.is_dir() {
             let listed = crate::list::runbooks(path).map_err(|error| {
-                Diagnostic::new(format!("cannot read folder `{}`: {error}", path.display()), Exit::Usage)
+                Diagnostic::new(
+                    format!("cannot read folder `{}`: {error}", path.display()),
+                    Exit::Usage,
+                )
             })?;
             files.extend(listed.into_iter().map(|(file, _)| file));
         } else {
@@ -237,18 +334,33 @@ fn check_paths(paths: &[PathBuf]) -> Exit {
         if problems == 0 {
             println!("ok      {}", file.display());
         } else {
-            println!("FAILED  {} ({problems} problem{})", file.display(), if problems == 1 { "" } else { "s" });
+            println!(
+                "FAILED  {} ({problems} problem{})",
+                file.display(),
+                if problems == 1 { "" } else { "s" }
+            );
             failed += 1;
         }
     }
     if files.is_empty() {
-        eprintln!("error: no .rhai files in {}", paths.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", "));
+        eprintln!(
+            "error: no .rhai files in {}",
+            paths
+                .iter()
+                .map(|p| p.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
         return Exit::Usage;
     }
     if failed == 0 { Exit::Ok } else { Exit::Usage }
 }
 
-fn check_file(engine: &rhai::Engine, known: &Known, file: &Path) -> Result<(Vec<Diagnostic>, String), Diagnostic> {
+fn check_file(
+    engine: &rhai::Engine,
+    known: &Known,
+    file: &Path,
+) -> Result<(Vec<Diagnostic>, String), Diagnostic> {
     let source = crate::engine::read_source(file)?;
     let header = Header::parse(&source);
     let ast = match crate::engine::compile(engine, &source, &rhai::Scope::new()) {
@@ -297,7 +409,9 @@ fn doc(topic: Option<&str>, markdown: bool, out: Option<&Path>) -> Exit {
                 Exit::Ok
             }
             None => {
-                eprintln!("error: no module or function `{topic}`\n  = hint: `runbook doc` lists them all");
+                eprintln!(
+                    "error: no module or function `{topic}`\n  = hint: `runbook doc` lists them all"
+                );
                 Exit::Usage
             }
         },
@@ -307,7 +421,11 @@ fn doc(topic: Option<&str>, markdown: bool, out: Option<&Path>) -> Exit {
 fn list(dir: Option<PathBuf>) -> Exit {
     let dir = dir.unwrap_or_else(|| {
         let runbooks = PathBuf::from("runbooks");
-        if runbooks.is_dir() { runbooks } else { PathBuf::from(".") }
+        if runbooks.is_dir() {
+            runbooks
+        } else {
+            PathBuf::from(".")
+        }
     });
     match crate::list::runbooks(&dir) {
         Ok(found) if found.is_empty() => {

@@ -33,15 +33,31 @@ const KNOWN_KEYS: &[&str] = &[
 #[derive(Debug, thiserror::Error)]
 pub enum ContextError {
     #[error("cannot read `{path}`: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("`{path}` is not valid TOML: {message}")]
     Parse { path: PathBuf, message: String },
     #[error("`{path}`: context `{context}` has an unknown key `{key}` (known: {known})")]
-    UnknownKey { path: PathBuf, context: String, key: String, known: String },
+    UnknownKey {
+        path: PathBuf,
+        context: String,
+        key: String,
+        known: String,
+    },
     #[error("`{path}`: `{field}` {problem}")]
-    Invalid { path: PathBuf, field: String, problem: String },
+    Invalid {
+        path: PathBuf,
+        field: String,
+        problem: String,
+    },
     #[error("no context `{name}` in `{path}`; it has: {available}")]
-    Unknown { name: String, path: PathBuf, available: String },
+    Unknown {
+        name: String,
+        path: PathBuf,
+        available: String,
+    },
     #[error("context `{name}` was asked for, but no runbook.toml was found")]
     NoFile { name: String },
 }
@@ -53,7 +69,9 @@ impl ContextError {
             ContextError::NoFile { .. } => Some(format!(
                 "create {FILE_NAME} next to the runbook or in a parent folder, or set RUNBOOK_CONFIG to its path"
             )),
-            ContextError::UnknownKey { .. } => Some("fix the spelling, or move free-form values under `vars`".into()),
+            ContextError::UnknownKey { .. } => {
+                Some("fix the spelling, or move free-form values under `vars`".into())
+            }
             _ => None,
         }
     }
@@ -97,12 +115,16 @@ impl Config {
     }
 
     pub fn load(path: &Path) -> Result<Config, ContextError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|source| ContextError::Read { path: path.to_owned(), source })?;
-        let table: toml::Table = text.parse().map_err(|error: toml::de::Error| ContextError::Parse {
+        let text = std::fs::read_to_string(path).map_err(|source| ContextError::Read {
             path: path.to_owned(),
-            message: error.to_string(),
+            source,
         })?;
+        let table: toml::Table =
+            text.parse()
+                .map_err(|error: toml::de::Error| ContextError::Parse {
+                    path: path.to_owned(),
+                    message: error.to_string(),
+                })?;
         let mut contexts = BTreeMap::new();
         let mut default_context = None;
         for (key, value) in table {
@@ -117,7 +139,10 @@ impl Config {
                                 problem: "must be a table `[context.NAME]`".into(),
                             });
                         };
-                        if let Some(key) = context.keys().find(|key| !KNOWN_KEYS.contains(&key.as_str())) {
+                        if let Some(key) = context
+                            .keys()
+                            .find(|key| !KNOWN_KEYS.contains(&key.as_str()))
+                        {
                             return Err(ContextError::UnknownKey {
                                 path: path.to_owned(),
                                 context: name,
@@ -137,19 +162,27 @@ impl Config {
                 }
             }
         }
-        Ok(Config { path: path.to_owned(), default_context, contexts })
+        Ok(Config {
+            path: path.to_owned(),
+            default_context,
+            contexts,
+        })
     }
 
     pub fn context(&self, name: &str) -> Result<Context, ContextError> {
-        let table = self.contexts.get(name).cloned().ok_or_else(|| ContextError::Unknown {
-            name: name.to_owned(),
-            path: self.path.clone(),
-            available: if self.contexts.is_empty() {
-                "no contexts".into()
-            } else {
-                self.contexts.keys().cloned().collect::<Vec<_>>().join(", ")
-            },
-        })?;
+        let table = self
+            .contexts
+            .get(name)
+            .cloned()
+            .ok_or_else(|| ContextError::Unknown {
+                name: name.to_owned(),
+                path: self.path.clone(),
+                available: if self.contexts.is_empty() {
+                    "no contexts".into()
+                } else {
+                    self.contexts.keys().cloned().collect::<Vec<_>>().join(", ")
+                },
+            })?;
         let invalid = |field: &str, problem: &str| ContextError::Invalid {
             path: self.path.clone(),
             field: format!("context.{name}.{field}"),
@@ -163,11 +196,17 @@ impl Config {
         let mut secrets = BTreeMap::new();
         if let Some(value) = table.get("secrets") {
             let toml::Value::Table(entries) = value else {
-                return Err(invalid("secrets", "must be a table of NAME = \"env:VAR\" | \"file:PATH\""));
+                return Err(invalid(
+                    "secrets",
+                    "must be a table of NAME = \"env:VAR\" | \"file:PATH\"",
+                ));
             };
             for (secret, source) in entries {
                 let toml::Value::String(source) = source else {
-                    return Err(invalid(&format!("secrets.{secret}"), "must be a string like \"env:VAR\""));
+                    return Err(invalid(
+                        &format!("secrets.{secret}"),
+                        "must be a string like \"env:VAR\"",
+                    ));
                 };
                 if !(source.starts_with("env:") || source.starts_with("file:")) {
                     return Err(invalid(
@@ -178,7 +217,13 @@ impl Config {
                 secrets.insert(secret.clone(), source.clone());
             }
         }
-        Ok(Context { name: Some(name.to_owned()), protected, source: Some(self.path.clone()), table, secrets })
+        Ok(Context {
+            name: Some(name.to_owned()),
+            protected,
+            source: Some(self.path.clone()),
+            table,
+            secrets,
+        })
     }
 }
 
@@ -186,9 +231,11 @@ impl Config {
 /// file's `default_context`, else none.
 pub fn resolve(requested: Option<&str>, starts: &[&Path]) -> Result<Context, ContextError> {
     let config = Config::find(starts)?;
-    let name = requested
-        .map(str::to_owned)
-        .or_else(|| config.as_ref().and_then(|config| config.default_context.clone()));
+    let name = requested.map(str::to_owned).or_else(|| {
+        config
+            .as_ref()
+            .and_then(|config| config.default_context.clone())
+    });
     match (name, config) {
         (None, _) => Ok(Context::default()),
         (Some(name), None) => Err(ContextError::NoFile { name }),
@@ -203,7 +250,11 @@ impl Context {
         let mut map = Map::new();
         for (key, value) in &self.table {
             if key == "secrets" {
-                let names: rhai::Array = self.secrets.keys().map(|name| Dynamic::from(name.clone())).collect();
+                let names: rhai::Array = self
+                    .secrets
+                    .keys()
+                    .map(|name| Dynamic::from(name.clone()))
+                    .collect();
                 map.insert("secrets".into(), Dynamic::from_array(names));
             } else {
                 map.insert(key.as_str().into(), toml_to_dynamic(value));
@@ -223,20 +274,28 @@ impl Context {
             let context = self.name.as_deref().unwrap_or("(none)");
             return Err(StdlibError::usage(
                 format!("context `{context}` has no secret `{name}`"),
-                format!("add `{name} = \"env:VAR\"` under [context.{context}.secrets] in runbook.toml"),
+                format!(
+                    "add `{name} = \"env:VAR\"` under [context.{context}.secrets] in runbook.toml"
+                ),
             ));
         };
         if let Some(variable) = source.strip_prefix("env:") {
             return match std::env::var(variable) {
                 Ok(value) if !value.is_empty() => Ok(Secret::new(value)),
                 _ => Err(StdlibError::usage(
-                    format!("secret `{name}` comes from the environment variable `{variable}`, which is not set"),
+                    format!(
+                        "secret `{name}` comes from the environment variable `{variable}`, which is not set"
+                    ),
                     format!("export {variable}=... before the run"),
                 )),
             };
         }
         if let Some(path) = source.strip_prefix("file:") {
-            let base = self.source.as_deref().and_then(Path::parent).unwrap_or(Path::new("."));
+            let base = self
+                .source
+                .as_deref()
+                .and_then(Path::parent)
+                .unwrap_or(Path::new("."));
             let path = base.join(path);
             return std::fs::read_to_string(&path)
                 .map(|text| Secret::new(text.trim_end_matches(['\n', '\r'])))
@@ -247,7 +306,9 @@ impl Context {
                     )
                 });
         }
-        Err(StdlibError::message(format!("secret `{name}` has an unknown source `{source}`")))
+        Err(StdlibError::message(format!(
+            "secret `{name}` has an unknown source `{source}`"
+        )))
     }
 }
 
@@ -258,9 +319,14 @@ fn toml_to_dynamic(value: &toml::Value) -> Dynamic {
         toml::Value::Float(number) => Dynamic::from_float(*number),
         toml::Value::Boolean(flag) => Dynamic::from_bool(*flag),
         toml::Value::Datetime(datetime) => Dynamic::from(datetime.to_string()),
-        toml::Value::Array(items) => Dynamic::from_array(items.iter().map(toml_to_dynamic).collect()),
+        toml::Value::Array(items) => {
+            Dynamic::from_array(items.iter().map(toml_to_dynamic).collect())
+        }
         toml::Value::Table(table) => Dynamic::from_map(
-            table.iter().map(|(key, value)| (key.as_str().into(), toml_to_dynamic(value))).collect(),
+            table
+                .iter()
+                .map(|(key, value)| (key.as_str().into(), toml_to_dynamic(value)))
+                .collect(),
         ),
     }
 }

@@ -5,20 +5,30 @@
 use runbook_stdlib::Function;
 
 fn module_title(module: &str) -> &str {
-    if module.is_empty() { "built-ins" } else { module }
+    if module.is_empty() {
+        "built-ins"
+    } else {
+        module
+    }
 }
 
 /// Order: the stdlib's module list, built-ins first; functions in registration order.
 fn grouped(functions: &[Function]) -> Vec<(&'static str, Vec<&Function>)> {
     let mut groups: Vec<(&'static str, Vec<&Function>)> = Vec::new();
     for function in functions {
-        match groups.iter_mut().find(|(module, _)| *module == function.module) {
+        match groups
+            .iter_mut()
+            .find(|(module, _)| *module == function.module)
+        {
             Some((_, list)) => list.push(function),
             None => groups.push((function.module, vec![function])),
         }
     }
     groups.sort_by_key(|(module, _)| {
-        runbook_stdlib::MODULES.iter().position(|known| known == module).unwrap_or(usize::MAX)
+        runbook_stdlib::MODULES
+            .iter()
+            .position(|known| known == module)
+            .unwrap_or(usize::MAX)
     });
     groups
 }
@@ -44,23 +54,56 @@ pub fn overview(functions: &[Function]) -> String {
 
 /// The full entry of one function.
 pub fn entry(function: &Function) -> String {
-    format!("{}\n  effect: {}\n\n{}\n", function.signature(), function.effect, indent(&function.doc_text()))
+    format!(
+        "{}\n  effect: {}\n\n{}\n",
+        function.signature(),
+        function.effect,
+        indent(&function.doc_text())
+    )
 }
 
 fn indent(text: &str) -> String {
-    text.lines().map(|line| if line.is_empty() { String::new() } else { format!("  {line}") }).collect::<Vec<_>>().join("\n")
+    text.lines()
+        .map(|line| {
+            if line.is_empty() {
+                String::new()
+            } else {
+                format!("  {line}")
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 /// `runbook doc TOPIC`: a module (all its entries) or one function.
 pub fn topic(functions: &[Function], topic: &str) -> Option<String> {
-    let module = if topic == "built-ins" || topic == "builtins" { "" } else { topic };
-    let in_module: Vec<&Function> = functions.iter().filter(|function| function.module == module).collect();
+    let module = if topic == "built-ins" || topic == "builtins" {
+        ""
+    } else {
+        topic
+    };
+    let in_module: Vec<&Function> = functions
+        .iter()
+        .filter(|function| function.module == module)
+        .collect();
     if !in_module.is_empty() {
-        return Some(in_module.iter().map(|function| entry(function)).collect::<Vec<_>>().join("\n"));
+        return Some(
+            in_module
+                .iter()
+                .map(|function| entry(function))
+                .collect::<Vec<_>>()
+                .join("\n"),
+        );
     }
-    let matches: Vec<&Function> =
-        functions.iter().filter(|function| function.qualified_name() == topic).collect();
-    if matches.is_empty() { None } else { Some(matches.iter().map(|function| entry(function)).collect()) }
+    let matches: Vec<&Function> = functions
+        .iter()
+        .filter(|function| function.qualified_name() == topic)
+        .collect();
+    if matches.is_empty() {
+        None
+    } else {
+        Some(matches.iter().map(|function| entry(function)).collect())
+    }
 }
 
 /// The Markdown reference kept in the repo.
@@ -72,7 +115,10 @@ pub fn markdown(functions: &[Function]) -> String {
          and runs in a dry-run, `write` changes it and is only planned in a dry-run.\n",
     );
     for (module, list) in grouped(functions) {
-        out.push_str(&format!("\n## {}\n\n| function | effect | summary |\n|---|---|---|\n", module_title(module)));
+        out.push_str(&format!(
+            "\n## {}\n\n| function | effect | summary |\n|---|---|---|\n",
+            module_title(module)
+        ));
         for function in &list {
             out.push_str(&format!(
                 "| `{}({})` | {} | {} |\n",

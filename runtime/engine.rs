@@ -14,7 +14,11 @@ use crate::gate::RunHost;
 
 /// Every function a script can call: the runtime's built-ins, then the stdlib.
 pub fn all_functions(host: &Arc<RunHost>) -> Vec<Function> {
-    [crate::builtins::functions(host), runbook_stdlib::functions()].concat()
+    [
+        crate::builtins::functions(host),
+        runbook_stdlib::functions(),
+    ]
+    .concat()
 }
 
 /// A fresh engine for `host`'s run.
@@ -30,7 +34,10 @@ pub fn build(host: &Arc<RunHost>) -> Engine {
         .set_max_modules(64)
         .set_strict_variables(true);
     let stop = host.stop_flag();
-    engine.on_progress(move |_| stop.load(Ordering::Relaxed).then(|| Dynamic::from("interrupted")));
+    engine.on_progress(move |_| {
+        stop.load(Ordering::Relaxed)
+            .then(|| Dynamic::from("interrupted"))
+    });
     let printer = Arc::clone(&host.printer);
     engine.on_print(move |text| printer.data(text));
     let debug_host = Arc::clone(host);
@@ -40,7 +47,7 @@ pub fn build(host: &Arc<RunHost>) -> Engine {
     });
     let functions = all_functions(host);
     let dyn_host: Arc<dyn Host> = Arc::clone(host) as Arc<dyn Host>;
-    runbook_stdlib::install(&mut engine, dyn_host, &functions);
+    runbook_stdlib::install(&mut engine, &dyn_host, &functions);
     engine
 }
 
@@ -49,7 +56,8 @@ pub fn compile(engine: &Engine, source: &str, scope: &Scope<'_>) -> Result<AST, 
     engine.compile_with_scope(scope, source).map_err(|error| {
         let position = error.position();
         let message = error.err_type().to_string();
-        let mut diagnostic = Diagnostic::new(format!("syntax error: {message}"), Exit::Usage).at(position);
+        let mut diagnostic =
+            Diagnostic::new(format!("syntax error: {message}"), Exit::Usage).at(position);
         if let Some(hint) = syntax_hint(&message) {
             diagnostic = diagnostic.hint(hint);
         }
@@ -72,7 +80,10 @@ fn syntax_hint(message: &str) -> Option<&'static str> {
 /// Read a runbook file; errors name the file.
 pub fn read_source(path: &Path) -> Result<String, Diagnostic> {
     std::fs::read_to_string(path).map_err(|error| {
-        Diagnostic::new(format!("cannot read `{}`: {error}", path.display()), Exit::Usage)
-            .hint("check the path; `runbook list DIR` shows the runbooks in a folder")
+        Diagnostic::new(
+            format!("cannot read `{}`: {error}", path.display()),
+            Exit::Usage,
+        )
+        .hint("check the path; `runbook list DIR` shows the runbooks in a folder")
     })
 }

@@ -48,7 +48,12 @@ pub struct Diagnostic {
 
 impl Diagnostic {
     pub fn new(message: impl Into<String>, exit: Exit) -> Self {
-        Diagnostic { message: message.into(), position: Position::NONE, hint: None, exit }
+        Diagnostic {
+            message: message.into(),
+            position: Position::NONE,
+            hint: None,
+            exit,
+        }
     }
 
     pub fn at(mut self, position: Position) -> Self {
@@ -128,7 +133,12 @@ impl Diagnostic {
                 (text, None, Exit::Usage)
             }
         };
-        Diagnostic { message, position, hint, exit }
+        Diagnostic {
+            message,
+            position,
+            hint,
+            exit,
+        }
     }
 
     /// Render for a terminal, with the source line and a caret when known.

@@ -1,10 +1,10 @@
 //! The event stream of a run. The printer renders it, `--output json` prints
 //! it, and the journal stores it, so the three cannot disagree.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// One thing that happened in a run.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(tag = "event", rename_all = "snake_case")]
 pub enum Event {
     /// The run started.
@@ -29,6 +29,9 @@ pub enum Event {
         duration_ms: u64,
         #[serde(skip_serializing_if = "Option::is_none")]
         value: Option<serde_json::Value>,
+        /// The value held a secret: stored masked, so a resume runs the step again.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        redacted: bool,
         #[serde(skip_serializing_if = "Option::is_none")]
         error: Option<String>,
         time: String,
@@ -74,6 +77,16 @@ pub enum Event {
         error: Option<String>,
         time: String,
     },
+    /// The run was resumed (`runbook resume`): later lines belong to the new attempt.
+    Resume {
+        user: String,
+        host: String,
+        version: String,
+        force: bool,
+        /// Bytes of a partial last line that were cut off (the process died mid-write).
+        cut_bytes: usize,
+        time: String,
+    },
     /// The run ended.
     End {
         status: RunStatus,
@@ -87,9 +100,10 @@ pub enum Event {
 }
 
 /// How a run was started.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "snake_case")]
 pub enum Mode {
+    #[default]
     Live,
     DryRun,
     DryRunOffline,
@@ -101,7 +115,7 @@ impl Mode {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum StepStatus {
     Ok,
@@ -109,7 +123,7 @@ pub enum StepStatus {
     Skipped,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum CallOutcome {
     /// Ran and succeeded.
@@ -124,7 +138,7 @@ pub enum CallOutcome {
     Placeholder,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum GateDecision {
     Approved,
@@ -133,7 +147,7 @@ pub enum GateDecision {
     Planned,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum RunStatus {
     Ok,
@@ -146,5 +160,7 @@ pub enum RunStatus {
 
 /// Now, as RFC 3339 with milliseconds, UTC.
 pub fn now() -> String {
-    chrono::Utc::now().format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string()
+    chrono::Utc::now()
+        .format("%Y-%m-%dT%H:%M:%S%.3fZ")
+        .to_string()
 }

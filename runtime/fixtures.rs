@@ -23,8 +23,13 @@ impl Fixtures {
     pub fn load(path: &Path) -> Result<Fixtures, String> {
         let text = std::fs::read_to_string(path)
             .map_err(|error| format!("cannot read fixtures `{}`: {error}", path.display()))?;
-        let values: BTreeMap<String, serde_json::Value> = serde_saphyr::from_str(&text)
-            .map_err(|error| format!("fixtures `{}` are not a YAML map of call → value: {error}", path.display()))?;
+        let values: BTreeMap<String, serde_json::Value> =
+            serde_saphyr::from_str(&text).map_err(|error| {
+                format!(
+                    "fixtures `{}` are not a YAML map of call → value: {error}",
+                    path.display()
+                )
+            })?;
         Ok(Fixtures { values })
     }
 
@@ -37,7 +42,10 @@ impl Fixtures {
             .or_else(|| self.values.get(&call.function))?
             .clone();
         let fixture = from_json(value);
-        match (placeholder.try_cast::<Map>(), fixture.read_lock::<Map>().map(|map| map.clone())) {
+        match (
+            placeholder.try_cast::<Map>(),
+            fixture.read_lock::<Map>().map(|map| map.clone()),
+        ) {
             (Some(mut base), Some(fields)) => {
                 base.extend(fields);
                 Some(Dynamic::from_map(base))

@@ -17,13 +17,23 @@ use crate::context::Context;
 use crate::event::{CallOutcome, Event, Mode};
 use crate::fixtures::Fixtures;
 use crate::header::Header;
+use crate::journal::Journal;
 use crate::printer::Printer;
+use crate::resume::ResumeState;
 
 /// A write not run in a dry-run, or a gate that would be asked.
 #[derive(Debug, Clone)]
 pub enum PlanItem {
-    Change { call: String, at: String, step: Option<String> },
-    Gate { message: String, at: String, confirm: Option<String> },
+    Change {
+        call: String,
+        at: String,
+        step: Option<String>,
+    },
+    Gate {
+        message: String,
+        at: String,
+        confirm: Option<String>,
+    },
 }
 
 /// A step in progress.
@@ -41,6 +51,18 @@ pub struct Compensation {
     pub closure: FnPtr,
 }
 
+/// What a run is: the parts of a [`RunHost`] known before it starts.
+#[derive(Debug, Clone, Default)]
+pub struct Setup {
+    pub mode: Mode,
+    pub file: Option<PathBuf>,
+    pub header: Header,
+    pub params: BTreeMap<String, String>,
+    pub context: Context,
+    pub approvals: ApprovalPolicy,
+    pub fixtures: Fixtures,
+}
+
 /// Everything a run needs to decide on calls and report them.
 pub struct RunHost {
     pub mode: Mode,
@@ -52,6 +74,9 @@ pub struct RunHost {
     pub printer: Arc<Printer>,
     fixtures: Fixtures,
     runtime: tokio::runtime::Handle,
+    journal: Mutex<Option<Journal>>,
+    journal_failed: AtomicBool,
+    resume: Mutex<ResumeState>,
     /// Cancelled by Ctrl-C. Replaced by a fresh token while rollbacks run.
     run_token: Mutex<CancellationToken>,
     interrupted: AtomicBool,
@@ -64,28 +89,20 @@ pub struct RunHost {
 }
 
 impl RunHost {
-    #[allow(clippy::too_many_arguments)]
-    pub fn new(
-        mode: Mode,
-        file: Option<PathBuf>,
-        header: Header,
-        params: BTreeMap<String, String>,
-        context: Context,
-        approvals: ApprovalPolicy,
-        printer: Arc<Printer>,
-        fixtures: Fixtures,
-        runtime: tokio::runtime::Handle,
-    ) -> Self {
+    pub fn new(setup: Setup, printer: Arc<Printer>, runtime: tokio::runtime::Handle) -> Self {
         RunHost {
-            mode,
-            file,
-            header,
-            params,
-            context,
-            approvals,
+            mode: setup.mode,
+            file: setup.file,
+            header: setup.header,
+            params: setup.params,
+            context: setup.context,
+            approvals: setup.approvals,
             printer,
-            fixtures,
+            fixtures: setup.fixtures,
             runtime,
+            journal: Mutex::new(None),
+            journal_failed: AtomicBool::new(false),
+            resume: Mutex::new(ResumeState::default()),
             run_token: Mutex::new(CancellationToken::new()),
             interrupted: AtomicBool::new(false),
             stop: Arc::new(AtomicBool::new(false)),
@@ -94,6 +111,31 @@ impl RunHost {
             plan: Mutex::new(Vec::new()),
             compensations: Mutex::new(Vec::new()),
         }
+    }
+
+    /// From now on every event is also written to `journal`.
+    pub fn attach_journal(&self, journal: Journal) {
+        *lock(&self.journal) = Some(journal);
+    }
+
+    /// Close the journal (at the end of the run).
+    pub fn detach_journal(&self) -> Option<Journal> {
+        lock(&self.journal).take()
+    }
+
+    /// Resume: completed steps and earlier approvals from the journal.
+    pub fn set_resume(&self, state: ResumeState) {
+        *lock(&self.resume) = state;
+    }
+
+    /// The recorded value of a step completed in an earlier attempt of this run.
+    pub fn completed_step(&self, step: &str) -> Option<Dynamic> {
+        lock(&self.resume).step_value(step)
+    }
+
+    /// Whether this gate was approved before the resume point (each approval counts once).
+    pub fn take_earlier_approval(&self, message: &str, at: &str) -> bool {
+        lock(&self.resume).take_gate(message, at)
     }
 
     /// The flag the engine's progress hook watches.
@@ -129,13 +171,40 @@ impl RunHost {
         self.stop.store(false, Ordering::SeqCst);
     }
 
+    /// Show an event and write it to the journal.
     pub fn emit(&self, event: &Event) {
         self.printer.emit(event);
+        self.record(event);
+    }
+
+    /// Write an event to the journal only (calls of local functions).
+    pub fn record(&self, event: &Event) {
+        let sync = matches!(
+            event,
+            Event::StepStart { .. }
+                | Event::StepEnd { .. }
+                | Event::Gate { .. }
+                | Event::Rollback { .. }
+                | Event::End { .. }
+                | Event::Resume { .. }
+        );
+        let mut journal = lock(&self.journal);
+        if let Some(journal) = journal.as_mut()
+            && let Err(error) = journal.append(event, sync)
+            && !self.journal_failed.swap(true, Ordering::SeqCst)
+        {
+            self.printer.line(&format!(
+                "warning: {error}; the journal of this run is incomplete"
+            ));
+        }
     }
 
     /// `file:line:col` of a script position.
     pub fn location(&self, position: Position) -> String {
-        let file = self.file.as_ref().map_or_else(|| "<repl>".to_owned(), |file| file.display().to_string());
+        let file = self
+            .file
+            .as_ref()
+            .map_or_else(|| "<repl>".to_owned(), |file| file.display().to_string());
         match (position.line(), position.position()) {
             (Some(line), Some(column)) => format!("{file}:{line}:{column}"),
             (Some(line), None) => format!("{file}:{line}"),
@@ -148,7 +217,11 @@ impl RunHost {
     }
 
     /// Enter a step: its name must be new in this run. Returns the step's token.
-    pub fn enter_step(&self, name: &str, timeout: Option<Duration>) -> Result<CancellationToken, StdlibError> {
+    pub fn enter_step(
+        &self,
+        name: &str,
+        timeout: Option<Duration>,
+    ) -> Result<CancellationToken, StdlibError> {
         if !lock(&self.step_names).insert(name.to_owned()) {
             return Err(StdlibError::usage(
                 format!("step `{name}` ran twice; step names are unique in a run"),
@@ -157,7 +230,11 @@ impl RunHost {
         }
         let parent = self.cancellation();
         let token = parent.child_token();
-        lock(&self.steps).push(StepFrame { name: name.to_owned(), token: token.clone(), timeout });
+        lock(&self.steps).push(StepFrame {
+            name: name.to_owned(),
+            token: token.clone(),
+            timeout,
+        });
         Ok(token)
     }
 
@@ -166,11 +243,17 @@ impl RunHost {
         let parent = {
             let steps = lock(&self.steps);
             let index = steps.iter().rposition(|frame| frame.name == name);
-            index.and_then(|index| index.checked_sub(1)).map(|index| steps[index].token.clone())
+            index
+                .and_then(|index| index.checked_sub(1))
+                .map(|index| steps[index].token.clone())
         }
         .unwrap_or_else(|| lock(&self.run_token).clone());
         let token = parent.child_token();
-        if let Some(frame) = lock(&self.steps).iter_mut().rev().find(|frame| frame.name == name) {
+        if let Some(frame) = lock(&self.steps)
+            .iter_mut()
+            .rev()
+            .find(|frame| frame.name == name)
+        {
             frame.token = token.clone();
         }
         self.refresh_stop();
@@ -194,7 +277,10 @@ impl RunHost {
     }
 
     fn refresh_stop(&self) {
-        let stop = self.was_interrupted() || lock(&self.steps).iter().any(|frame| frame.token.is_cancelled());
+        let stop = self.was_interrupted()
+            || lock(&self.steps)
+                .iter()
+                .any(|frame| frame.token.is_cancelled());
         self.stop.store(stop, Ordering::SeqCst);
     }
 
@@ -211,7 +297,11 @@ impl RunHost {
     }
 
     pub fn record_gate(&self, message: &str, position: Position, confirm: Option<String>) {
-        lock(&self.plan).push(PlanItem::Gate { message: message.to_owned(), at: self.location(position), confirm });
+        lock(&self.plan).push(PlanItem::Gate {
+            message: message.to_owned(),
+            at: self.location(position),
+            confirm,
+        });
     }
 
     pub fn plan(&self) -> Vec<PlanItem> {
@@ -219,7 +309,10 @@ impl RunHost {
     }
 
     pub fn planned_changes(&self) -> usize {
-        lock(&self.plan).iter().filter(|item| matches!(item, PlanItem::Change { .. })).count()
+        lock(&self.plan)
+            .iter()
+            .filter(|item| matches!(item, PlanItem::Change { .. }))
+            .count()
     }
 
     pub fn runtime_handle(&self) -> &tokio::runtime::Handle {
@@ -242,9 +335,9 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 impl Host for RunHost {
     fn decide(&self, call: &CallInfo, placeholder: &dyn Fn() -> Dynamic) -> Decision {
         match (call.effect, self.mode) {
-            (Effect::Local, _) | (Effect::Read, Mode::Live | Mode::DryRun) | (Effect::Write, Mode::Live) => {
-                Decision::Run
-            }
+            (Effect::Local, _)
+            | (Effect::Read, Mode::Live | Mode::DryRun)
+            | (Effect::Write, Mode::Live) => Decision::Run,
             (Effect::Read, Mode::DryRunOffline) => {
                 let value = placeholder();
                 Decision::Skip(self.fixtures.lookup(call, value.clone()).unwrap_or(value))
@@ -262,7 +355,11 @@ impl Host for RunHost {
     }
 
     fn finished(&self, call: &CallInfo, outcome: Outcome<'_>, elapsed: Duration) {
-        if call.effect == Effect::Local {
+        // Control built-ins have their own events (step, gate, rollback).
+        if matches!(
+            call.function.as_str(),
+            "step" | "approve" | "on_rollback" | "retry" | "wait_until" | "param" | "context"
+        ) {
             return;
         }
         let (outcome, error) = match outcome {
@@ -274,7 +371,7 @@ impl Host for RunHost {
             }
             Outcome::Skipped => (CallOutcome::Placeholder, None),
         };
-        self.emit(&Event::Call {
+        let event = Event::Call {
             function: call.function.clone(),
             effect: call.effect.as_str().to_owned(),
             args: call.args.clone(),
@@ -284,7 +381,12 @@ impl Host for RunHost {
             duration_ms: u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX),
             error,
             time: crate::event::now(),
-        });
+        };
+        if call.effect == Effect::Local {
+            self.record(&event);
+        } else {
+            self.emit(&event);
+        }
     }
 
     fn runtime(&self) -> &tokio::runtime::Handle {
@@ -292,9 +394,10 @@ impl Host for RunHost {
     }
 
     fn cancellation(&self) -> CancellationToken {
-        lock(&self.steps)
-            .last()
-            .map_or_else(|| lock(&self.run_token).clone(), |frame| frame.token.clone())
+        lock(&self.steps).last().map_or_else(
+            || lock(&self.run_token).clone(),
+            |frame| frame.token.clone(),
+        )
     }
 
     fn cancel_reason(&self) -> StdlibError {
@@ -304,7 +407,9 @@ impl Host for RunHost {
         let steps = lock(&self.steps);
         match steps.iter().find(|frame| frame.token.is_cancelled()) {
             Some(frame) => StdlibError::Timeout(
-                frame.timeout.map_or_else(|| "its timeout".to_owned(), runbook_stdlib::duration::human),
+                frame
+                    .timeout
+                    .map_or_else(|| "its timeout".to_owned(), runbook_stdlib::duration::human),
             ),
             None => StdlibError::Interrupted,
         }

@@ -73,9 +73,16 @@ impl Header {
 
 fn parse_param(spec: &str, line: usize) -> Result<ParamSpec, String> {
     let mut words = spec.split_whitespace();
-    let name = words.next().ok_or("`@param` needs a name: `@param NAME required|optional|default=VALUE  description`")?;
-    if !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') {
-        return Err(format!("`{name}` is not a valid param name (letters, digits, `_`, `-`)"));
+    let name = words.next().ok_or(
+        "`@param` needs a name: `@param NAME required|optional|default=VALUE  description`",
+    )?;
+    if !name
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+    {
+        return Err(format!(
+            "`{name}` is not a valid param name (letters, digits, `_`, `-`)"
+        ));
     }
     let requirement = match words.next() {
         Some("required") => Requirement::Required,
@@ -112,7 +119,10 @@ mod tests {
         assert_eq!(header.params.len(), 2);
         assert_eq!(header.params[0].requirement, Requirement::Required);
         assert_eq!(header.params[0].description, "image tag");
-        assert_eq!(header.params[1].requirement, Requirement::Default("backend".into()));
+        assert_eq!(
+            header.params[1].requirement,
+            Requirement::Default("backend".into())
+        );
         assert_eq!(header.params[1].line, 5);
     }
 

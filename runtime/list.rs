@@ -9,7 +9,10 @@ pub fn runbooks(folder: &Path) -> std::io::Result<Vec<(PathBuf, Header)>> {
     let mut found = Vec::new();
     for entry in std::fs::read_dir(folder)? {
         let path = entry?.path();
-        if path.extension().is_some_and(|extension| extension == "rhai") {
+        if path
+            .extension()
+            .is_some_and(|extension| extension == "rhai")
+        {
             let source = std::fs::read_to_string(&path).unwrap_or_default();
             found.push((path, Header::parse(&source)));
         }
@@ -21,7 +24,11 @@ pub fn runbooks(folder: &Path) -> std::io::Result<Vec<(PathBuf, Header)>> {
 pub fn render(runbooks: &[(PathBuf, Header)]) -> String {
     let mut out = String::new();
     for (path, header) in runbooks {
-        let summary = if header.summary.is_empty() { "(no description: add a `//!` line at the top)" } else { &header.summary };
+        let summary = if header.summary.is_empty() {
+            "(no description: add a `//!` line at the top)"
+        } else {
+            &header.summary
+        };
         out.push_str(&format!("{}\n    {summary}\n", path.display()));
         for param in &header.params {
             let requirement = match &param.requirement {
@@ -29,7 +36,10 @@ pub fn render(runbooks: &[(PathBuf, Header)]) -> String {
                 Requirement::Optional => "optional".to_owned(),
                 Requirement::Default(value) => format!("default {value}"),
             };
-            out.push_str(&format!("    {:<12} {:<18} {}\n", param.name, requirement, param.description));
+            out.push_str(&format!(
+                "    {:<12} {:<18} {}\n",
+                param.name, requirement, param.description
+            ));
         }
     }
     out

@@ -40,6 +40,8 @@ pub struct Printer {
     progress: MultiProgress,
     spinners: Mutex<Vec<(String, ProgressBar)>>,
     summary: Mutex<Vec<SummaryLine>>,
+    /// `runbook show`: lines go to stdout, stamped with the event's own time.
+    replay: Option<Mutex<String>>,
 }
 
 #[derive(Debug, Clone)]
@@ -83,7 +85,34 @@ impl Printer {
             progress,
             spinners: Mutex::new(Vec::new()),
             summary: Mutex::new(Vec::new()),
+            replay: None,
         }
+    }
+
+    /// A printer that renders a recorded journal on stdout (`runbook show`).
+    pub fn replay(redactor: Redactor) -> Self {
+        let color = std::io::stdout().is_terminal()
+            && std::env::var_os("NO_COLOR").is_none_or(|value| value.is_empty());
+        Printer {
+            format: OutputFormat::Human,
+            redactor,
+            interactive: false,
+            verbose: true,
+            styles: Styles::new(color),
+            progress: MultiProgress::with_draw_target(ProgressDrawTarget::hidden()),
+            spinners: Mutex::new(Vec::new()),
+            summary: Mutex::new(Vec::new()),
+            replay: Some(Mutex::new(String::new())),
+        }
+    }
+
+    /// Render a recorded event, stamped with `time` (RFC 3339).
+    pub fn replay_event(&self, event: &Event, time: &str) {
+        if let Some(stamp) = &self.replay {
+            let short = time.get(11..19).unwrap_or(time);
+            *stamp.lock().unwrap_or_else(PoisonError::into_inner) = short.to_owned();
+        }
+        self.render(event);
     }
 
     pub fn redactor(&self) -> &Redactor {
@@ -100,6 +129,14 @@ impl Printer {
             return;
         }
         let text = self.redactor.mask(text);
+        if let Some(stamp) = &self.replay {
+            let stamp = stamp.lock().unwrap_or_else(PoisonError::into_inner).clone();
+            let mut stdout = std::io::stdout().lock();
+            for line in text.lines() {
+                let _ = writeln!(stdout, "{} {line}", self.styles.dim.apply_to(&stamp));
+            }
+            return;
+        }
         if self.interactive {
             let _ = self.progress.println(text.as_ref());
         } else {
@@ -154,7 +191,13 @@ impl Printer {
     fn render(&self, event: &Event) {
         let s = &self.styles;
         match event {
-            Event::Run { runbook, context, mode, run_id, .. } => {
+            Event::Run {
+                runbook,
+                context,
+                mode,
+                run_id,
+                ..
+            } => {
                 let mode = match mode {
                     Mode::Live => "live",
                     Mode::DryRun => "dry-run",
@@ -168,45 +211,110 @@ impl Printer {
                 ));
             }
             Event::StepStart { step, .. } => self.step_started(step),
-            Event::StepEnd { step, status, duration_ms, error, .. } => {
+            Event::StepEnd {
+                step,
+                status,
+                duration_ms,
+                error,
+                ..
+            } => {
                 self.step_finished(step);
                 let took = human_ms(*duration_ms);
                 match status {
-                    StepStatus::Ok => self.line(&format!("{} {step} {}", s.ok.apply_to("✓"), s.dim.apply_to(took))),
-                    StepStatus::Skipped => self.line(&format!("{} {step} {}", s.dim.apply_to("↷"), s.dim.apply_to("(done in an earlier run)"))),
+                    StepStatus::Ok => self.line(&format!(
+                        "{} {step} {}",
+                        s.ok.apply_to("✓"),
+                        s.dim.apply_to(took)
+                    )),
+                    StepStatus::Skipped => self.line(&format!(
+                        "{} {step} {}",
+                        s.dim.apply_to("↷"),
+                        s.dim.apply_to("(done in an earlier run)")
+                    )),
                     StepStatus::Failed => self.line(&format!(
                         "{} {step} {}{}",
                         s.bad.apply_to("✗"),
                         s.dim.apply_to(took),
-                        error.as_deref().map(|e| format!(": {e}")).unwrap_or_default()
+                        error
+                            .as_deref()
+                            .map(|e| format!(": {e}"))
+                            .unwrap_or_default()
                     )),
                 }
                 let mut summary = self.summary.lock().unwrap_or_else(PoisonError::into_inner);
-                summary.push(SummaryLine { step: step.clone(), status: *status, duration_ms: *duration_ms });
+                summary.push(SummaryLine {
+                    step: step.clone(),
+                    status: *status,
+                    duration_ms: *duration_ms,
+                });
             }
-            Event::Call { function, args, outcome, duration_ms, error, effect, .. } => {
+            Event::Call {
+                function,
+                args,
+                outcome,
+                duration_ms,
+                error,
+                effect,
+                ..
+            } => {
                 let call = format!("{function}({})", args.join(", "));
                 match outcome {
-                    CallOutcome::Planned => self.line(&format!("  {} {call} {}", s.warn.apply_to("~"), s.dim.apply_to("(planned, not run)"))),
-                    CallOutcome::Fixture => self.line(&format!("  {} {call} {}", s.dim.apply_to("·"), s.dim.apply_to("(fixture)"))),
-                    CallOutcome::Placeholder => self.line(&format!("  {} {call} {}", s.dim.apply_to("·"), s.dim.apply_to("(offline placeholder)"))),
+                    CallOutcome::Planned => self.line(&format!(
+                        "  {} {call} {}",
+                        s.warn.apply_to("~"),
+                        s.dim.apply_to("(planned, not run)")
+                    )),
+                    CallOutcome::Fixture => self.line(&format!(
+                        "  {} {call} {}",
+                        s.dim.apply_to("·"),
+                        s.dim.apply_to("(fixture)")
+                    )),
+                    CallOutcome::Placeholder => self.line(&format!(
+                        "  {} {call} {}",
+                        s.dim.apply_to("·"),
+                        s.dim.apply_to("(offline placeholder)")
+                    )),
                     CallOutcome::Ok => {
                         if effect == "write" || self.verbose {
-                            self.line(&format!("  {} {call} {}", s.dim.apply_to("→"), s.dim.apply_to(human_ms(*duration_ms))));
+                            self.line(&format!(
+                                "  {} {call} {}",
+                                s.dim.apply_to("→"),
+                                s.dim.apply_to(human_ms(*duration_ms))
+                            ));
                         }
                     }
                     CallOutcome::Error => self.line(&format!(
                         "  {} {call} {}",
                         s.bad.apply_to("→"),
-                        s.bad.apply_to(error.as_deref().unwrap_or("failed").lines().next().unwrap_or_default())
+                        s.bad.apply_to(
+                            error
+                                .as_deref()
+                                .unwrap_or("failed")
+                                .lines()
+                                .next()
+                                .unwrap_or_default()
+                        )
                     )),
                 }
             }
-            Event::Gate { message, decision, approver, how, .. } => {
+            Event::Gate {
+                message,
+                decision,
+                approver,
+                how,
+                ..
+            } => {
                 let text = match decision {
-                    GateDecision::Approved => format!("{} approved by {approver} ({how}): {message}", s.ok.apply_to("✔")),
-                    GateDecision::Rejected => format!("{} rejected ({how}): {message}", s.bad.apply_to("✘")),
-                    GateDecision::Planned => format!("{} gate (would ask): {message}", s.warn.apply_to("?")),
+                    GateDecision::Approved => format!(
+                        "{} approved by {approver} ({how}): {message}",
+                        s.ok.apply_to("✔")
+                    ),
+                    GateDecision::Rejected => {
+                        format!("{} rejected ({how}): {message}", s.bad.apply_to("✘"))
+                    }
+                    GateDecision::Planned => {
+                        format!("{} gate (would ask): {message}", s.warn.apply_to("?"))
+                    }
                 };
                 self.line(&text);
             }
@@ -216,25 +324,66 @@ impl Printer {
                 "error" => self.line(&format!("{} {message}", s.bad.apply_to("error:"))),
                 _ => self.line(message),
             },
-            Event::Rollback { step, status, error, .. } => match status {
-                StepStatus::Ok => self.line(&format!("{} rollback for {step} ran", s.warn.apply_to("↺"))),
-                StepStatus::Skipped => self.line(&format!("{} rollback for {step} skipped (--no-rollback)", s.dim.apply_to("↺"))),
+            Event::Rollback {
+                step,
+                status,
+                error,
+                ..
+            } => match status {
+                StepStatus::Ok => {
+                    self.line(&format!("{} rollback for {step} ran", s.warn.apply_to("↺")))
+                }
+                StepStatus::Skipped => self.line(&format!(
+                    "{} rollback for {step} skipped (--no-rollback)",
+                    s.dim.apply_to("↺")
+                )),
                 StepStatus::Failed => self.line(&format!(
                     "{} rollback for {step} failed: {}",
                     s.bad.apply_to("↺"),
                     error.as_deref().unwrap_or("unknown error")
                 )),
             },
-            Event::End { status, duration_ms, exit_code, .. } => {
+            Event::Resume {
+                user, host, force, ..
+            } => {
+                let forced = if *force {
+                    " (--force: the runbook changed)"
+                } else {
+                    ""
+                };
+                self.line(&format!(
+                    "{} resumed by {user}@{host}{forced}",
+                    s.bold.apply_to("↻")
+                ));
+            }
+            Event::End {
+                status,
+                duration_ms,
+                exit_code,
+                ..
+            } => {
                 self.clear_spinners();
                 let took = human_ms(*duration_ms);
                 let text = match status {
                     RunStatus::Ok => format!("{} finished in {took}", s.ok.apply_to("✓")),
-                    RunStatus::Failed => format!("{} failed after {took} (exit {exit_code})", s.bad.apply_to("✗")),
-                    RunStatus::Refused => format!("{} stopped at an approval gate after {took} (exit {exit_code})", s.bad.apply_to("✗")),
-                    RunStatus::Interrupted => format!("{} interrupted after {took} (exit {exit_code})", s.bad.apply_to("✗")),
-                    RunStatus::Locked => format!("{} locked (exit {exit_code})", s.bad.apply_to("✗")),
-                    RunStatus::Error => format!("{} script error (exit {exit_code})", s.bad.apply_to("✗")),
+                    RunStatus::Failed => format!(
+                        "{} failed after {took} (exit {exit_code})",
+                        s.bad.apply_to("✗")
+                    ),
+                    RunStatus::Refused => format!(
+                        "{} stopped at an approval gate after {took} (exit {exit_code})",
+                        s.bad.apply_to("✗")
+                    ),
+                    RunStatus::Interrupted => format!(
+                        "{} interrupted after {took} (exit {exit_code})",
+                        s.bad.apply_to("✗")
+                    ),
+                    RunStatus::Locked => {
+                        format!("{} locked (exit {exit_code})", s.bad.apply_to("✗"))
+                    }
+                    RunStatus::Error => {
+                        format!("{} script error (exit {exit_code})", s.bad.apply_to("✗"))
+                    }
                 };
                 self.line(&text);
             }
@@ -251,11 +400,19 @@ impl Printer {
     }
 
     fn render_summary(&self) {
-        let summary = self.summary.lock().unwrap_or_else(PoisonError::into_inner).clone();
+        let summary = self
+            .summary
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
         if summary.is_empty() {
             return;
         }
-        let width = summary.iter().map(|line| line.step.chars().count()).max().unwrap_or(0);
+        let width = summary
+            .iter()
+            .map(|line| line.step.chars().count())
+            .max()
+            .unwrap_or(0);
         let mut text = String::from("summary:");
         for line in &summary {
             let mark = match line.status {
@@ -263,7 +420,11 @@ impl Printer {
                 StepStatus::Failed => self.styles.bad.apply_to("✗"),
                 StepStatus::Skipped => self.styles.dim.apply_to("↷"),
             };
-            text.push_str(&format!("\n  {mark} {:<width$}  {}", line.step, human_ms(line.duration_ms)));
+            text.push_str(&format!(
+                "\n  {mark} {:<width$}  {}",
+                line.step,
+                human_ms(line.duration_ms)
+            ));
         }
         self.line(&text);
     }
@@ -279,7 +440,10 @@ impl Printer {
         }
         spinner.set_message(self.redactor.mask(step).into_owned());
         spinner.enable_steady_tick(Duration::from_millis(120));
-        self.spinners.lock().unwrap_or_else(PoisonError::into_inner).push((step.to_owned(), spinner));
+        self.spinners
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push((step.to_owned(), spinner));
     }
 
     fn step_finished(&self, step: &str) {

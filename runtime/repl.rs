@@ -2,10 +2,10 @@
 //! History lives under the XDG state dir; `:help NAME` shows a function's
 //! doc; input with open brackets continues on the next line.
 
-use std::path::PathBuf;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use rhai::{AST, Dynamic, Engine, Scope};
+use runbook_stdlib::Function;
 use rustyline::completion::{Completer, Pair};
 use rustyline::error::ReadlineError;
 use rustyline::highlight::Highlighter;
@@ -13,14 +13,16 @@ use rustyline::hint::Hinter;
 use rustyline::history::DefaultHistory;
 use rustyline::validate::{ValidationContext, ValidationResult, Validator};
 use rustyline::{Editor, Helper};
-use runbook_stdlib::Function;
 
 use crate::error::{Diagnostic, Exit};
 use crate::gate::RunHost;
 use crate::session::Session;
 
 const COMMANDS: &[(&str, &str)] = &[
-    (":help", "this list; `:help NAME` shows a function or module (`:help k8s`, `:help step`)"),
+    (
+        ":help",
+        "this list; `:help NAME` shows a function or module (`:help k8s`, `:help step`)",
+    ),
     (":doc", "the overview of every function"),
     (":context", "the active context"),
     (":vars", "the variables defined so far"),
@@ -36,7 +38,12 @@ struct ReplHelper {
 impl Completer for ReplHelper {
     type Candidate = Pair;
 
-    fn complete(&self, line: &str, pos: usize, _ctx: &rustyline::Context<'_>) -> rustyline::Result<(usize, Vec<Pair>)> {
+    fn complete(
+        &self,
+        line: &str,
+        pos: usize,
+        _ctx: &rustyline::Context<'_>,
+    ) -> rustyline::Result<(usize, Vec<Pair>)> {
         let before = &line[..pos];
         let start = before
             .rfind(|c: char| !(c.is_alphanumeric() || c == '_' || c == ':'))
@@ -45,13 +52,20 @@ impl Completer for ReplHelper {
         if word.is_empty() {
             return Ok((pos, Vec::new()));
         }
-        let variables = self.variables.lock().unwrap_or_else(PoisonError::into_inner).clone();
+        let variables = self
+            .variables
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
         let mut candidates: Vec<Pair> = self
             .words
             .iter()
             .chain(variables.iter())
             .filter(|candidate| candidate.starts_with(word))
-            .map(|candidate| Pair { display: candidate.clone(), replacement: candidate.clone() })
+            .map(|candidate| Pair {
+                display: candidate.clone(),
+                replacement: candidate.clone(),
+            })
             .collect();
         candidates.sort_by(|a, b| a.display.cmp(&b.display));
         candidates.dedup_by(|a, b| a.display == b.display);
@@ -67,7 +81,11 @@ impl Highlighter for ReplHelper {}
 
 impl Validator for ReplHelper {
     fn validate(&self, ctx: &mut ValidationContext<'_>) -> rustyline::Result<ValidationResult> {
-        Ok(if is_incomplete(ctx.input()) { ValidationResult::Incomplete } else { ValidationResult::Valid(None) })
+        Ok(if is_incomplete(ctx.input()) {
+            ValidationResult::Incomplete
+        } else {
+            ValidationResult::Valid(None)
+        })
     }
 }
 
@@ -105,18 +123,6 @@ pub fn is_incomplete(input: &str) -> bool {
     depth > 0 || matches!(quote, Some('`'))
 }
 
-/// `$XDG_STATE_HOME/runbook`, else `~/.local/state/runbook`.
-pub fn state_dir() -> PathBuf {
-    if let Some(dir) = std::env::var_os("RUNBOOK_STATE_DIR").filter(|dir| !dir.is_empty()) {
-        return PathBuf::from(dir);
-    }
-    if let Some(dir) = std::env::var_os("XDG_STATE_HOME").filter(|dir| !dir.is_empty()) {
-        return PathBuf::from(dir).join("runbook");
-    }
-    let home = std::env::var_os("HOME").map_or_else(|| PathBuf::from("."), PathBuf::from);
-    home.join(".local/state/runbook")
-}
-
 struct Repl {
     session: Session,
     engine: Arc<Engine>,
@@ -140,28 +146,45 @@ impl Repl {
         match (command, argument) {
             (":quit" | ":q" | ":exit", _) => return false,
             (":help" | ":h", None) => {
-                let mut text = String::from("Type Rhai: `1 + 2`, `shell::read(\"uname -a\")`, `let x = ...`.\nCommands:\n");
+                let mut text = String::from(
+                    "Type Rhai: `1 + 2`, `shell::read(\"uname -a\")`, `let x = ...`.\nCommands:\n",
+                );
                 for (name, what) in COMMANDS {
                     text.push_str(&format!("  {name:<10} {what}\n"));
                 }
                 text.push_str("Modules: ");
-                let modules: Vec<&str> = runbook_stdlib::MODULES.iter().filter(|m| !m.is_empty()).copied().collect();
+                let modules: Vec<&str> = runbook_stdlib::MODULES
+                    .iter()
+                    .filter(|m| !m.is_empty())
+                    .copied()
+                    .collect();
                 text.push_str(&modules.join(", "));
                 printer.data(&text);
             }
-            (":help" | ":h" | ":doc", Some(topic)) => match crate::doc::topic(&self.functions, topic) {
-                Some(text) => printer.data(&text),
-                None => printer.data(&format!("nothing called `{topic}`; `:doc` lists every function")),
-            },
+            (":help" | ":h" | ":doc", Some(topic)) => {
+                match crate::doc::topic(&self.functions, topic) {
+                    Some(text) => printer.data(&text),
+                    None => printer.data(&format!(
+                        "nothing called `{topic}`; `:doc` lists every function"
+                    )),
+                }
+            }
             (":doc", None) => printer.data(&crate::doc::overview(&self.functions)),
             (":context", _) => printer.data(&format_value(&self.host().context.to_dynamic())),
             (":vars", _) => {
                 let scope = self.scope.lock().unwrap_or_else(PoisonError::into_inner);
                 let mut text = String::new();
                 for (name, _, value) in scope.iter() {
-                    text.push_str(&format!("{name} = {}\n", runbook_stdlib::values::render(&value)));
+                    text.push_str(&format!(
+                        "{name} = {}\n",
+                        runbook_stdlib::values::render(&value)
+                    ));
                 }
-                printer.data(if text.is_empty() { "(no variables yet)" } else { text.trim_end() });
+                printer.data(if text.is_empty() {
+                    "(no variables yet)"
+                } else {
+                    text.trim_end()
+                });
             }
             (other, _) => printer.data(&format!("unknown command `{other}`; `:help` lists them")),
         }
@@ -208,11 +231,16 @@ impl Repl {
                 let diagnostic = Diagnostic::from_rhai(&error);
                 host.printer.error(&render_repl(&diagnostic, input));
             }
-            Err(join_error) => host.printer.error(&format!("error: internal: {join_error}")),
+            Err(join_error) => host
+                .printer
+                .error(&format!("error: internal: {join_error}")),
         }
         let scope = self.scope.lock().unwrap_or_else(PoisonError::into_inner);
         let names: Vec<String> = scope.iter().map(|(name, ..)| name.to_owned()).collect();
-        *self.variables.lock().unwrap_or_else(PoisonError::into_inner) = names;
+        *self
+            .variables
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = names;
     }
 }
 
@@ -227,7 +255,8 @@ fn format_value(value: &Dynamic) -> String {
     }
     let json = runbook_stdlib::values::to_json(value, false);
     if value.is_map() || value.is_array() {
-        serde_json::to_string_pretty(&json).unwrap_or_else(|_| runbook_stdlib::values::render(value))
+        serde_json::to_string_pretty(&json)
+            .unwrap_or_else(|_| runbook_stdlib::values::render(value))
     } else {
         runbook_stdlib::values::render(value)
     }
@@ -248,11 +277,17 @@ pub fn run(context: Option<&str>) -> Exit {
     let mut words: Vec<String> = functions.iter().map(Function::qualified_name).collect();
     words.extend(COMMANDS.iter().map(|(name, _)| (*name).to_owned()));
     let variables = Arc::new(Mutex::new(Vec::new()));
-    let helper = ReplHelper { words, variables: Arc::clone(&variables) };
-    let config = rustyline::Config::builder().auto_add_history(true).max_history_size(5000).map_or_else(
-        |_| rustyline::Config::default(),
-        rustyline::config::Builder::build,
-    );
+    let helper = ReplHelper {
+        words,
+        variables: Arc::clone(&variables),
+    };
+    let config = rustyline::Config::builder()
+        .auto_add_history(true)
+        .max_history_size(5000)
+        .map_or_else(
+            |_| rustyline::Config::default(),
+            rustyline::config::Builder::build,
+        );
     let mut editor: Editor<ReplHelper, DefaultHistory> = match Editor::with_config(config) {
         Ok(editor) => editor,
         Err(error) => {
@@ -261,7 +296,7 @@ pub fn run(context: Option<&str>) -> Exit {
         }
     };
     editor.set_helper(Some(helper));
-    let history = state_dir().join("history");
+    let history = crate::journal::state_dir().join("history");
     let _ = editor.load_history(&history);
 
     // Ctrl-C while a line runs stops it (at the prompt, rustyline handles it).
@@ -272,7 +307,12 @@ pub fn run(context: Option<&str>) -> Exit {
         }
     });
 
-    let context_name = session.host.context.name.clone().unwrap_or_else(|| "no context".into());
+    let context_name = session
+        .host
+        .context
+        .name
+        .clone()
+        .unwrap_or_else(|| "no context".into());
     session.host.printer.line(&format!(
         "runbook {} REPL ({context_name}). `:help` for help, Ctrl-D to leave.",
         env!("CARGO_PKG_VERSION")

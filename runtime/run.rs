@@ -14,7 +14,7 @@ use crate::check::{Known, check};
 use crate::error::{Diagnostic, Exit};
 use crate::event::{Event, Mode, RunStatus, StepStatus};
 use crate::fixtures::Fixtures;
-use crate::gate::{PlanItem, RunHost};
+use crate::gate::{PlanItem, RunHost, Setup};
 use crate::header::{Header, Requirement};
 use crate::printer::{OutputFormat, Printer};
 
@@ -34,6 +34,15 @@ pub struct RunOptions {
     pub verbose: bool,
 }
 
+/// A run that continues an earlier one (`runbook resume`).
+#[derive(Debug, Clone)]
+pub struct Resumed {
+    pub run_id: String,
+    pub journal: PathBuf,
+    pub state: crate::resume::ResumeState,
+    pub force: bool,
+}
+
 /// Problems found before anything runs: shown as diagnostics, exit 2.
 struct Prepared {
     source: String,
@@ -48,45 +57,69 @@ fn prepare(options: &RunOptions) -> Result<Prepared, Vec<Diagnostic>> {
     let mut problems = Vec::new();
     for (name, value) in &options.params {
         if header.param(name).is_none() {
-            let declared: Vec<&str> = header.params.iter().map(|param| param.name.as_str()).collect();
+            let declared: Vec<&str> = header
+                .params
+                .iter()
+                .map(|param| param.name.as_str())
+                .collect();
             let hint = if declared.is_empty() {
                 "this runbook declares no params (`//! @param NAME ...` in its header)".to_owned()
             } else {
                 format!("this runbook takes: {}", declared.join(", "))
             };
-            problems.push(Diagnostic::new(format!("unknown param `{name}`"), Exit::Usage).hint(hint));
+            problems
+                .push(Diagnostic::new(format!("unknown param `{name}`"), Exit::Usage).hint(hint));
         }
         params.insert(name.clone(), value.clone());
     }
     for spec in &header.params {
         if spec.requirement == Requirement::Required && !params.contains_key(&spec.name) {
             problems.push(
-                Diagnostic::new(format!("missing required param `{}` ({})", spec.name, spec.description), Exit::Usage)
-                    .hint(format!("pass it as `{}=VALUE` after the file name", spec.name)),
+                Diagnostic::new(
+                    format!(
+                        "missing required param `{}` ({})",
+                        spec.name, spec.description
+                    ),
+                    Exit::Usage,
+                )
+                .hint(format!(
+                    "pass it as `{}=VALUE` after the file name",
+                    spec.name
+                )),
             );
         }
     }
-    if problems.is_empty() { Ok(Prepared { source, header, params }) } else { Err(problems) }
+    if problems.is_empty() {
+        Ok(Prepared {
+            source,
+            header,
+            params,
+        })
+    } else {
+        Err(problems)
+    }
 }
 
 fn run_id() -> String {
     use rand::Rng;
     let suffix: u32 = rand::rng().random_range(0..0x10000);
-    format!("{}-{suffix:04x}", chrono::Utc::now().format("%Y%m%dT%H%M%SZ"))
+    format!(
+        "{}-{suffix:04x}",
+        chrono::Utc::now().format("%Y%m%dT%H%M%SZ")
+    )
 }
 
 fn millis(started: Instant) -> u64 {
     u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX)
 }
 
-fn sha256_hex(bytes: &[u8]) -> String {
-    use sha2::Digest;
-    let digest = sha2::Sha256::digest(bytes);
-    digest.iter().map(|byte| format!("{byte:02x}")).collect()
-}
-
 /// Run a runbook; returns the exit code.
 pub fn run(options: &RunOptions) -> Exit {
+    run_with(options, None)
+}
+
+/// Run a runbook, possibly continuing an earlier run; returns the exit code.
+pub fn run_with(options: &RunOptions, resumed: Option<Resumed>) -> Exit {
     let redactor = runbook_stdlib::redact::Redactor::new();
     let printer = Arc::new(Printer::new(options.output, redactor, options.verbose));
     let report = |diagnostics: &[Diagnostic], source: Option<&str>| {
@@ -130,22 +163,29 @@ pub fn run(options: &RunOptions) -> Exit {
         (true, false) => Mode::DryRun,
         (true, true) => Mode::DryRunOffline,
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
         Ok(runtime) => runtime,
         Err(error) => {
             printer.error(&format!("error: cannot start the async runtime: {error}"));
             return Exit::StepFailed;
         }
     };
-    let host = Arc::new(RunHost::new(
+    let setup = Setup {
         mode,
-        Some(options.file.clone()),
-        prepared.header.clone(),
-        prepared.params.clone(),
+        file: Some(options.file.clone()),
+        header: prepared.header.clone(),
+        params: prepared.params.clone(),
         context,
-        ApprovalPolicy::new(options.approve, options.confirm.clone()),
-        Arc::clone(&printer),
+        approvals: ApprovalPolicy::new(options.approve, options.confirm.clone()),
         fixtures,
+    };
+    let host = Arc::new(RunHost::new(
+        setup,
+        Arc::clone(&printer),
         runtime.handle().clone(),
     ));
     let engine = crate::engine::build(&host);
@@ -163,26 +203,88 @@ pub fn run(options: &RunOptions) -> Exit {
         return Exit::Usage;
     }
 
+    let run_id = resumed
+        .as_ref()
+        .map_or_else(run_id, |resumed| resumed.run_id.clone());
+    // One live run of a runbook per context on this machine; dry-runs change nothing.
+    let _lock = if mode == Mode::Live {
+        match crate::lock::acquire(&options.file, host.context.name.as_deref(), &run_id) {
+            Ok(lock) => Some(lock),
+            Err(error) => {
+                let exit = if matches!(error, crate::lock::LockError::Held { .. }) {
+                    Exit::Locked
+                } else {
+                    Exit::Usage
+                };
+                let diagnostic = Diagnostic::new(error.to_string(), exit)
+                    .hint("wait for it to finish; a lock of a process that died is taken over automatically");
+                printer.error(&diagnostic.render(None, None));
+                return exit;
+            }
+        }
+    } else {
+        None
+    };
+
     let started = Instant::now();
-    host.emit(&Event::Run {
-        run_id: run_id(),
-        runbook: options.file.display().to_string(),
-        sha256: sha256_hex(prepared.source.as_bytes()),
-        params: prepared.params.iter().map(|(k, v)| (k.clone(), serde_json::Value::String(v.clone()))).collect(),
-        context: host.context.name.clone(),
-        user: crate::approval::user(),
-        host: crate::approval::hostname(),
-        version: env!("CARGO_PKG_VERSION").to_owned(),
-        mode,
-        time: crate::event::now(),
-    });
+    let journal = match &resumed {
+        Some(resumed) => {
+            crate::journal::Journal::reopen(&resumed.journal, printer.redactor().clone())
+        }
+        None => crate::journal::Journal::create(&run_id, printer.redactor().clone())
+            .map(|journal| (journal, 0)),
+    };
+    let (journal, cut_bytes) = match journal {
+        Ok(opened) => opened,
+        Err(error) => {
+            printer.error(
+                &Diagnostic::new(error.to_string(), Exit::Usage)
+                    .hint("set RUNBOOK_STATE_DIR to a writable folder")
+                    .render(None, None),
+            );
+            return Exit::Usage;
+        }
+    };
+    let journal_path = journal.path().to_owned();
+    host.attach_journal(journal);
+    match resumed {
+        Some(resumed) => {
+            host.set_resume(resumed.state);
+            host.emit(&Event::Resume {
+                user: crate::approval::user(),
+                host: crate::approval::hostname(),
+                version: env!("CARGO_PKG_VERSION").to_owned(),
+                force: resumed.force,
+                cut_bytes,
+                time: crate::event::now(),
+            });
+        }
+        None => host.emit(&Event::Run {
+            run_id: run_id.clone(),
+            runbook: options.file.display().to_string(),
+            sha256: crate::journal::sha256_hex(prepared.source.as_bytes()),
+            params: prepared
+                .params
+                .iter()
+                .map(|(k, v)| (k.clone(), serde_json::Value::String(v.clone())))
+                .collect(),
+            context: host.context.name.clone(),
+            user: crate::approval::user(),
+            host: crate::approval::hostname(),
+            version: env!("CARGO_PKG_VERSION").to_owned(),
+            mode,
+            time: crate::event::now(),
+        }),
+    }
 
     // Ctrl-C: the first cancels the call in flight and stops the script
     // (rollbacks then run); the second exits at once.
     let signal_host = Arc::clone(&host);
     runtime.spawn(async move {
         if tokio::signal::ctrl_c().await.is_ok() {
-            signal_host.printer.line("interrupted: stopping (Ctrl-C again to exit at once)");
+            signal_host
+                .printer
+                .line("interrupted: stopping (Ctrl-C again to exit at once)");
             signal_host.interrupt();
             if tokio::signal::ctrl_c().await.is_ok() {
                 std::process::exit(Exit::Interrupted.code());
@@ -199,11 +301,20 @@ pub fn run(options: &RunOptions) -> Exit {
     });
     let failure = match outcome {
         Ok(failure) => failure,
-        Err(join_error) => Some(Diagnostic::new(format!("internal error: {join_error}"), Exit::StepFailed)),
+        Err(join_error) => Some(Diagnostic::new(
+            format!("internal error: {join_error}"),
+            Exit::StepFailed,
+        )),
     };
 
-    let exit = failure.as_ref().map_or(Exit::Ok, |diagnostic| diagnostic.exit);
-    let exit = if host.was_interrupted() { Exit::Interrupted } else { exit };
+    let exit = failure
+        .as_ref()
+        .map_or(Exit::Ok, |diagnostic| diagnostic.exit);
+    let exit = if host.was_interrupted() {
+        Exit::Interrupted
+    } else {
+        exit
+    };
     printer.summary();
     if let Some(diagnostic) = &failure {
         report(std::slice::from_ref(diagnostic), Some(&prepared.source));
@@ -223,6 +334,11 @@ pub fn run(options: &RunOptions) -> Exit {
         planned_changes: host.planned_changes(),
         time: crate::event::now(),
     });
+    host.detach_journal();
+    printer.line(&format!(
+        "journal: {} (run {run_id})",
+        journal_path.display()
+    ));
     if mode.is_dry() && printer.format() == OutputFormat::Human {
         printer.data(&render_plan(&host.plan()));
     }
@@ -231,12 +347,21 @@ pub fn run(options: &RunOptions) -> Exit {
 }
 
 /// Run the script; on failure run the compensations. Returns the failure, if any.
-fn execute(host: &RunHost, engine: &Engine, ast: &rhai::AST, no_rollback: bool) -> Option<Diagnostic> {
+fn execute(
+    host: &RunHost,
+    engine: &Engine,
+    ast: &rhai::AST,
+    no_rollback: bool,
+) -> Option<Diagnostic> {
     let mut scope = Scope::new();
     let error = engine.run_ast_with_scope(&mut scope, ast).err()?;
     let diagnostic = Diagnostic::from_rhai(&error);
     let diagnostic = if host.was_interrupted() {
-        Diagnostic { exit: Exit::Interrupted, message: "interrupted".into(), ..diagnostic }
+        Diagnostic {
+            exit: Exit::Interrupted,
+            message: "interrupted".into(),
+            ..diagnostic
+        }
     } else {
         diagnostic
     };
@@ -252,7 +377,10 @@ pub fn roll_back(host: &RunHost, engine: &Engine, ast: &rhai::AST, skip: bool) {
         return;
     }
     host.begin_rollback();
-    host.printer.line(&format!("rolling back: {} compensation(s), newest first", compensations.len()));
+    host.printer.line(&format!(
+        "rolling back: {} compensation(s), newest first",
+        compensations.len()
+    ));
     for compensation in compensations {
         if skip {
             host.emit(&Event::Rollback {
@@ -266,10 +394,18 @@ pub fn roll_back(host: &RunHost, engine: &Engine, ast: &rhai::AST, skip: bool) {
         let result = compensation.closure.call::<Dynamic>(engine, ast, ());
         host.emit(&Event::Rollback {
             step: compensation.step,
-            status: if result.is_ok() { StepStatus::Ok } else { StepStatus::Failed },
+            status: if result.is_ok() {
+                StepStatus::Ok
+            } else {
+                StepStatus::Failed
+            },
             error: result.err().map(|error| {
                 let diagnostic = Diagnostic::from_rhai(&error);
-                format!("{} (at {})", diagnostic.message, host.location(diagnostic.position))
+                format!(
+                    "{} (at {})",
+                    diagnostic.message,
+                    host.location(diagnostic.position)
+                )
             }),
             time: crate::event::now(),
         });
@@ -278,8 +414,14 @@ pub fn roll_back(host: &RunHost, engine: &Engine, ast: &rhai::AST, skip: bool) {
 
 /// The plan of a dry-run: every write that was not run, and every gate.
 pub fn render_plan(plan: &[PlanItem]) -> String {
-    let changes: Vec<&PlanItem> = plan.iter().filter(|item| matches!(item, PlanItem::Change { .. })).collect();
-    let gates: Vec<&PlanItem> = plan.iter().filter(|item| matches!(item, PlanItem::Gate { .. })).collect();
+    let changes: Vec<&PlanItem> = plan
+        .iter()
+        .filter(|item| matches!(item, PlanItem::Change { .. }))
+        .collect();
+    let gates: Vec<&PlanItem> = plan
+        .iter()
+        .filter(|item| matches!(item, PlanItem::Gate { .. }))
+        .collect();
     let mut out = format!(
         "\nPlan: {} change{}, {} approval gate{} (dry-run: nothing was changed)\n",
         changes.len(),
@@ -292,12 +434,24 @@ pub fn render_plan(plan: &[PlanItem]) -> String {
         number += 1;
         match item {
             PlanItem::Change { call, at, step } => {
-                let step = step.as_deref().map(|step| format!("  [step: {step}]")).unwrap_or_default();
+                let step = step
+                    .as_deref()
+                    .map(|step| format!("  [step: {step}]"))
+                    .unwrap_or_default();
                 out.push_str(&format!("  {number:>3}. {call}\n       at {at}{step}\n"));
             }
-            PlanItem::Gate { message, at, confirm } => {
-                let confirm = confirm.as_deref().map(|text| format!(" (type `{text}`)")).unwrap_or_default();
-                out.push_str(&format!("  {number:>3}. gate: {message}{confirm}\n       at {at}\n"));
+            PlanItem::Gate {
+                message,
+                at,
+                confirm,
+            } => {
+                let confirm = confirm
+                    .as_deref()
+                    .map(|text| format!(" (type `{text}`)"))
+                    .unwrap_or_default();
+                out.push_str(&format!(
+                    "  {number:>3}. gate: {message}{confirm}\n       at {at}\n"
+                ));
             }
         }
     }

@@ -1,7 +1,6 @@
 //! A host and async runtime outside `runbook run`: for the REPL (live, with
 //! a context) and for `check`/`doc` (nothing runs).
 
-use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -9,9 +8,7 @@ use crate::approval::ApprovalPolicy;
 use crate::context::Context;
 use crate::error::{Diagnostic, Exit};
 use crate::event::Mode;
-use crate::fixtures::Fixtures;
-use crate::gate::RunHost;
-use crate::header::Header;
+use crate::gate::{RunHost, Setup};
 use crate::printer::{OutputFormat, Printer};
 
 pub struct Session {
@@ -24,24 +21,29 @@ fn runtime() -> Result<tokio::runtime::Runtime, Diagnostic> {
         .worker_threads(2)
         .enable_all()
         .build()
-        .map_err(|error| Diagnostic::new(format!("cannot start the async runtime: {error}"), Exit::StepFailed))
+        .map_err(|error| {
+            Diagnostic::new(
+                format!("cannot start the async runtime: {error}"),
+                Exit::StepFailed,
+            )
+        })
 }
 
 impl Session {
     fn new(mode: Mode, context: Context, approvals: ApprovalPolicy) -> Result<Session, Diagnostic> {
         let runtime = runtime()?;
-        let printer = Arc::new(Printer::new(OutputFormat::Human, runbook_stdlib::redact::Redactor::new(), false));
-        let host = Arc::new(RunHost::new(
+        let printer = Arc::new(Printer::new(
+            OutputFormat::Human,
+            runbook_stdlib::redact::Redactor::new(),
+            false,
+        ));
+        let setup = Setup {
             mode,
-            None,
-            Header::default(),
-            BTreeMap::new(),
             context,
             approvals,
-            printer,
-            Fixtures::default(),
-            runtime.handle().clone(),
-        ));
+            ..Setup::default()
+        };
+        let host = Arc::new(RunHost::new(setup, printer, runtime.handle().clone()));
         Ok(Session { runtime, host })
     }
 
@@ -59,6 +61,10 @@ impl Session {
 
     /// A session that runs nothing: for `check` and `doc`.
     pub fn detached() -> Result<Session, Diagnostic> {
-        Session::new(Mode::DryRunOffline, Context::default(), ApprovalPolicy::default())
+        Session::new(
+            Mode::DryRunOffline,
+            Context::default(),
+            ApprovalPolicy::default(),
+        )
     }
 }

@@ -94,21 +94,32 @@ impl Function {
 
     /// `shell::run(cmd: string | array, opts?: map) -> #{...}`
     pub fn signature(&self) -> String {
-        format!("{}({}) -> {}", self.qualified_name(), self.params.join(", "), self.returns)
+        format!(
+            "{}({}) -> {}",
+            self.qualified_name(),
+            self.params.join(", "),
+            self.returns
+        )
     }
 
     /// The doc comment with the leading space of each `///` line removed.
     pub fn doc_text(&self) -> String {
-        let lines: Vec<&str> =
-            self.doc.lines().map(|line| line.strip_prefix(' ').unwrap_or(line)).collect();
+        let lines: Vec<&str> = self
+            .doc
+            .lines()
+            .map(|line| line.strip_prefix(' ').unwrap_or(line))
+            .collect();
         lines.join("\n").trim().to_owned()
     }
 
     /// The first sentence of the doc comment.
     pub fn summary(&self) -> String {
         let text = self.doc_text();
-        let paragraph: Vec<&str> =
-            text.lines().map(str::trim).take_while(|line| !line.is_empty()).collect();
+        let paragraph: Vec<&str> = text
+            .lines()
+            .map(str::trim)
+            .take_while(|line| !line.is_empty())
+            .collect();
         let paragraph = paragraph.join(" ");
         match paragraph.find(". ") {
             Some(end) => paragraph[..=end].to_owned(),
@@ -148,7 +159,14 @@ impl Function {
     pub fn param_names(&self) -> Vec<&'static str> {
         self.params
             .iter()
-            .map(|param| param.split(':').next().unwrap_or(param).trim().trim_end_matches('?'))
+            .map(|param| {
+                param
+                    .split(':')
+                    .next()
+                    .unwrap_or(param)
+                    .trim()
+                    .trim_end_matches('?')
+            })
             .collect()
     }
 
@@ -157,7 +175,14 @@ impl Function {
         let required = self
             .params
             .iter()
-            .filter(|param| !param.split(':').next().unwrap_or(param).trim().ends_with('?'))
+            .filter(|param| {
+                !param
+                    .split(':')
+                    .next()
+                    .unwrap_or(param)
+                    .trim()
+                    .ends_with('?')
+            })
             .count();
         required..=self.params.len()
     }
@@ -244,7 +269,10 @@ impl<'a> Call<'a> {
     }
 
     fn param_name(&self, index: usize) -> String {
-        self.function.param_names().get(index).map_or_else(|| format!("#{}", index + 1), |n| (*n).to_owned())
+        self.function
+            .param_names()
+            .get(index)
+            .map_or_else(|| format!("#{}", index + 1), |n| (*n).to_owned())
     }
 
     /// An error about argument `index`.
@@ -273,22 +301,29 @@ impl<'a> Call<'a> {
 
     /// A string or a secret.
     pub fn text(&self, index: usize) -> Result<Text, StdlibError> {
-        Text::from_dynamic(&self.arg(index)).ok_or_else(|| self.expected(index, "a string or a secret"))
+        Text::from_dynamic(&self.arg(index))
+            .ok_or_else(|| self.expected(index, "a string or a secret"))
     }
 
     /// An integer argument.
     pub fn int(&self, index: usize) -> Result<i64, StdlibError> {
-        self.arg(index).as_int().map_err(|_| self.expected(index, "an integer"))
+        self.arg(index)
+            .as_int()
+            .map_err(|_| self.expected(index, "an integer"))
     }
 
     /// A map argument.
     pub fn map(&self, index: usize) -> Result<Map, StdlibError> {
-        self.arg(index).try_cast::<Map>().ok_or_else(|| self.expected(index, "a map `#{...}`"))
+        self.arg(index)
+            .try_cast::<Map>()
+            .ok_or_else(|| self.expected(index, "a map `#{...}`"))
     }
 
     /// A function pointer or closure argument.
     pub fn fn_ptr(&self, index: usize) -> Result<FnPtr, StdlibError> {
-        self.arg(index).try_cast::<FnPtr>().ok_or_else(|| self.expected(index, "a closure `|| { ... }`"))
+        self.arg(index)
+            .try_cast::<FnPtr>()
+            .ok_or_else(|| self.expected(index, "a closure `|| { ... }`"))
     }
 
     /// A duration: `"30s"`, `"5m"`, `"1h30m"` or a number of seconds.
@@ -301,16 +336,25 @@ impl<'a> Call<'a> {
     pub fn options(&self, index: usize, known: &[&str]) -> Result<Options, StdlibError> {
         let value = self.arg(index);
         if value.is_unit() {
-            return Ok(Options { function: self.function.qualified_name(), map: Map::new() });
+            return Ok(Options {
+                function: self.function.qualified_name(),
+                map: Map::new(),
+            });
         }
         let map = self.map(index)?;
         if let Some(unknown) = map.keys().find(|key| !known.contains(&key.as_str())) {
             return Err(self.bad_arg(
                 index,
-                format!("has an unknown option `{unknown}`; known options: {}", known.join(", ")),
+                format!(
+                    "has an unknown option `{unknown}`; known options: {}",
+                    known.join(", ")
+                ),
             ));
         }
-        Ok(Options { function: self.function.qualified_name(), map })
+        Ok(Options {
+            function: self.function.qualified_name(),
+            map,
+        })
     }
 
     /// Wrap a value as a secret and make sure it is masked in all output from now on.
@@ -342,7 +386,11 @@ impl<'a> Call<'a> {
     }
 
     /// Call a closure the script passed in, with the given arguments.
-    pub fn call_fn(&self, closure: &FnPtr, args: Vec<Dynamic>) -> Result<Dynamic, Box<rhai::EvalAltResult>> {
+    pub fn call_fn(
+        &self,
+        closure: &FnPtr,
+        args: Vec<Dynamic>,
+    ) -> Result<Dynamic, Box<rhai::EvalAltResult>> {
         closure.call_raw(self.context, None, args)
     }
 }
@@ -363,7 +411,9 @@ impl Text {
         if value.is_string() {
             return value.clone().into_string().ok().map(Text::Plain);
         }
-        value.read_lock::<Secret>().map(|secret| Text::Secret((*secret).clone()))
+        value
+            .read_lock::<Secret>()
+            .map(|secret| Text::Secret((*secret).clone()))
     }
 
     /// The real text, for handing to a process or server.
@@ -406,7 +456,10 @@ impl Options {
     }
 
     fn wrong(&self, key: &str, expected: &str, value: &Dynamic) -> StdlibError {
-        self.problem(key, &format!("must be {expected}, got {}", values::type_name(value)))
+        self.problem(
+            key,
+            &format!("must be {expected}, got {}", values::type_name(value)),
+        )
     }
 
     /// The raw value, if given.
@@ -417,14 +470,22 @@ impl Options {
     /// A boolean option.
     pub fn bool(&self, key: &str) -> Result<Option<bool>, StdlibError> {
         self.get(key)
-            .map(|value| value.as_bool().map_err(|_| self.wrong(key, "true or false", value)))
+            .map(|value| {
+                value
+                    .as_bool()
+                    .map_err(|_| self.wrong(key, "true or false", value))
+            })
             .transpose()
     }
 
     /// An integer option.
     pub fn int(&self, key: &str) -> Result<Option<i64>, StdlibError> {
         self.get(key)
-            .map(|value| value.as_int().map_err(|_| self.wrong(key, "an integer", value)))
+            .map(|value| {
+                value
+                    .as_int()
+                    .map_err(|_| self.wrong(key, "an integer", value))
+            })
             .transpose()
     }
 
@@ -432,7 +493,10 @@ impl Options {
     pub fn string(&self, key: &str) -> Result<Option<String>, StdlibError> {
         self.get(key)
             .map(|value| {
-                value.clone().into_string().map_err(|_| self.wrong(key, "a string", value))
+                value
+                    .clone()
+                    .into_string()
+                    .map_err(|_| self.wrong(key, "a string", value))
             })
             .transpose()
     }
@@ -441,7 +505,8 @@ impl Options {
     pub fn text(&self, key: &str) -> Result<Option<Text>, StdlibError> {
         self.get(key)
             .map(|value| {
-                Text::from_dynamic(value).ok_or_else(|| self.wrong(key, "a string or a secret", value))
+                Text::from_dynamic(value)
+                    .ok_or_else(|| self.wrong(key, "a string or a secret", value))
             })
             .transpose()
     }
@@ -456,7 +521,12 @@ impl Options {
     /// A map option.
     pub fn map(&self, key: &str) -> Result<Option<Map>, StdlibError> {
         self.get(key)
-            .map(|value| value.clone().try_cast::<Map>().ok_or_else(|| self.wrong(key, "a map", value)))
+            .map(|value| {
+                value
+                    .clone()
+                    .try_cast::<Map>()
+                    .ok_or_else(|| self.wrong(key, "a map", value))
+            })
             .transpose()
     }
 }
@@ -464,13 +534,13 @@ impl Options {
 /// Register `functions` into `engine`, each wrapped so that `host` decides on
 /// every call. Functions of one module become a static module (`shell::run`);
 /// built-ins (module `""`) are global.
-pub fn install(engine: &mut Engine, host: Arc<dyn Host>, functions: &[Function]) {
+pub fn install(engine: &mut Engine, host: &Arc<dyn Host>, functions: &[Function]) {
     values::register_types(engine);
     let mut modules: BTreeMap<&'static str, Module> = BTreeMap::new();
     for function in functions {
         let module = modules.entry(function.module).or_default();
         for arity in function.arities() {
-            register_one(module, &host, function, arity);
+            register_one(module, host, function, arity);
         }
     }
     for (name, module) in modules {
@@ -492,9 +562,16 @@ fn register_one(module: &mut Module, host: &Arc<dyn Host>, function: &Function, 
         let args: Vec<Dynamic> = args.iter().map(|arg| (**arg).clone()).collect();
         gate(host.as_ref(), &context, &spec, args)
     };
-    let mut params: Vec<String> = function.params[..arity].iter().map(|p| p.replace('?', "")).collect();
+    let mut params: Vec<String> = function.params[..arity]
+        .iter()
+        .map(|p| p.replace('?', ""))
+        .collect();
     params.push(function.returns.to_owned());
-    let comments: Vec<String> = function.doc.lines().map(|line| format!("///{line}")).collect();
+    let comments: Vec<String> = function
+        .doc
+        .lines()
+        .map(|line| format!("///{line}"))
+        .collect();
     FuncRegistration::new(function.name)
         .with_namespace(FnNamespace::Internal)
         .with_params_info(params)
@@ -532,7 +609,12 @@ fn gate(
         }
         Decision::Run => {
             let started = Instant::now();
-            let mut call = Call { host, context, function, args };
+            let mut call = Call {
+                host,
+                context,
+                function,
+                args,
+            };
             let result = (function.body)(&mut call);
             let elapsed = started.elapsed();
             match &result {

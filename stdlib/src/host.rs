@@ -149,7 +149,12 @@ struct Part {
 impl Secret {
     /// Wrap a value. Callers add it to the host's [`Redactor`] (see `Call::secret`).
     pub fn new(text: impl Into<Arc<str>>) -> Self {
-        Secret { parts: Arc::new([Part { text: text.into(), secret: true }]) }
+        Secret {
+            parts: Arc::new([Part {
+                text: text.into(),
+                secret: true,
+            }]),
+        }
     }
 
     /// The secret's text. Only for handing it to a process or server, never for output.
@@ -159,27 +164,47 @@ impl Secret {
 
     /// Plain text before this secret: `"prefix" + secret`.
     pub fn prepend(&self, plain: &str) -> Secret {
-        let mut parts = vec![Part { text: plain.into(), secret: false }];
+        let mut parts = vec![Part {
+            text: plain.into(),
+            secret: false,
+        }];
         parts.extend(self.parts.iter().cloned());
-        Secret { parts: parts.into() }
+        Secret {
+            parts: parts.into(),
+        }
     }
 
     /// Plain text after this secret: `secret + "suffix"`.
     pub fn append(&self, plain: &str) -> Secret {
         let mut parts: Vec<Part> = self.parts.to_vec();
-        parts.push(Part { text: plain.into(), secret: false });
-        Secret { parts: parts.into() }
+        parts.push(Part {
+            text: plain.into(),
+            secret: false,
+        });
+        Secret {
+            parts: parts.into(),
+        }
     }
 
     /// Two secrets (or secret-bearing strings) joined.
     pub fn concat(&self, other: &Secret) -> Secret {
-        let parts: Vec<Part> = self.parts.iter().chain(other.parts.iter()).cloned().collect();
-        Secret { parts: parts.into() }
+        let parts: Vec<Part> = self
+            .parts
+            .iter()
+            .chain(other.parts.iter())
+            .cloned()
+            .collect();
+        Secret {
+            parts: parts.into(),
+        }
     }
 
     /// The texts of the secret parts, for the redactor.
     pub fn secret_texts(&self) -> impl Iterator<Item = &str> {
-        self.parts.iter().filter(|part| part.secret).map(|part| part.text.as_ref())
+        self.parts
+            .iter()
+            .filter(|part| part.secret)
+            .map(|part| part.text.as_ref())
     }
 }
 
@@ -260,17 +285,26 @@ pub enum StdlibError {
 impl StdlibError {
     /// A failure with a hint.
     pub fn failed(message: impl Into<String>, hint: impl Into<String>) -> Self {
-        StdlibError::Failed { message: message.into(), hint: Some(hint.into()) }
+        StdlibError::Failed {
+            message: message.into(),
+            hint: Some(hint.into()),
+        }
     }
 
     /// A failure without a hint.
     pub fn message(message: impl Into<String>) -> Self {
-        StdlibError::Failed { message: message.into(), hint: None }
+        StdlibError::Failed {
+            message: message.into(),
+            hint: None,
+        }
     }
 
     /// A usage problem with a hint.
     pub fn usage(message: impl Into<String>, hint: impl Into<String>) -> Self {
-        StdlibError::Usage { message: message.into(), hint: Some(hint.into()) }
+        StdlibError::Usage {
+            message: message.into(),
+            hint: Some(hint.into()),
+        }
     }
 
     /// The hint shown under the error, if any.
@@ -288,15 +322,18 @@ impl StdlibError {
 
     /// Wrap into the error Rhai carries; the runtime unwraps it for exit codes and hints.
     pub fn into_rhai(self, position: Position) -> Box<rhai::EvalAltResult> {
-        Box::new(rhai::EvalAltResult::ErrorRuntime(Dynamic::from(self), position))
+        Box::new(rhai::EvalAltResult::ErrorRuntime(
+            Dynamic::from(self),
+            position,
+        ))
     }
 
     /// Find a stdlib error inside a Rhai error, looking through function-call wrappers.
     pub fn from_rhai(error: &rhai::EvalAltResult) -> Option<StdlibError> {
         match error {
-            rhai::EvalAltResult::ErrorRuntime(value, _) => {
-                value.read_lock::<StdlibError>().map(|guard| (*guard).clone())
-            }
+            rhai::EvalAltResult::ErrorRuntime(value, _) => value
+                .read_lock::<StdlibError>()
+                .map(|guard| (*guard).clone()),
             rhai::EvalAltResult::ErrorInFunctionCall(_, _, inner, _)
             | rhai::EvalAltResult::ErrorInModule(_, inner, _) => StdlibError::from_rhai(inner),
             _ => None,

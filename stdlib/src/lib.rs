@@ -23,7 +23,9 @@ pub use function::{Call, Failure, Function, Options, Text, install};
 pub use host::{CallInfo, Decision, Effect, Host, Level, Outcome, Secret, StdlibError};
 
 /// The modules of the standard library, in the order `runbook doc` lists them.
-pub const MODULES: &[&str] = &["", "log", "shell", "http", "notify", "secrets", "json", "yaml"];
+pub const MODULES: &[&str] = &[
+    "", "log", "shell", "http", "notify", "secrets", "json", "yaml",
+];
 
 /// Every stdlib function. The runtime adds its own built-ins (`param`, `step`,
 /// `approve`, ...) through the same [`Function`] type.

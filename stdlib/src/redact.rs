@@ -47,7 +47,10 @@ impl Redactor {
 
     /// Whether any secret is known.
     pub fn is_empty(&self) -> bool {
-        self.secrets.read().unwrap_or_else(PoisonError::into_inner).is_empty()
+        self.secrets
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .is_empty()
     }
 }
 

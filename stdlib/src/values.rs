@@ -95,9 +95,15 @@ fn render_into(value: &Dynamic, out: &mut String, depth: usize) {
 /// `array` or `array<T>`, `map`, `#{name: T, ...}`; a union `A | B` takes `A`.
 pub fn placeholder(returns: &str) -> Dynamic {
     let returns = returns.trim();
-    let first = split_top_level(returns, '|').into_iter().next().unwrap_or_default();
+    let first = split_top_level(returns, '|')
+        .into_iter()
+        .next()
+        .unwrap_or_default();
     let ty = first.trim();
-    if let Some(fields) = ty.strip_prefix("#{").and_then(|rest| rest.strip_suffix('}')) {
+    if let Some(fields) = ty
+        .strip_prefix("#{")
+        .and_then(|rest| rest.strip_suffix('}'))
+    {
         let mut map = Map::new();
         for field in split_top_level(fields, ',') {
             if let Some((name, field_ty)) = field.split_once(':') {
@@ -151,8 +157,25 @@ pub fn to_duration(value: &Dynamic) -> Result<Duration, String> {
     }
     match value.clone().into_string() {
         Ok(text) => crate::duration::parse(&text),
-        Err(_) => Err(format!("must be a duration like \"30s\", got {}", type_name(value))),
+        Err(_) => Err(format!(
+            "must be a duration like \"30s\", got {}",
+            type_name(value)
+        )),
     }
+}
+
+/// Whether a value is, or holds, a secret.
+pub fn contains_secret(value: &Dynamic) -> bool {
+    if value.is::<Secret>() {
+        return true;
+    }
+    if let Some(array) = value.read_lock::<Array>() {
+        return array.iter().any(contains_secret);
+    }
+    if let Some(map) = value.read_lock::<Map>() {
+        return map.values().any(contains_secret);
+    }
+    false
 }
 
 /// Convert JSON into a Rhai value.
@@ -169,7 +192,10 @@ pub fn from_json(value: serde_json::Value) -> Dynamic {
             Dynamic::from_array(items.into_iter().map(from_json).collect())
         }
         serde_json::Value::Object(fields) => Dynamic::from_map(
-            fields.into_iter().map(|(key, value)| (key.into(), from_json(value))).collect(),
+            fields
+                .into_iter()
+                .map(|(key, value)| (key.into(), from_json(value)))
+                .collect(),
         ),
     }
 }
@@ -178,7 +204,11 @@ pub fn from_json(value: serde_json::Value) -> Dynamic {
 /// set (for bodies sent to servers that need the value).
 pub fn to_json(value: &Dynamic, expose: bool) -> serde_json::Value {
     if let Some(secret) = value.read_lock::<Secret>() {
-        let text = if expose { secret.expose() } else { secret.to_string() };
+        let text = if expose {
+            secret.expose()
+        } else {
+            secret.to_string()
+        };
         return serde_json::Value::String(text);
     }
     if value.is_unit() {
@@ -195,7 +225,9 @@ pub fn to_json(value: &Dynamic, expose: bool) -> serde_json::Value {
         serde_json::Value::Array(array.iter().map(|item| to_json(item, expose)).collect())
     } else if let Some(map) = value.read_lock::<Map>() {
         serde_json::Value::Object(
-            map.iter().map(|(key, item)| (key.to_string(), to_json(item, expose))).collect(),
+            map.iter()
+                .map(|(key, item)| (key.to_string(), to_json(item, expose)))
+                .collect(),
         )
     } else if let Some(blob) = value.read_lock::<rhai::Blob>() {
         serde_json::Value::String(String::from_utf8_lossy(&blob).into_owned())
@@ -215,20 +247,34 @@ pub fn register_types(engine: &mut Engine) {
             i64::try_from(secret.expose().chars().count()).unwrap_or(i64::MAX)
         })
         .register_fn("is_empty", |secret: &mut Secret| secret.expose().is_empty())
-        .register_fn("+", |left: Secret, right: ImmutableString| left.append(&right))
-        .register_fn("+", |left: ImmutableString, right: Secret| right.prepend(&left))
+        .register_fn("+", |left: Secret, right: ImmutableString| {
+            left.append(&right)
+        })
+        .register_fn("+", |left: ImmutableString, right: Secret| {
+            right.prepend(&left)
+        })
         .register_fn("+", |left: Secret, right: Secret| left.concat(&right))
-        .register_fn("+", |left: Secret, right: i64| left.append(&right.to_string()))
-        .register_fn("+", |left: i64, right: Secret| right.prepend(&left.to_string()))
-        .register_fn("==", |left: Secret, right: Secret| left.expose() == right.expose())
-        .register_fn("!=", |left: Secret, right: Secret| left.expose() != right.expose());
+        .register_fn("+", |left: Secret, right: i64| {
+            left.append(&right.to_string())
+        })
+        .register_fn("+", |left: i64, right: Secret| {
+            right.prepend(&left.to_string())
+        })
+        .register_fn("==", |left: Secret, right: Secret| {
+            left.expose() == right.expose()
+        })
+        .register_fn("!=", |left: Secret, right: Secret| {
+            left.expose() != right.expose()
+        });
     engine
         .register_type_with_name::<StdlibError>("Error")
         .register_fn("to_string", |error: &mut StdlibError| error.to_string())
         .register_fn("to_debug", |error: &mut StdlibError| error.to_string())
         .register_get("message", |error: &mut StdlibError| error.to_string())
         .register_get("hint", |error: &mut StdlibError| {
-            error.hint().map_or(Dynamic::UNIT, |hint| Dynamic::from(hint.to_owned()))
+            error
+                .hint()
+                .map_or(Dynamic::UNIT, |hint| Dynamic::from(hint.to_owned()))
         });
 }
 
@@ -262,6 +308,9 @@ mod tests {
         assert_eq!(to_json(&value, false), serde_json::json!("***"));
         assert_eq!(to_json(&value, true), serde_json::json!("s3cr3t"));
         let parsed = from_json(serde_json::json!({"a": [1, 2.5, true, null]}));
-        assert_eq!(to_json(&parsed, false), serde_json::json!({"a": [1, 2.5, true, null]}));
+        assert_eq!(
+            to_json(&parsed, false),
+            serde_json::json!({"a": [1, 2.5, true, null]})
+        );
     }
 }

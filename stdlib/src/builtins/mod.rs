@@ -35,8 +35,12 @@ fn retry(call: &mut Call<'_>) -> Result<Dynamic, Failure> {
     let options = call.options(0, &["attempts", "backoff", "max_delay"])?;
     let closure = call.fn_ptr(1)?;
     let attempts = options.int("attempts")?.unwrap_or(3).max(1);
-    let mut delay = options.duration("backoff")?.unwrap_or(Duration::from_secs(1));
-    let max_delay = options.duration("max_delay")?.unwrap_or(Duration::from_secs(30));
+    let mut delay = options
+        .duration("backoff")?
+        .unwrap_or(Duration::from_secs(1));
+    let max_delay = options
+        .duration("max_delay")?
+        .unwrap_or(Duration::from_secs(30));
     let mut attempt = 1;
     loop {
         match call.call_fn(&closure, Vec::new()) {

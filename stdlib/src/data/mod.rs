@@ -1,29 +1,20 @@
 //! `json::*` and `yaml::*`: parsing and writing data. Writing a value that
 //! holds a secret gives a secret, so the text stays masked.
 
-use rhai::{Array, Dynamic, Map};
+use rhai::Dynamic;
 
 use crate::function;
 use crate::function::{Call, Failure, Function};
-use crate::host::{Secret, StdlibError};
-use crate::values::{from_json, to_json};
-
-fn contains_secret(value: &Dynamic) -> bool {
-    if value.is::<Secret>() {
-        return true;
-    }
-    if let Some(array) = value.read_lock::<Array>() {
-        return array.iter().any(contains_secret);
-    }
-    if let Some(map) = value.read_lock::<Map>() {
-        return map.values().any(contains_secret);
-    }
-    false
-}
+use crate::host::StdlibError;
+use crate::values::{contains_secret, from_json, to_json};
 
 /// Text built from `value`: a secret if any part of `value` is one.
 fn text_result(call: &Call<'_>, value: &Dynamic, text: String) -> Dynamic {
-    if contains_secret(value) { Dynamic::from(call.secret(text)) } else { Dynamic::from(text) }
+    if contains_secret(value) {
+        Dynamic::from(call.secret(text))
+    } else {
+        Dynamic::from(text)
+    }
 }
 
 fn parse_json(call: &mut Call<'_>) -> Result<Dynamic, Failure> {
@@ -40,7 +31,10 @@ fn parse_json(call: &mut Call<'_>) -> Result<Dynamic, Failure> {
 fn parse_yaml(call: &mut Call<'_>) -> Result<Dynamic, Failure> {
     let text = call.text(0)?;
     let value: serde_json::Value = serde_saphyr::from_str(&text.expose()).map_err(|error| {
-        StdlibError::failed(format!("not valid YAML: {error}"), "`yaml::parse` reads one YAML document")
+        StdlibError::failed(
+            format!("not valid YAML: {error}"),
+            "`yaml::parse` reads one YAML document",
+        )
     })?;
     Ok(from_json(value))
 }

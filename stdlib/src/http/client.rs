@@ -38,15 +38,23 @@ fn client() -> Result<&'static reqwest::Client, StdlibError> {
 
 fn describe(error: &reqwest::Error, url: &str) -> StdlibError {
     if error.is_timeout() {
-        StdlibError::failed(format!("`{url}`: request timed out"), "raise the `timeout` option or check the service")
+        StdlibError::failed(
+            format!("`{url}`: request timed out"),
+            "raise the `timeout` option or check the service",
+        )
     } else if error.is_connect() {
-        let cause = std::error::Error::source(error).map(ToString::to_string).unwrap_or_default();
+        let cause = std::error::Error::source(error)
+            .map(ToString::to_string)
+            .unwrap_or_default();
         StdlibError::failed(
             format!("`{url}`: cannot connect: {cause}"),
             "is the service up, and is the address and port right?",
         )
     } else if error.is_builder() {
-        StdlibError::failed(format!("`{url}` is not a usable URL: {error}"), "write a full URL such as http://host:port/path")
+        StdlibError::failed(
+            format!("`{url}` is not a usable URL: {error}"),
+            "write a full URL such as http://host:port/path",
+        )
     } else {
         StdlibError::message(format!("`{url}`: {error}"))
     }
@@ -56,7 +64,9 @@ fn describe(error: &reqwest::Error, url: &str) -> StdlibError {
 pub(crate) async fn send(request: Request) -> Result<Dynamic, StdlibError> {
     let client = client()?;
     let url = request.url.clone();
-    let mut builder = client.request(request.method.clone(), &request.url).timeout(request.timeout);
+    let mut builder = client
+        .request(request.method.clone(), &request.url)
+        .timeout(request.timeout);
     for (name, value) in &request.headers {
         builder = builder.header(name.as_str(), value.expose());
     }
@@ -66,10 +76,16 @@ pub(crate) async fn send(request: Request) -> Result<Dynamic, StdlibError> {
             None => builder.json(&crate::values::to_json(body, true)),
         };
     }
-    let response = builder.send().await.map_err(|error| describe(&error, &url))?;
+    let response = builder
+        .send()
+        .await
+        .map_err(|error| describe(&error, &url))?;
     let status = response.status().as_u16();
     let headers = response.headers().clone();
-    let body = response.text().await.map_err(|error| describe(&error, &url))?;
+    let body = response
+        .text()
+        .await
+        .map_err(|error| describe(&error, &url))?;
     let accepted = if request.expect.is_empty() {
         (200..300).contains(&status)
     } else {
@@ -80,10 +96,18 @@ pub(crate) async fn send(request: Request) -> Result<Dynamic, StdlibError> {
         let wanted = if request.expect.is_empty() {
             "2xx".to_owned()
         } else {
-            request.expect.iter().map(ToString::to_string).collect::<Vec<_>>().join(" or ")
+            request
+                .expect
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(" or ")
         };
         return Err(StdlibError::failed(
-            format!("{} `{url}` answered {status}, expected {wanted}: {snippet}", request.method),
+            format!(
+                "{} `{url}` answered {status}, expected {wanted}: {snippet}",
+                request.method
+            ),
             "pass `expect` with the status codes this call may accept",
         ));
     }

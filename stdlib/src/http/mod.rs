@@ -31,19 +31,33 @@ fn expected(call: &Call<'_>, options: &Options, index: usize) -> Result<Vec<u16>
             item.as_int()
                 .ok()
                 .and_then(|code| u16::try_from(code).ok())
-                .ok_or_else(|| call.bad_arg(index, "option `expect` must be a status code or an array of them"))
+                .ok_or_else(|| {
+                    call.bad_arg(
+                        index,
+                        "option `expect` must be a status code or an array of them",
+                    )
+                })
         })
         .collect()
 }
 
-fn request(call: &Call<'_>, method: reqwest::Method, body: Option<Dynamic>, opts_index: usize) -> Result<Request, StdlibError> {
+fn request(
+    call: &Call<'_>,
+    method: reqwest::Method,
+    body: Option<Dynamic>,
+    opts_index: usize,
+) -> Result<Request, StdlibError> {
     let url = call.string(0)?;
     let options = call.options(opts_index, OPTIONS)?;
     let mut headers = Vec::new();
     if let Some(map) = options.map("headers")? {
         for (name, value) in map {
-            let text = crate::function::Text::from_dynamic(&value)
-                .ok_or_else(|| call.bad_arg(opts_index, format!("header `{name}` must be a string or a secret")))?;
+            let text = crate::function::Text::from_dynamic(&value).ok_or_else(|| {
+                call.bad_arg(
+                    opts_index,
+                    format!("header `{name}` must be a string or a secret"),
+                )
+            })?;
             headers.push((name.to_string(), text));
         }
     }
@@ -52,7 +66,9 @@ fn request(call: &Call<'_>, method: reqwest::Method, body: Option<Dynamic>, opts
         url,
         headers,
         body,
-        timeout: options.duration("timeout")?.unwrap_or(Duration::from_secs(30)),
+        timeout: options
+            .duration("timeout")?
+            .unwrap_or(Duration::from_secs(30)),
         expect: expected(call, &options, opts_index)?,
     })
 }
@@ -78,7 +94,10 @@ fn wait_healthy(call: &mut Call<'_>) -> Result<Dynamic, Failure> {
         }
         if started.elapsed() + Duration::from_millis(500) > timeout {
             return Err(StdlibError::failed(
-                format!("`{url}` did not become healthy within {}: {last_problem}", crate::duration::human(timeout)),
+                format!(
+                    "`{url}` did not become healthy within {}: {last_problem}",
+                    crate::duration::human(timeout)
+                ),
                 "check that the service is up and that the URL is its health endpoint",
             )
             .into());
@@ -132,19 +151,29 @@ pub(crate) fn functions() -> Vec<Function> {
 }
 
 /// Build the result map of a response.
-pub(crate) fn response_map(status: u16, headers: &reqwest::header::HeaderMap, body: String) -> Dynamic {
+pub(crate) fn response_map(
+    status: u16,
+    headers: &reqwest::header::HeaderMap,
+    body: String,
+) -> Dynamic {
     let mut map = Map::new();
     map.insert("status".into(), Dynamic::from_int(i64::from(status)));
     let mut header_map = Map::new();
     for (name, value) in headers {
-        header_map.insert(name.as_str().into(), String::from_utf8_lossy(value.as_bytes()).into_owned().into());
+        header_map.insert(
+            name.as_str().into(),
+            String::from_utf8_lossy(value.as_bytes())
+                .into_owned()
+                .into(),
+        );
     }
     let is_json = headers
         .get(reqwest::header::CONTENT_TYPE)
         .and_then(|value| value.to_str().ok())
         .is_some_and(|value| value.contains("json"));
     let json = if is_json {
-        serde_json::from_str::<serde_json::Value>(&body).map_or(Dynamic::UNIT, crate::values::from_json)
+        serde_json::from_str::<serde_json::Value>(&body)
+            .map_or(Dynamic::UNIT, crate::values::from_json)
     } else {
         Dynamic::UNIT
     };

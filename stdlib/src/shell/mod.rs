@@ -21,17 +21,31 @@ fn command(call: &Call<'_>) -> Result<Command, Failure> {
             .iter()
             .map(|item| {
                 Text::from_dynamic(item).ok_or_else(|| {
-                    call.bad_arg(0, format!("must hold strings only, found {}", crate::values::type_name(item)))
+                    call.bad_arg(
+                        0,
+                        format!(
+                            "must hold strings only, found {}",
+                            crate::values::type_name(item)
+                        ),
+                    )
                 })
             })
             .collect::<Result<Vec<_>, _>>()?;
         if argv.is_empty() {
-            return Err(call.bad_arg(0, "is an empty array; give at least the program").into());
+            return Err(call
+                .bad_arg(0, "is an empty array; give at least the program")
+                .into());
         }
         argv
     } else {
         return Err(call
-            .bad_arg(0, format!("must be a string or an array of strings, got {}", crate::values::type_name(&value)))
+            .bad_arg(
+                0,
+                format!(
+                    "must be a string or an array of strings, got {}",
+                    crate::values::type_name(&value)
+                ),
+            )
             .into());
     };
     let options = call.options(1, OPTIONS)?;

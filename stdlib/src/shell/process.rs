@@ -67,9 +67,16 @@ impl Command {
     /// The command as shown to people: the script for `sh -c`, else argv; secrets masked.
     pub(crate) fn display(&self) -> String {
         if self.shell {
-            self.argv.last().map(ToString::to_string).unwrap_or_default()
+            self.argv
+                .last()
+                .map(ToString::to_string)
+                .unwrap_or_default()
         } else {
-            self.argv.iter().map(ToString::to_string).collect::<Vec<_>>().join(" ")
+            self.argv
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(" ")
         }
     }
 
@@ -79,7 +86,11 @@ impl Command {
         let mut command = tokio::process::Command::new(&program);
         command
             .args(self.argv[1..].iter().map(Text::expose))
-            .stdin(if self.stdin.is_some() { Stdio::piped() } else { Stdio::null() })
+            .stdin(if self.stdin.is_some() {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            })
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .process_group(0)

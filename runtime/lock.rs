@@ -1,0 +1,146 @@
+//! The local run lock: one live run of a runbook per context on a machine.
+//! A second run exits 4 and says who holds the lock since when. A lock left
+//! by a process that died (SIGKILL, power loss) is detected and taken over.
+//! (Across machines, `k8s::lock` takes a Kubernetes Lease.)
+
+use std::fs::OpenOptions;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::journal::{sha256_hex, state_dir};
+
+/// Who holds a lock, as written in the lock file.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Holder {
+    pub pid: u32,
+    /// The process's start time in clock ticks (field 22 of /proc/PID/stat), so
+    /// that a reused pid is not mistaken for the holder.
+    pub start_ticks: Option<u64>,
+    pub user: String,
+    pub host: String,
+    pub run_id: String,
+    pub runbook: String,
+    pub context: Option<String>,
+    pub since: String,
+}
+
+impl Holder {
+    pub fn describe(&self) -> String {
+        format!(
+            "{}@{} (pid {}, run {}) since {}",
+            self.user, self.host, self.pid, self.run_id, self.since
+        )
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum LockError {
+    #[error("`{runbook}` in context `{context}` is already running: held by {holder}")]
+    Held {
+        runbook: String,
+        context: String,
+        holder: String,
+    },
+    #[error("cannot take the run lock `{path}`: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+/// A held lock; released (file removed) on drop.
+#[derive(Debug)]
+pub struct RunLock {
+    path: PathBuf,
+}
+
+impl Drop for RunLock {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+fn start_ticks(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) may contain spaces; fields after `)` are fixed.
+    let after = &stat[stat.rfind(')')? + 1..];
+    after.split_whitespace().nth(19)?.parse().ok()
+}
+
+fn alive(holder: &Holder) -> bool {
+    match (start_ticks(holder.pid), holder.start_ticks) {
+        (Some(now), Some(then)) => now == then,
+        (Some(_), None) => true,
+        (None, _) => false,
+    }
+}
+
+fn lock_path(runbook: &Path, context: Option<&str>) -> PathBuf {
+    let absolute = std::path::absolute(runbook).unwrap_or_else(|_| runbook.to_owned());
+    let key = format!("{}\n{}", absolute.display(), context.unwrap_or(""));
+    let name = absolute
+        .file_stem()
+        .map(|stem| stem.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    state_dir()
+        .join("locks")
+        .join(format!("{name}-{}.lock", &sha256_hex(key.as_bytes())[..16]))
+}
+
+/// Take the lock for `runbook` in `context`, or say who holds it.
+pub fn acquire(runbook: &Path, context: Option<&str>, run_id: &str) -> Result<RunLock, LockError> {
+    let path = lock_path(runbook, context);
+    let io = |source| LockError::Io {
+        path: path.clone(),
+        source,
+    };
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent).map_err(io)?;
+    }
+    let pid = std::process::id();
+    let holder = Holder {
+        pid,
+        start_ticks: start_ticks(pid),
+        user: crate::approval::user(),
+        host: crate::approval::hostname(),
+        run_id: run_id.to_owned(),
+        runbook: runbook.display().to_string(),
+        context: context.map(str::to_owned),
+        since: crate::event::now(),
+    };
+    let text = serde_json::to_string_pretty(&holder).unwrap_or_default();
+    // Two tries: the second after removing a stale lock.
+    for _ in 0..2 {
+        match OpenOptions::new().write(true).create_new(true).open(&path) {
+            Ok(mut file) => {
+                file.write_all(text.as_bytes()).map_err(io)?;
+                return Ok(RunLock { path });
+            }
+            Err(error) if error.kind() == std::io::ErrorKind::AlreadyExists => {
+                let existing = std::fs::read_to_string(&path)
+                    .ok()
+                    .and_then(|text| serde_json::from_str::<Holder>(&text).ok());
+                match existing {
+                    Some(other) if alive(&other) => {
+                        return Err(LockError::Held {
+                            runbook: runbook.display().to_string(),
+                            context: context.unwrap_or("(none)").to_owned(),
+                            holder: other.describe(),
+                        });
+                    }
+                    // Dead holder, or a lock file cut short by a crash: stale.
+                    _ => {
+                        let _ = std::fs::remove_file(&path);
+                    }
+                }
+            }
+            Err(error) => return Err(io(error)),
+        }
+    }
+    Err(LockError::Io {
+        path,
+        source: std::io::Error::other("the lock file keeps reappearing"),
+    })
+}

@@ -1,0 +1,232 @@
+//! `runbook-lab`: start the local lab by hand (`up`) or around one `runbook`
+//! command (`run`). Arguments are parsed by hand: two subcommands do not need clap.
+
+use std::ffi::OsString;
+use std::path::PathBuf;
+use std::process::{Command, ExitCode, ExitStatus};
+
+use anyhow::{Context as _, bail};
+use runbook_lab::Lab;
+
+const HELP: &str = "\
+runbook-lab: the local lab (servers and API fakes on 127.0.0.1) for runbook
+
+Usage:
+  runbook-lab up
+      Start the lab, print where everything runs and how to point runbook at
+      it, and keep it running until Ctrl-C.
+  runbook-lab run [--] RUNBOOK_ARGS...
+      Start the lab, run `runbook RUNBOOK_ARGS...` against it, stop the lab and
+      exit with runbook's exit code. Example:
+        runbook-lab run -- run examples/hello.rhai --context lab
+  runbook-lab --help
+      Show this help.
+
+The runbook binary is $RUNBOOK_BIN if set, else `runbook` next to runbook-lab
+(the same cargo target folder), else `runbook` on PATH.
+";
+
+fn main() -> ExitCode {
+    let args: Vec<OsString> = std::env::args_os().skip(1).collect();
+    let command = args.first().and_then(|arg| arg.to_str());
+    let result = match command {
+        Some("up") if args.len() == 1 => up(),
+        Some("run") => run(&args[1..]),
+        Some("-h" | "--help" | "help") => {
+            print!("{HELP}");
+            Ok(ExitCode::SUCCESS)
+        }
+        _ => {
+            eprint!("{HELP}");
+            Ok(ExitCode::from(2))
+        }
+    };
+    result.unwrap_or_else(|error| {
+        eprintln!("runbook-lab: error: {error:#}");
+        ExitCode::FAILURE
+    })
+}
+
+/// Start the lab and keep it up until Ctrl-C (or SIGTERM).
+fn up() -> anyhow::Result<ExitCode> {
+    let stop = Stop::listen()?;
+    let lab = Lab::start()?;
+    let http = lab.http();
+    println!("runbook lab is up (folder {})", lab.dir().display());
+    println!();
+    println!("  http     {}", http.base_url());
+    println!(
+        "             GET  /health           200 ok (PUT /admin/health/CODE to plant another)"
+    );
+    println!("             GET  /status/CODE      answers CODE");
+    println!("             GET  /slow/MILLIS      answers after MILLIS");
+    println!("             POST /hooks/NAME       recorded; GET /hooks/NAME lists them");
+    println!("             POST /echo             echoes method, headers and body");
+    println!("  config   {}", lab.config_path().display());
+    println!(
+        "             contexts `{}` (default) and `{}` (protected)",
+        Lab::CONTEXT,
+        Lab::PROTECTED_CONTEXT
+    );
+    println!();
+    println!("Point runbook at it in another shell:");
+    println!();
+    for (name, value) in lab.env() {
+        println!("  export {name}={}", shell_quote(&value));
+    }
+    println!(
+        "  runbook run examples/hello.rhai --context {}",
+        Lab::CONTEXT
+    );
+    println!();
+    println!("Press Ctrl-C to stop the lab.");
+    stop.wait()?;
+    drop(lab);
+    println!("runbook lab stopped");
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Ctrl-C (and SIGTERM on unix), caught from the moment [`Stop::listen`]
+/// returns, so a stop that comes right after the lab is announced still drops
+/// the lab and removes its folder instead of killing the process.
+struct Stop {
+    runtime: tokio::runtime::Runtime,
+    #[cfg(unix)]
+    signals: [tokio::signal::unix::Signal; 2],
+}
+
+impl Stop {
+    fn listen() -> anyhow::Result<Stop> {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .context("cannot build a runtime to wait for Ctrl-C")?;
+        #[cfg(unix)]
+        let signals = {
+            use tokio::signal::unix::{SignalKind, signal};
+            let _entered = runtime.enter();
+            [
+                signal(SignalKind::interrupt()).context("cannot listen for Ctrl-C")?,
+                signal(SignalKind::terminate()).context("cannot listen for SIGTERM")?,
+            ]
+        };
+        Ok(Stop {
+            runtime,
+            #[cfg(unix)]
+            signals,
+        })
+    }
+
+    /// Block until one of the signals arrives.
+    #[cfg(unix)]
+    fn wait(self) -> anyhow::Result<()> {
+        let Stop {
+            runtime,
+            signals: [mut interrupt, mut terminate],
+        } = self;
+        runtime.block_on(async {
+            tokio::select! {
+                _ = interrupt.recv() => {}
+                _ = terminate.recv() => {}
+            }
+        });
+        Ok(())
+    }
+
+    /// Block until Ctrl-C.
+    #[cfg(not(unix))]
+    fn wait(self) -> anyhow::Result<()> {
+        self.runtime
+            .block_on(tokio::signal::ctrl_c())
+            .context("cannot listen for Ctrl-C")
+    }
+}
+
+/// Run `runbook ARGS...` with the lab's environment, then stop the lab.
+fn run(args: &[OsString]) -> anyhow::Result<ExitCode> {
+    let args = match args.first() {
+        Some(first) if first == "--" => &args[1..],
+        _ => args,
+    };
+    let runbook = find_runbook()?;
+    let lab = Lab::start()?;
+    // Ctrl-C reaches runbook too (same process group); it rolls back and
+    // flushes its journal. The lab must outlive that, so it ignores Ctrl-C.
+    #[cfg(unix)]
+    let _ignore_interrupt = ignore_interrupt()?;
+    let status = Command::new(&runbook)
+        .args(args)
+        .envs(lab.env())
+        .status()
+        .with_context(|| format!("cannot run `{}`", runbook.display()))?;
+    drop(lab);
+    Ok(ExitCode::from(exit_code(status)))
+}
+
+/// Install a SIGINT handler that does nothing, for as long as the returned
+/// runtime and signal stream live.
+#[cfg(unix)]
+fn ignore_interrupt() -> anyhow::Result<(tokio::runtime::Runtime, tokio::signal::unix::Signal)> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot build a runtime to handle Ctrl-C")?;
+    let signal = {
+        let _entered = runtime.enter();
+        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
+            .context("cannot handle Ctrl-C")?
+    };
+    Ok((runtime, signal))
+}
+
+/// runbook's exit code; death by signal N becomes 128 + N, as shells report it.
+fn exit_code(status: ExitStatus) -> u8 {
+    #[cfg(unix)]
+    {
+        use std::os::unix::process::ExitStatusExt as _;
+        if let Some(signal) = status.signal() {
+            return u8::try_from(128 + signal).unwrap_or(u8::MAX);
+        }
+    }
+    status
+        .code()
+        .and_then(|code| u8::try_from(code).ok())
+        .unwrap_or(1)
+}
+
+/// `$RUNBOOK_BIN`, else `runbook` next to this executable, else on PATH.
+fn find_runbook() -> anyhow::Result<PathBuf> {
+    let name = format!("runbook{}", std::env::consts::EXE_SUFFIX);
+    if let Some(path) = std::env::var_os("RUNBOOK_BIN").filter(|path| !path.is_empty()) {
+        let path = PathBuf::from(path);
+        if !path.is_file() {
+            bail!("RUNBOOK_BIN is `{}`, which is not a file", path.display());
+        }
+        return Ok(path);
+    }
+    let beside = std::env::current_exe()
+        .ok()
+        .and_then(|exe| exe.parent().map(|dir| dir.join(&name)))
+        .filter(|path| path.is_file());
+    let on_path = || {
+        std::env::var_os("PATH").and_then(|paths| {
+            std::env::split_paths(&paths)
+                .map(|dir| dir.join(&name))
+                .find(|path| path.is_file())
+        })
+    };
+    beside.or_else(on_path).context(
+        "cannot find the `runbook` binary: build it with `cargo build -p runbook`, \
+         put it on PATH, or set RUNBOOK_BIN to its path",
+    )
+}
+
+/// `value` as one shell word, for the `export` lines people paste.
+fn shell_quote(value: &str) -> String {
+    let plain = |c: char| c.is_ascii_alphanumeric() || "/._-:=@%+,".contains(c);
+    if !value.is_empty() && value.chars().all(plain) {
+        value.to_owned()
+    } else {
+        format!("'{}'", value.replace('\'', r"'\''"))
+    }
+}
