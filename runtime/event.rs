@@ -11,6 +11,9 @@ pub enum Event {
     Run {
         run_id: String,
         runbook: String,
+        /// The working directory the run started in (relative runbook paths start there).
+        #[serde(default)]
+        cwd: String,
         sha256: String,
         params: serde_json::Map<String, serde_json::Value>,
         context: Option<String>,

@@ -1,7 +1,9 @@
 //! The journal: every event of a run, one JSON object per line in
-//! `<state dir>/runs/<run-id>/journal.jsonl`. Each line carries the SHA-256 of
-//! the line before it, so `runbook audit verify` finds any edit, removal or
-//! reordering. Lines are written whole and flushed as they happen, and
+//! `<state dir>/runs/<run-id>/journal.jsonl`. Each line ends with `"hash"`,
+//! the SHA-256 of the line's text before that field, and carries in `"prev"`
+//! the hash of the line before it: an edit breaks the line's own hash, a
+//! removal or reordering breaks the chain, so `runbook audit verify` names
+//! the first line that does not fit. Lines are written whole and flushed as they happen, and
 //! fsynced at step boundaries, so a killed run loses nothing it reported.
 
 use std::fs::{File, OpenOptions};
@@ -13,6 +15,16 @@ use serde_json::Value;
 use sha2::{Digest, Sha256};
 
 use crate::event::Event;
+
+/// How each line ends: `,"hash":"<hex>"}`.
+const HASH_FIELD: &str = ",\"hash\":\"";
+
+/// Split a line into its hashed body and the hash it records.
+fn split_hash(line: &str) -> Option<(&str, &str)> {
+    let at = line.rfind(HASH_FIELD)?;
+    let hash = line[at + HASH_FIELD.len()..].strip_suffix("\"}")?;
+    Some((&line[..at], hash))
+}
 
 /// The `prev` of the first line.
 pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
@@ -123,7 +135,8 @@ impl Journal {
         let lines: Vec<&str> = whole.lines().collect();
         let prev = lines
             .last()
-            .map_or_else(|| GENESIS.to_owned(), |line| sha256_hex(line.as_bytes()));
+            .and_then(|line| split_hash(line))
+            .map_or_else(|| GENESIS.to_owned(), |(_, hash)| hash.to_owned());
         let file = OpenOptions::new().append(true).open(path).map_err(io)?;
         Ok((
             Journal {
@@ -148,19 +161,20 @@ impl Journal {
             fields.insert("seq".into(), Value::from(self.seq));
             fields.insert("prev".into(), Value::from(self.prev.clone()));
         }
-        let line = serde_json::to_string(&value).unwrap_or_default();
-        let line = self.redactor.mask(&line).into_owned();
+        let text = serde_json::to_string(&value).unwrap_or_default();
+        let text = self.redactor.mask(&text).into_owned();
+        let body = text.strip_suffix('}').unwrap_or(&text);
+        let hash = sha256_hex(body.as_bytes());
+        let line = format!("{body}{HASH_FIELD}{hash}\"}}\n");
         let io = |source| JournalError::Io {
             path: self.path.clone(),
             source,
         };
-        let mut bytes = line.clone().into_bytes();
-        bytes.push(b'\n');
-        self.file.write_all(&bytes).map_err(io)?;
+        self.file.write_all(line.as_bytes()).map_err(io)?;
         if sync {
             self.file.sync_data().map_err(io)?;
         }
-        self.prev = sha256_hex(line.as_bytes());
+        self.prev = hash;
         self.seq += 1;
         Ok(())
     }
@@ -220,6 +234,18 @@ pub fn verify(path: &Path) -> Result<Verdict, JournalError> {
                 });
             }
         };
+        let Some((body, hash)) = split_hash(line) else {
+            return Ok(Verdict::Broken {
+                line: number,
+                problem: "the line has no hash at its end".into(),
+            });
+        };
+        if sha256_hex(body.as_bytes()) != hash {
+            return Ok(Verdict::Broken {
+                line: number,
+                problem: "the line was edited (its hash does not match its text)".into(),
+            });
+        }
         let recorded = value
             .get("prev")
             .and_then(Value::as_str)
@@ -229,7 +255,7 @@ pub fn verify(path: &Path) -> Result<Verdict, JournalError> {
                 "the first line does not start the chain (lines before it were removed?)".to_owned()
             } else {
                 format!(
-                    "does not chain to line {}: that line was edited, or lines were removed or reordered",
+                    "does not follow line {}: lines were removed or reordered",
                     number - 1
                 )
             };
@@ -245,7 +271,7 @@ pub fn verify(path: &Path) -> Result<Verdict, JournalError> {
                 problem: format!("sequence number {seq:?}, expected {index}"),
             });
         }
-        prev = sha256_hex(line.as_bytes());
+        prev = hash.to_owned();
         last_event = value
             .get("event")
             .and_then(Value::as_str)
@@ -270,7 +296,6 @@ mod tests {
     use super::*;
 
     fn write_journal(dir: &Path) -> PathBuf {
-        // SAFETY of env: tests in this module set the state dir through the path directly.
         let path = dir.join("journal.jsonl");
         let file = OpenOptions::new()
             .create(true)
@@ -320,9 +345,26 @@ mod tests {
             .replacen("\"b\"", "\"x\"", 1);
         std::fs::write(&path, text).unwrap();
         match verify(&path).unwrap() {
-            Verdict::Broken { line, .. } => assert_eq!(line, 3),
+            Verdict::Broken { line, problem } => {
+                assert_eq!(line, 2);
+                assert!(problem.contains("edited"), "{problem}");
+            }
             other => panic!("expected a broken chain, got {other:?}"),
         }
+    }
+
+    #[test]
+    fn an_edited_last_line_is_found() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = write_journal(dir.path());
+        let text = std::fs::read_to_string(&path)
+            .unwrap()
+            .replacen("\"c\"", "\"z\"", 1);
+        std::fs::write(&path, text).unwrap();
+        assert!(matches!(
+            verify(&path).unwrap(),
+            Verdict::Broken { line: 3, .. }
+        ));
     }
 
     #[test]

@@ -72,7 +72,10 @@ pub fn load(path: &Path) -> Result<(Original, ResumeState), JournalError> {
         .is_some_and(|end| end.get("exit_code").and_then(Value::as_i64) == Some(0));
     let original = Original {
         run_id: text(first, "run_id"),
-        runbook: text(first, "runbook"),
+        runbook: Path::new(&text(first, "cwd"))
+            .join(text(first, "runbook"))
+            .display()
+            .to_string(),
         sha256: text(first, "sha256"),
         params,
         context: first

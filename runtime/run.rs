@@ -262,6 +262,10 @@ pub fn run_with(options: &RunOptions, resumed: Option<Resumed>) -> Exit {
         None => host.emit(&Event::Run {
             run_id: run_id.clone(),
             runbook: options.file.display().to_string(),
+            cwd: std::env::current_dir()
+                .unwrap_or_default()
+                .display()
+                .to_string(),
             sha256: crate::journal::sha256_hex(prepared.source.as_bytes()),
             params: prepared
                 .params
