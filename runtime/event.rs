@@ -53,6 +53,23 @@ pub enum Event {
         error: Option<String>,
         time: String,
     },
+    /// One host's result in a fan-out (`ssh::exec_all`): each host is its own event.
+    Host {
+        function: String,
+        host: String,
+        ok: bool,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        code: Option<i64>,
+        duration_ms: u64,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        error: Option<String>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        step: Option<String>,
+        /// The last lines of the host's output (for `runbook show`).
+        #[serde(default, skip_serializing_if = "String::is_empty")]
+        output_tail: String,
+        time: String,
+    },
     /// An approval gate was asked (or recorded, in a dry-run).
     Gate {
         message: String,

@@ -9,7 +9,9 @@ use std::time::Duration;
 
 use rhai::{Dynamic, FnPtr, Position};
 use runbook_stdlib::redact::Redactor;
-use runbook_stdlib::{CallInfo, Decision, Effect, Host, Level, Outcome, Secret, StdlibError};
+use runbook_stdlib::{
+    CallInfo, Decision, Effect, Host, Level, Outcome, Progress, Secret, StdlibError,
+};
 use tokio_util::sync::CancellationToken;
 
 use crate::approval::ApprovalPolicy;
@@ -83,6 +85,8 @@ pub struct RunHost {
     /// Set whenever the script must stop at its next operation (Ctrl-C, step timeout).
     stop: Arc<AtomicBool>,
     steps: Mutex<Vec<StepFrame>>,
+    /// The fan-out in progress (label), for host events.
+    fanout: Mutex<Option<String>>,
     step_names: Mutex<HashSet<String>>,
     plan: Mutex<Vec<PlanItem>>,
     compensations: Mutex<Vec<Compensation>>,
@@ -107,6 +111,7 @@ impl RunHost {
             interrupted: AtomicBool::new(false),
             stop: Arc::new(AtomicBool::new(false)),
             steps: Mutex::new(Vec::new()),
+            fanout: Mutex::new(None),
             step_names: Mutex::new(HashSet::new()),
             plan: Mutex::new(Vec::new()),
             compensations: Mutex::new(Vec::new()),
@@ -429,6 +434,45 @@ impl Host for RunHost {
             self.redactor().add(text);
         }
         Ok(secret)
+    }
+
+    fn progress(&self, progress: Progress<'_>) {
+        match progress {
+            Progress::Start { label, total } => {
+                *lock(&self.fanout) = Some(label.to_owned());
+                self.printer.fanout_start(label, total);
+            }
+            Progress::Item {
+                target,
+                ok,
+                code,
+                duration,
+                error,
+                output_tail,
+            } => {
+                let function = lock(&self.fanout).clone().unwrap_or_default();
+                let function = function.split('(').next().unwrap_or_default().to_owned();
+                self.emit(&Event::Host {
+                    function,
+                    host: target.to_owned(),
+                    ok,
+                    code,
+                    duration_ms: u64::try_from(duration.as_millis()).unwrap_or(u64::MAX),
+                    error: error.map(str::to_owned),
+                    step: self.current_step(),
+                    output_tail: output_tail.to_owned(),
+                    time: crate::event::now(),
+                });
+            }
+            Progress::End {
+                ok,
+                failed,
+                skipped,
+            } => {
+                *lock(&self.fanout) = None;
+                self.printer.fanout_end(ok, failed, skipped);
+            }
+        }
     }
 
     fn log(&self, level: Level, message: &str) {

@@ -42,6 +42,14 @@ pub struct Printer {
     summary: Mutex<Vec<SummaryLine>>,
     /// `runbook show`: lines go to stdout, stamped with the event's own time.
     replay: Option<Mutex<String>>,
+    /// The fan-out in progress: its bar and the failures to list at its end.
+    fanout: Mutex<Option<Fanout>>,
+}
+
+struct Fanout {
+    bar: ProgressBar,
+    ok: u64,
+    failed: Vec<(String, String)>,
 }
 
 #[derive(Debug, Clone)]
@@ -86,6 +94,7 @@ impl Printer {
             spinners: Mutex::new(Vec::new()),
             summary: Mutex::new(Vec::new()),
             replay: None,
+            fanout: Mutex::new(None),
         }
     }
 
@@ -103,6 +112,7 @@ impl Printer {
             spinners: Mutex::new(Vec::new()),
             summary: Mutex::new(Vec::new()),
             replay: Some(Mutex::new(String::new())),
+            fanout: Mutex::new(None),
         }
     }
 
@@ -167,6 +177,94 @@ impl Printer {
                 });
             }
         }
+    }
+
+    /// A fan-out over `total` hosts starts: a progress bar with ok/failed counts.
+    pub fn fanout_start(&self, label: &str, total: usize) {
+        if self.format == OutputFormat::Json {
+            return;
+        }
+        let bar = self.progress.add(ProgressBar::new(total as u64));
+        if let Ok(style) =
+            ProgressStyle::with_template("{bar:30} {pos}/{len} hosts {msg} {elapsed:.dim}")
+        {
+            bar.set_style(style);
+        }
+        bar.set_message("0 ok, 0 failed");
+        self.line(&format!(
+            "  {} {label} on {total} host{}",
+            self.styles.dim.apply_to("→"),
+            if total == 1 { "" } else { "s" }
+        ));
+        *self.fanout.lock().unwrap_or_else(PoisonError::into_inner) = Some(Fanout {
+            bar,
+            ok: 0,
+            failed: Vec::new(),
+        });
+    }
+
+    fn fanout_item(&self, host: &str, ok: bool, error: Option<&str>, output_tail: &str) {
+        for line in output_tail.lines() {
+            self.line(&format!(
+                "    {} {line}",
+                self.styles.dim.apply_to(format!("{host} |"))
+            ));
+        }
+        if !ok {
+            let first = error.unwrap_or("failed").lines().next().unwrap_or_default();
+            self.line(&format!(
+                "    {} {}",
+                self.styles.bad.apply_to(format!("{host} ✗")),
+                first
+            ));
+        }
+        let mut fanout = self.fanout.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(fanout) = fanout.as_mut() {
+            if ok {
+                fanout.ok += 1;
+            } else {
+                fanout
+                    .failed
+                    .push((host.to_owned(), error.unwrap_or("failed").to_owned()));
+            }
+            fanout.bar.inc(1);
+            fanout
+                .bar
+                .set_message(format!("{} ok, {} failed", fanout.ok, fanout.failed.len()));
+        }
+    }
+
+    /// The fan-out ended: counts, and the failures per host.
+    pub fn fanout_end(&self, ok: usize, failed: usize, skipped: usize) {
+        let fanout = self
+            .fanout
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        if let Some(fanout) = &fanout {
+            fanout.bar.finish_and_clear();
+            self.progress.remove(&fanout.bar);
+        }
+        if self.format == OutputFormat::Json {
+            return;
+        }
+        let skipped_text = if skipped > 0 {
+            format!(", {skipped} not run")
+        } else {
+            String::new()
+        };
+        let mut text = format!(
+            "  {} hosts: {ok} ok, {failed} failed{skipped_text}",
+            self.styles.dim.apply_to("=")
+        );
+        for (host, error) in fanout.map(|fanout| fanout.failed).unwrap_or_default() {
+            let first = error.lines().next().unwrap_or_default().to_owned();
+            text.push_str(&format!(
+                "\n    {} {first}",
+                self.styles.bad.apply_to(format!("{host}:"))
+            ));
+        }
+        self.line(&text);
     }
 
     /// Run `f` with the spinners hidden (for prompts).
@@ -297,6 +395,15 @@ impl Printer {
                     )),
                 }
             }
+            Event::Host {
+                host,
+                ok,
+                error,
+                output_tail,
+                ..
+            } => {
+                self.fanout_item(host, *ok, error.as_deref(), output_tail);
+            }
             Event::Gate {
                 message,
                 decision,
@@ -331,7 +438,7 @@ impl Printer {
                 ..
             } => match status {
                 StepStatus::Ok => {
-                    self.line(&format!("{} rollback for {step} ran", s.warn.apply_to("↺")))
+                    self.line(&format!("{} rollback for {step} ran", s.warn.apply_to("↺")));
                 }
                 StepStatus::Skipped => self.line(&format!(
                     "{} rollback for {step} skipped (--no-rollback)",

@@ -353,6 +353,9 @@ pub fn run(context: Option<&str>) -> Exit {
         let _ = std::fs::create_dir_all(parent);
     }
     let _ = editor.save_history(&history);
+    repl.session
+        .runtime
+        .block_on(runbook_stdlib::close_connections());
     Exit::Ok
 }
 

@@ -338,6 +338,7 @@ pub fn run_with(options: &RunOptions, resumed: Option<Resumed>) -> Exit {
         planned_changes: host.planned_changes(),
         time: crate::event::now(),
     });
+    runtime.block_on(runbook_stdlib::close_connections());
     host.detach_journal();
     printer.line(&format!(
         "journal: {} (run {run_id})",

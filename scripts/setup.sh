@@ -7,6 +7,8 @@ set -euo pipefail
 need_apt=()
 command -v python3 >/dev/null 2>&1 || need_apt+=(python3)
 command -v pkill >/dev/null 2>&1 || need_apt+=(procps)
+[ -x /usr/sbin/sshd ] || need_apt+=(openssh-server)
+command -v ssh >/dev/null 2>&1 || need_apt+=(openssh-client)
 
 if ((${#need_apt[@]})); then
   echo "setup: installing ${need_apt[*]}"

@@ -107,6 +107,44 @@ impl Level {
     }
 }
 
+/// Progress of one call's work over many targets (ssh fan-out over hosts),
+/// for the progress bar and for the journal, where each target's result is
+/// its own event.
+#[derive(Debug)]
+pub enum Progress<'a> {
+    /// The work starts over `total` targets.
+    Start {
+        /// What runs, e.g. `ssh::exec_all("uptime")`.
+        label: &'a str,
+        /// How many targets.
+        total: usize,
+    },
+    /// One target finished.
+    Item {
+        /// The target's name (an inventory host name).
+        target: &'a str,
+        /// Whether it succeeded.
+        ok: bool,
+        /// Exit code, if a command ran.
+        code: Option<i64>,
+        /// How long it took.
+        duration: Duration,
+        /// Why it failed.
+        error: Option<&'a str>,
+        /// The last lines of its output, for the screen.
+        output_tail: &'a str,
+    },
+    /// All targets are done (or the work stopped early).
+    End {
+        /// Targets that succeeded.
+        ok: usize,
+        /// Targets that failed.
+        failed: usize,
+        /// Targets never started (fail_fast, max_fail_percent).
+        skipped: usize,
+    },
+}
+
 /// What the runtime provides to stdlib functions. Implemented by the runtime
 /// (live runs, dry-runs, the REPL) and by test hosts.
 pub trait Host: Send + Sync {
@@ -129,6 +167,10 @@ pub trait Host: Send + Sync {
     fn secret(&self, name: &str) -> Result<Secret, StdlibError>;
     /// Report a message (from `log::*`, or progress a function wants shown).
     fn log(&self, level: Level, message: &str);
+    /// Report progress of work over many targets. Hosts that show nothing may ignore it.
+    fn progress(&self, progress: Progress<'_>) {
+        let _ = progress;
+    }
 }
 
 /// A secret value. Prints as `***` everywhere; its text is only handed to the

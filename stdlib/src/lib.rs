@@ -18,9 +18,11 @@ mod log;
 mod notify;
 mod secrets;
 mod shell;
+mod ssh;
 
 pub use function::{Call, Failure, Function, Options, Text, install};
-pub use host::{CallInfo, Decision, Effect, Host, Level, Outcome, Secret, StdlibError};
+pub use host::{CallInfo, Decision, Effect, Host, Level, Outcome, Progress, Secret, StdlibError};
+pub use ssh::close_connections;
 
 /// The modules of the standard library, in the order `runbook doc` lists them.
 pub const MODULES: &[&str] = &[
@@ -34,6 +36,7 @@ pub fn functions() -> Vec<Function> {
         builtins::functions(),
         log::functions(),
         shell::functions(),
+        ssh::functions(),
         http::functions(),
         notify::functions(),
         secrets::functions(),

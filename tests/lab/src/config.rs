@@ -5,7 +5,10 @@
 //! like one a person would write (it is shown to people by `runbook-lab up`).
 //! Each lab component contributes its tables here as it is added.
 
+use std::fmt::Write as _;
+
 use crate::http::HttpServer;
+use crate::sshd::SshLab;
 
 /// The config file's name (what `runbook` searches for).
 pub(crate) const FILE_NAME: &str = "runbook.toml";
@@ -20,7 +23,7 @@ pub(crate) const CONTEXT: &str = "lab";
 pub(crate) const PROTECTED_CONTEXT: &str = "lab-protected";
 
 /// The whole `runbook.toml`.
-pub(crate) fn render(http: &HttpServer, api_token_var: &str) -> String {
+pub(crate) fn render(http: &HttpServer, ssh: Option<&SshLab>, api_token_var: &str) -> String {
     let mut toml = format!("default_context = {}\n", quote(CONTEXT));
     toml.push_str(&context(
         CONTEXT,
@@ -29,6 +32,9 @@ pub(crate) fn render(http: &HttpServer, api_token_var: &str) -> String {
         http,
         api_token_var,
     ));
+    if let Some(ssh) = ssh {
+        toml.push_str(&ssh_tables(CONTEXT, ssh));
+    }
     toml.push_str(&context(
         PROTECTED_CONTEXT,
         &format!(
@@ -38,6 +44,9 @@ pub(crate) fn render(http: &HttpServer, api_token_var: &str) -> String {
         http,
         api_token_var,
     ));
+    if let Some(ssh) = ssh {
+        toml.push_str(&ssh_tables(PROTECTED_CONTEXT, ssh));
+    }
     toml
 }
 
@@ -79,6 +88,38 @@ slack_webhook = {slack_file}      # {SLACK_WEBHOOK_FILE} next to this file holds
 greeting = "hello from the lab"
 "#
     )
+}
+
+/// `[context.NAME.hosts]`, `.groups` (`all`, `web` = the first half rounded
+/// up, `db` = the rest; with one host both are that host) and `.ssh`.
+fn ssh_tables(name: &str, ssh: &SshLab) -> String {
+    let hosts = ssh.hosts();
+    let names: Vec<String> = hosts.iter().map(|(host, _)| quote(host)).collect();
+    let split = names.len().div_ceil(2);
+    let (web, db) = if names.len() == 1 {
+        (&names[..], &names[..])
+    } else {
+        names.split_at(split)
+    };
+    let mut toml = format!("[context.{name}.hosts]\n");
+    for (host, destination) in &hosts {
+        let _ = writeln!(toml, "{host} = {}", quote(destination));
+    }
+    let _ = write!(
+        toml,
+        "[context.{name}.groups]\nall = [{}]\nweb = [{}]\ndb = [{}]\n",
+        names.join(", "),
+        web.join(", "),
+        db.join(", ")
+    );
+    let _ = write!(
+        toml,
+        "[context.{name}.ssh]\nconfig = {}\nknown_hosts = {}\nidentity = {}\n",
+        quote(&ssh.ssh_config().display().to_string()),
+        quote(&ssh.known_hosts().display().to_string()),
+        quote(&ssh.client_key().display().to_string()),
+    );
+    toml
 }
 
 /// A TOML basic string. JSON string escapes are a subset of TOML's, so

@@ -4,7 +4,8 @@
 //!
 //! [`Lab::start`] starts every component and writes a `runbook.toml` that
 //! points at them; dropping the [`Lab`] stops them and deletes its folder.
-//! Each component lives in its own module (today: [`HttpServer`]).
+//! Each component lives in its own module (today: [`HttpServer`] and, when
+//! asked for with [`Lab::builder`]`().ssh_hosts(n)`, [`SshLab`]).
 //!
 //! ```no_run
 //! let lab = runbook_lab::Lab::start()?;
@@ -18,15 +19,33 @@
 //! # let _ = messages;
 //! # anyhow::Ok(())
 //! ```
+//!
+//! With ssh hosts (a real sshd on 127.0.0.1 .. 127.0.0.4, in the contexts'
+//! `hosts`, `groups` and `ssh` tables):
+//!
+//! ```no_run
+//! let lab = runbook_lab::Lab::builder().ssh_hosts(4).start()?;
+//! if let Some(ssh) = lab.ssh() {
+//!     let status = std::process::Command::new("ssh")
+//!         .arg("-F")
+//!         .arg(ssh.ssh_config())
+//!         .args(["127.0.0.4", "true"])
+//!         .status()?;
+//!     assert!(status.success());
+//! }
+//! # anyhow::Ok(())
+//! ```
 
 mod config;
 mod http;
+mod sshd;
 
 use std::path::{Path, PathBuf};
 
 use anyhow::Context as _;
 
 pub use crate::http::HttpServer;
+pub use crate::sshd::SshLab;
 
 /// Everything the lab runs, plus the temporary folder holding its config.
 ///
@@ -34,7 +53,55 @@ pub use crate::http::HttpServer;
 #[derive(Debug)]
 pub struct Lab {
     http: HttpServer,
+    ssh: Option<SshLab>,
     dir: tempfile::TempDir,
+}
+
+/// Which optional components a [`Lab`] starts: [`Lab::builder`].
+#[derive(Debug, Clone, Default)]
+pub struct LabBuilder {
+    ssh_hosts: usize,
+}
+
+impl LabBuilder {
+    /// Serve `count` ssh hosts (127.0.0.1 .. 127.0.0.`count`, 1 to
+    /// [`SshLab::MAX_HOSTS`]) from a real sshd; 0, the default, starts none.
+    pub fn ssh_hosts(mut self, count: usize) -> LabBuilder {
+        self.ssh_hosts = count;
+        self
+    }
+
+    /// Start the lab: see [`Lab::start`].
+    pub fn start(self) -> anyhow::Result<Lab> {
+        let dir = tempfile::Builder::new()
+            .prefix("runbook-lab-")
+            .tempdir()
+            .context("cannot create the lab's temporary folder")?;
+        let http = HttpServer::start().context("cannot start the lab HTTP server")?;
+        let ssh = match self.ssh_hosts {
+            0 => None,
+            count => Some(
+                SshLab::start(dir.path(), count)
+                    .with_context(|| format!("cannot start the lab's {count} ssh hosts"))?,
+            ),
+        };
+        let lab = Lab { http, ssh, dir };
+        lab.write(
+            config::SLACK_WEBHOOK_FILE,
+            &config::slack_webhook(&lab.http),
+        )?;
+        lab.write(
+            config::FILE_NAME,
+            &config::render(&lab.http, lab.ssh.as_ref(), Lab::API_TOKEN_VAR),
+        )?;
+        std::fs::create_dir(lab.state_dir()).with_context(|| {
+            format!(
+                "cannot create the lab's state folder `{}`",
+                lab.state_dir().display()
+            )
+        })?;
+        Ok(lab)
+    }
 }
 
 impl Lab {
@@ -51,30 +118,16 @@ impl Lab {
     /// The same lab marked `protected`: gates need `--approve --confirm lab-protected`.
     pub const PROTECTED_CONTEXT: &str = config::PROTECTED_CONTEXT;
 
-    /// Start every component and write `runbook.toml` (and the secret files
-    /// it names) into a fresh temporary folder.
+    /// Start every default component (no ssh hosts) and write `runbook.toml`
+    /// (and the secret files it names) into a fresh temporary folder.
     pub fn start() -> anyhow::Result<Lab> {
-        let dir = tempfile::Builder::new()
-            .prefix("runbook-lab-")
-            .tempdir()
-            .context("cannot create the lab's temporary folder")?;
-        let http = HttpServer::start().context("cannot start the lab HTTP server")?;
-        let lab = Lab { http, dir };
-        lab.write(
-            config::SLACK_WEBHOOK_FILE,
-            &config::slack_webhook(&lab.http),
-        )?;
-        lab.write(
-            config::FILE_NAME,
-            &config::render(&lab.http, Lab::API_TOKEN_VAR),
-        )?;
-        std::fs::create_dir(lab.state_dir()).with_context(|| {
-            format!(
-                "cannot create the lab's state folder `{}`",
-                lab.state_dir().display()
-            )
-        })?;
-        Ok(lab)
+        Lab::builder().start()
+    }
+
+    /// Choose optional components, then [`LabBuilder::start`]:
+    /// `Lab::builder().ssh_hosts(20).start()`.
+    pub fn builder() -> LabBuilder {
+        LabBuilder::default()
     }
 
     /// The lab's temporary folder (deleted when the lab is dropped).
@@ -96,6 +149,11 @@ impl Lab {
     /// The lab's HTTP server.
     pub fn http(&self) -> &HttpServer {
         &self.http
+    }
+
+    /// The lab's ssh hosts, if it was started with [`LabBuilder::ssh_hosts`].
+    pub fn ssh(&self) -> Option<&SshLab> {
+        self.ssh.as_ref()
     }
 
     /// The environment a `runbook` process needs to use the lab: the config
@@ -227,6 +285,105 @@ mod tests {
         let state = get("RUNBOOK_STATE_DIR").unwrap();
         assert!(Path::new(&state).is_dir());
         assert!(Path::new(&state).starts_with(lab.dir()));
+    }
+
+    #[test]
+    fn without_ssh_hosts_there_is_no_inventory() {
+        let lab = Lab::start().unwrap();
+        assert!(lab.ssh().is_none());
+        assert!(!lab.dir().join("ssh").exists());
+        let config = config(&lab);
+        for name in ["lab", "lab-protected"] {
+            let context = config["context"][name].as_table().unwrap();
+            for key in ["hosts", "groups", "ssh"] {
+                assert!(!context.contains_key(key), "{name} has {key}");
+            }
+        }
+    }
+
+    #[test]
+    fn ssh_hosts_fill_hosts_groups_and_ssh_of_both_contexts() {
+        let lab = Lab::builder().ssh_hosts(5).start().unwrap();
+        let ssh = lab.ssh().unwrap();
+        let config = config(&lab);
+        let strings = |value: &toml::Value| -> Vec<String> {
+            value
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|item| item.as_str().unwrap().to_owned())
+                .collect()
+        };
+        for name in ["lab", "lab-protected"] {
+            let context = config["context"][name].as_table().unwrap();
+            for key in context.keys() {
+                assert!(KNOWN_KEYS.contains(&key.as_str()), "unknown key {key}");
+            }
+            let hosts = context["hosts"].as_table().unwrap();
+            let listed: Vec<(String, String)> = hosts
+                .iter()
+                .map(|(name, value)| (name.clone(), value.as_str().unwrap().to_owned()))
+                .collect();
+            assert_eq!(listed, ssh.hosts());
+            assert_eq!(
+                hosts["host05"].as_str().unwrap(),
+                format!("{}@127.0.0.5:{}", ssh.user(), ssh.port())
+            );
+            let groups = &context["groups"];
+            assert_eq!(
+                strings(&groups["all"]),
+                ["host01", "host02", "host03", "host04", "host05"]
+            );
+            assert_eq!(strings(&groups["web"]), ["host01", "host02", "host03"]);
+            assert_eq!(strings(&groups["db"]), ["host04", "host05"]);
+            let table = &context["ssh"];
+            assert_eq!(
+                table["config"].as_str(),
+                Some(ssh.ssh_config().display().to_string().as_str())
+            );
+            assert_eq!(
+                table["known_hosts"].as_str(),
+                Some(ssh.known_hosts().display().to_string().as_str())
+            );
+            assert_eq!(
+                table["identity"].as_str(),
+                Some(ssh.client_key().display().to_string().as_str())
+            );
+            assert!(ssh.client_key().starts_with(lab.dir()));
+            assert_eq!(
+                context["http"]["base"].as_str(),
+                Some(lab.http().base_url().as_str())
+            );
+        }
+        assert_eq!(
+            config["context"]["lab-protected"]["protected"].as_bool(),
+            Some(true)
+        );
+    }
+
+    #[test]
+    fn one_ssh_host_is_both_web_and_db() {
+        let lab = Lab::builder().ssh_hosts(1).start().unwrap();
+        let config = config(&lab);
+        let groups = &config["context"]["lab"]["groups"];
+        for group in ["all", "web", "db"] {
+            let members = groups[group].as_array().unwrap();
+            assert_eq!(members.len(), 1, "{group}");
+            assert_eq!(members[0].as_str(), Some("host01"));
+        }
+    }
+
+    #[test]
+    fn too_many_ssh_hosts_is_a_clear_error() {
+        let error = Lab::builder()
+            .ssh_hosts(SshLab::MAX_HOSTS + 1)
+            .start()
+            .unwrap_err();
+        let message = format!("{error:#}");
+        assert!(
+            message.contains("cannot start the lab's 201 ssh hosts"),
+            "{message}"
+        );
     }
 
     #[test]

@@ -101,6 +101,11 @@ fn up_serves_until_sigterm_then_cleans_up() {
     let config = value("export RUNBOOK_CONFIG=");
     let base = value("http     ");
     assert!(announced.contains("runbook run examples/hello.rhai --context lab"));
+    // Four ssh hosts unless told otherwise.
+    assert!(announced.contains("ssh      4 hosts"), "{announced}");
+    assert!(announced.contains("host04 = "), "{announced}");
+    let try_ssh = value("try: ");
+    assert!(try_ssh.starts_with("ssh -F ") && try_ssh.ends_with(" 127.0.0.1 true"));
     assert!(std::path::Path::new(&config).is_file());
 
     let addr = base.strip_prefix("http://").unwrap();
@@ -122,4 +127,53 @@ fn up_serves_until_sigterm_then_cleans_up() {
     stdout.read_to_string(&mut rest).unwrap();
     assert!(rest.contains("runbook lab stopped"), "{rest}");
     assert!(!std::path::Path::new(&config).exists());
+}
+
+#[test]
+fn run_with_ssh_hosts_hands_runbook_working_hosts() {
+    // The child finds the ssh config through runbook.toml, as runbook does,
+    // and reaches the last host with it.
+    let script = r#"
+        grep -q '^host03 = ' "$RUNBOOK_CONFIG" || exit 10
+        grep -q '^host04 = ' "$RUNBOOK_CONFIG" && exit 11
+        grep -q '^web = \["host01", "host02"\]' "$RUNBOOK_CONFIG" || exit 12
+        config=$(sed -n 's/^config = "\(.*\)"$/\1/p' "$RUNBOOK_CONFIG" | head -n 1)
+        test -f "$config" || exit 13
+        ssh -F "$config" 127.0.0.3 'echo from-$((1+2))'
+    "#;
+    let output = lab(&["run", "--ssh-hosts", "3", "--", "-c", script], &sh());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{:?} {stderr}", output.status);
+    assert_eq!(String::from_utf8(output.stdout).unwrap(), "from-3\n");
+    // What the lab says about itself goes to stderr, runbook's stdout stays clean.
+    assert!(stderr.contains("ssh      3 hosts"), "{stderr}");
+}
+
+#[test]
+fn run_without_ssh_hosts_has_no_inventory() {
+    let script = r#"grep -q 'hosts\]' "$RUNBOOK_CONFIG" && exit 10; exit 0"#;
+    let output = lab(&["run", "--ssh-hosts=0", "-c", script], &sh());
+    assert!(
+        output.status.success(),
+        "{:?} {}",
+        output.status,
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+#[test]
+fn a_bad_ssh_host_count_is_reported() {
+    for bad in ["x", "201", "-1"] {
+        let output = lab(&["run", "--ssh-hosts", bad, "--", "-c", "exit 0"], &sh());
+        assert_eq!(output.status.code(), Some(1), "{bad}");
+        let stderr = String::from_utf8(output.stderr).unwrap();
+        assert!(
+            stderr.contains("--ssh-hosts takes a number from 0 to 200"),
+            "{stderr}"
+        );
+    }
+    let output = lab(&["up", "--ssh-hosts"], "");
+    assert_eq!(output.status.code(), Some(1));
+    let output = lab(&["up", "extra"], "");
+    assert_eq!(output.status.code(), Some(2));
 }

@@ -2,44 +2,58 @@
 //! command (`run`). Arguments are parsed by hand: two subcommands do not need clap.
 
 use std::ffi::OsString;
+use std::fmt::Write as _;
 use std::path::PathBuf;
 use std::process::{Command, ExitCode, ExitStatus};
 
 use anyhow::{Context as _, bail};
-use runbook_lab::Lab;
+use runbook_lab::{Lab, SshLab};
 
 const HELP: &str = "\
 runbook-lab: the local lab (servers and API fakes on 127.0.0.1) for runbook
 
 Usage:
-  runbook-lab up
+  runbook-lab up [--ssh-hosts N]
       Start the lab, print where everything runs and how to point runbook at
       it, and keep it running until Ctrl-C.
-  runbook-lab run [--] RUNBOOK_ARGS...
+  runbook-lab run [--ssh-hosts N] [--] RUNBOOK_ARGS...
       Start the lab, run `runbook RUNBOOK_ARGS...` against it, stop the lab and
       exit with runbook's exit code. Example:
         runbook-lab run -- run examples/hello.rhai --context lab
   runbook-lab --help
       Show this help.
 
+Options:
+  --ssh-hosts N
+      Serve N ssh hosts (127.0.0.1 .. 127.0.0.N, 0 to 200) from a private,
+      real sshd; they appear in the contexts as hosts host01.., groups all,
+      web and db, and an ssh table. Default: 4. 0 starts no sshd.
+
 The runbook binary is $RUNBOOK_BIN if set, else `runbook` next to runbook-lab
 (the same cargo target folder), else `runbook` on PATH.
 ";
+
+/// Ssh hosts a lab started by hand serves unless `--ssh-hosts` says otherwise.
+const DEFAULT_SSH_HOSTS: usize = 4;
 
 fn main() -> ExitCode {
     let args: Vec<OsString> = std::env::args_os().skip(1).collect();
     let command = args.first().and_then(|arg| arg.to_str());
     let result = match command {
-        Some("up") if args.len() == 1 => up(),
-        Some("run") => run(&args[1..]),
+        Some("up") => match options(&args[1..]) {
+            Ok((ssh_hosts, [])) => up(ssh_hosts),
+            Ok(_) => usage(),
+            Err(error) => Err(error),
+        },
+        Some("run") => match options(&args[1..]) {
+            Ok((ssh_hosts, rest)) => run(ssh_hosts, rest),
+            Err(error) => Err(error),
+        },
         Some("-h" | "--help" | "help") => {
             print!("{HELP}");
             Ok(ExitCode::SUCCESS)
         }
-        _ => {
-            eprint!("{HELP}");
-            Ok(ExitCode::from(2))
-        }
+        _ => usage(),
     };
     result.unwrap_or_else(|error| {
         eprintln!("runbook-lab: error: {error:#}");
@@ -47,10 +61,60 @@ fn main() -> ExitCode {
     })
 }
 
+fn usage() -> anyhow::Result<ExitCode> {
+    eprint!("{HELP}");
+    Ok(ExitCode::from(2))
+}
+
+/// Leading `--ssh-hosts N` / `--ssh-hosts=N` (any number, the last wins), a
+/// `--` that ends them, and the arguments after.
+fn options(mut args: &[OsString]) -> anyhow::Result<(usize, &[OsString])> {
+    let mut ssh_hosts = DEFAULT_SSH_HOSTS;
+    loop {
+        let value = match args.first().and_then(|arg| arg.to_str()) {
+            Some("--") => return Ok((ssh_hosts, &args[1..])),
+            Some("--ssh-hosts") => {
+                let value = args.get(1).context("--ssh-hosts needs a number of hosts")?;
+                args = &args[2..];
+                value.to_string_lossy().into_owned()
+            }
+            Some(arg) if arg.starts_with("--ssh-hosts=") => {
+                let value = arg.trim_start_matches("--ssh-hosts=").to_owned();
+                args = &args[1..];
+                value
+            }
+            _ => return Ok((ssh_hosts, args)),
+        };
+        ssh_hosts = value
+            .parse()
+            .ok()
+            .filter(|count| *count <= SshLab::MAX_HOSTS)
+            .with_context(|| {
+                format!(
+                    "--ssh-hosts takes a number from 0 to {}, not `{value}`",
+                    SshLab::MAX_HOSTS
+                )
+            })?;
+    }
+}
+
+fn start_lab(ssh_hosts: usize) -> anyhow::Result<Lab> {
+    Lab::builder()
+        .ssh_hosts(ssh_hosts)
+        .start()
+        .with_context(|| {
+            if ssh_hosts > 0 {
+                "cannot start the lab (`--ssh-hosts 0` starts it without sshd)"
+            } else {
+                "cannot start the lab"
+            }
+        })
+}
+
 /// Start the lab and keep it up until Ctrl-C (or SIGTERM).
-fn up() -> anyhow::Result<ExitCode> {
+fn up(ssh_hosts: usize) -> anyhow::Result<ExitCode> {
     let stop = Stop::listen()?;
-    let lab = Lab::start()?;
+    let lab = start_lab(ssh_hosts)?;
     let http = lab.http();
     println!("runbook lab is up (folder {})", lab.dir().display());
     println!();
@@ -62,6 +126,9 @@ fn up() -> anyhow::Result<ExitCode> {
     println!("             GET  /slow/MILLIS      answers after MILLIS");
     println!("             POST /hooks/NAME       recorded; GET /hooks/NAME lists them");
     println!("             POST /echo             echoes method, headers and body");
+    if let Some(ssh) = lab.ssh() {
+        print!("{}", describe_ssh(ssh));
+    }
     println!("  config   {}", lab.config_path().display());
     println!(
         "             contexts `{}` (default) and `{}` (protected)",
@@ -142,14 +209,49 @@ impl Stop {
     }
 }
 
-/// Run `runbook ARGS...` with the lab's environment, then stop the lab.
-fn run(args: &[OsString]) -> anyhow::Result<ExitCode> {
-    let args = match args.first() {
-        Some(first) if first == "--" => &args[1..],
-        _ => args,
+/// The `ssh` lines of `up` (and of `run`, on stderr).
+fn describe_ssh(ssh: &SshLab) -> String {
+    let hosts = ssh.hosts();
+    let mut text = format!(
+        "  ssh      {} hosts, a real sshd on port {} ({} instance(s)), user {}\n",
+        hosts.len(),
+        ssh.port(),
+        ssh.pids().len(),
+        ssh.user()
+    );
+    // Every host up to 8; beyond that the first and last few (all are in the config).
+    let shown: Vec<usize> = if hosts.len() <= 8 {
+        (0..hosts.len()).collect()
+    } else {
+        vec![0, 1, 2, hosts.len() - 2, hosts.len() - 1]
     };
+    for (position, index) in shown.iter().enumerate() {
+        if position > 0 && shown[position - 1] + 1 != *index {
+            let _ = writeln!(
+                text,
+                "             ... ({} more)",
+                index - shown[position - 1] - 1
+            );
+        }
+        let (name, destination) = &hosts[*index];
+        let _ = writeln!(text, "             {name} = {destination}");
+    }
+    let _ = writeln!(
+        text,
+        "             groups all, web (first half), db (the rest)\n             try: ssh -F {} 127.0.0.1 true",
+        shell_quote(&ssh.ssh_config().display().to_string())
+    );
+    text
+}
+
+/// Run `runbook ARGS...` with the lab's environment, then stop the lab.
+fn run(ssh_hosts: usize, args: &[OsString]) -> anyhow::Result<ExitCode> {
     let runbook = find_runbook()?;
-    let lab = Lab::start()?;
+    let lab = start_lab(ssh_hosts)?;
+    // stdout is runbook's; what the lab says about itself goes to stderr.
+    if let Some(ssh) = lab.ssh() {
+        eprint!("runbook-lab:\n{}", describe_ssh(ssh));
+    }
     // Ctrl-C reaches runbook too (same process group); it rolls back and
     // flushes its journal. The lab must outlive that, so it ignores Ctrl-C.
     #[cfg(unix)]

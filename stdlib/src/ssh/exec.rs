@@ -1,0 +1,211 @@
+//! Running one command on one host over its master connection.
+//!
+//! The command runs under `sh -c` on the host. Environment values (secrets
+//! included) travel on the command's stdin, never in its argv, so they do not
+//! show up in the host's process list. A timeout runs the command under
+//! `timeout -s KILL`, which kills its whole process group on the host.
+
+use openssh::Stdio;
+use std::time::{Duration, Instant};
+
+use openssh::Session;
+use rhai::{Dynamic, Map};
+use tokio::io::AsyncWriteExt;
+
+use super::inventory::Target;
+use crate::function::Text;
+use crate::host::StdlibError;
+
+/// Quote for a POSIX shell: `'...'` with embedded quotes escaped.
+pub(crate) fn quote(text: &str) -> String {
+    format!("'{}'", text.replace('\'', "'\\''"))
+}
+
+/// A command to run on hosts.
+#[derive(Debug, Clone)]
+pub(crate) struct Exec {
+    pub(crate) command: Text,
+    pub(crate) env: Vec<(String, Text)>,
+    pub(crate) sudo: bool,
+    pub(crate) timeout: Option<Duration>,
+    pub(crate) check: bool,
+}
+
+/// What a command produced on one host.
+#[derive(Debug, Clone)]
+pub(crate) struct HostOutput {
+    pub(crate) host: String,
+    pub(crate) stdout: String,
+    pub(crate) stderr: String,
+    pub(crate) code: i64,
+    pub(crate) duration: Duration,
+}
+
+impl HostOutput {
+    pub(crate) fn into_map(self) -> Map {
+        let mut map = Map::new();
+        map.insert("host".into(), self.host.into());
+        map.insert("stdout".into(), self.stdout.into());
+        map.insert("stderr".into(), self.stderr.into());
+        map.insert("code".into(), Dynamic::from_int(self.code));
+        map.insert(
+            "duration_ms".into(),
+            Dynamic::from_int(i64::try_from(self.duration.as_millis()).unwrap_or(i64::MAX)),
+        );
+        map
+    }
+}
+
+impl Exec {
+    /// The command as shown to people (secrets masked).
+    pub(crate) fn display(&self) -> String {
+        self.command.to_string()
+    }
+
+    /// The remote script and the stdin that carries the environment.
+    fn script(&self) -> Result<(String, Option<String>), StdlibError> {
+        let mut prelude = String::new();
+        let mut stdin = String::new();
+        for (name, value) in &self.env {
+            if !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') || name.is_empty() {
+                return Err(StdlibError::usage(
+                    format!("`{name}` is not a valid environment variable name"),
+                    "use letters, digits and `_`",
+                ));
+            }
+            let value = value.expose();
+            if value.contains('\n') {
+                return Err(StdlibError::usage(
+                    format!("env `{name}`: values with newlines cannot be passed"),
+                    "encode the value (e.g. base64) and decode it in the command",
+                ));
+            }
+            prelude.push_str(&format!("IFS= read -r {name} && export {name} && "));
+            stdin.push_str(&value);
+            stdin.push('\n');
+        }
+        let mut script = format!("{prelude}{}", self.command.expose());
+        if self.sudo {
+            script = format!("sudo -n sh -c {}", quote(&script));
+        }
+        if let Some(limit) = self.timeout {
+            let seconds = limit.as_secs_f64().max(0.1);
+            script = format!("timeout -s KILL {seconds:.1} sh -c {}", quote(&script));
+        }
+        Ok((
+            format!("sh -c {}", quote(&script)),
+            (!stdin.is_empty()).then_some(stdin),
+        ))
+    }
+
+    /// Run on one host.
+    pub(crate) async fn run(
+        &self,
+        session: &Session,
+        target: &Target,
+    ) -> Result<HostOutput, StdlibError> {
+        let started = Instant::now();
+        let (script, stdin) = self.script()?;
+        let mut command = session.raw_command(script);
+        command
+            .stdin(if stdin.is_some() {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            })
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let work = async {
+            let mut child = command
+                .spawn()
+                .await
+                .map_err(|error| super::pool::connect_error(target, &error))?;
+            if let (Some(text), Some(mut pipe)) = (stdin, child.stdin().take()) {
+                pipe.write_all(text.as_bytes()).await.map_err(|error| {
+                    StdlibError::message(format!(
+                        "`{}`: cannot send the environment: {error}",
+                        target.name
+                    ))
+                })?;
+                drop(pipe);
+            }
+            child
+                .wait_with_output()
+                .await
+                .map_err(|error| super::pool::connect_error(target, &error))
+        };
+        let output = match self.timeout {
+            // The remote `timeout` kills first; this is the backstop for a dead connection.
+            Some(limit) => tokio::time::timeout(limit + Duration::from_secs(5), work)
+                .await
+                .map_err(|_| self.timed_out(target, limit))??,
+            None => work.await?,
+        };
+        let code = output.status.code().map_or(-1, i64::from);
+        let result = HostOutput {
+            host: target.name.clone(),
+            stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+            code,
+            duration: started.elapsed(),
+        };
+        if let Some(limit) = self.timeout
+            && code == 137
+            && result.duration >= limit
+        {
+            return Err(self.timed_out(target, limit));
+        }
+        if self.check && code != 0 {
+            return Err(StdlibError::failed(
+                format!(
+                    "`{}`: `{}` exited with code {code}{}",
+                    target.name,
+                    self.display(),
+                    crate::shell::stderr_tail(&result.stderr)
+                ),
+                "pass `#{check: false}` to handle the exit code yourself",
+            ));
+        }
+        Ok(result)
+    }
+
+    fn timed_out(&self, target: &Target, limit: Duration) -> StdlibError {
+        StdlibError::failed(
+            format!(
+                "`{}`: `{}` timed out after {}",
+                target.name,
+                self.display(),
+                crate::duration::human(limit)
+            ),
+            "the command was killed on the host; raise `timeout` if it needs longer",
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quoting_survives_single_quotes() {
+        assert_eq!(quote("it's"), "'it'\\''s'");
+    }
+
+    #[test]
+    fn env_travels_on_stdin_not_argv() {
+        let exec = Exec {
+            command: Text::Plain("echo $TOKEN".into()),
+            env: vec![(
+                "TOKEN".into(),
+                Text::Secret(crate::host::Secret::new("s3cr3t")),
+            )],
+            sudo: false,
+            timeout: Some(Duration::from_secs(5)),
+            check: true,
+        };
+        let (script, stdin) = exec.script().unwrap();
+        assert!(!script.contains("s3cr3t"));
+        assert_eq!(stdin.as_deref(), Some("s3cr3t\n"));
+        assert!(script.contains("timeout -s KILL 5.0"));
+    }
+}

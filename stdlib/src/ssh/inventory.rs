@@ -1,0 +1,227 @@
+//! Where hosts are: the context's inventory (`hosts`: name → `user@address:port`,
+//! `groups`: name → [names]) and its `ssh` table (`config`, `known_hosts`,
+//! `identity`). A literal `user@host:port` works too.
+
+use std::path::PathBuf;
+
+use rhai::{Array, Dynamic, Map};
+
+use crate::host::StdlibError;
+
+/// One host to connect to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Target {
+    /// The name shown to people: the inventory name, or the literal given.
+    pub(crate) name: String,
+    pub(crate) user: Option<String>,
+    pub(crate) address: String,
+    pub(crate) port: Option<u16>,
+}
+
+impl Target {
+    /// The pool key: one master connection per destination.
+    pub(crate) fn key(&self) -> String {
+        format!(
+            "{}@{}:{}",
+            self.user.as_deref().unwrap_or(""),
+            self.address,
+            self.port.map(|port| port.to_string()).unwrap_or_default()
+        )
+    }
+}
+
+/// Connection options from the context's `ssh` table.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct SshOptions {
+    pub(crate) config: Option<PathBuf>,
+    pub(crate) known_hosts: Option<PathBuf>,
+    pub(crate) identity: Option<PathBuf>,
+}
+
+/// The context's inventory.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Inventory {
+    hosts: Map,
+    groups: Map,
+    pub(crate) options: SshOptions,
+    context: String,
+}
+
+fn table(context: &Map, key: &str) -> Map {
+    context
+        .get(key)
+        .and_then(|value| value.read_lock::<Map>().map(|map| map.clone()))
+        .unwrap_or_default()
+}
+
+fn path(table: &Map, key: &str) -> Option<PathBuf> {
+    table
+        .get(key)
+        .and_then(|value| value.clone().into_string().ok())
+        .map(PathBuf::from)
+}
+
+/// Parse `user@host:port`, `host:port`, `user@host` or `host`.
+pub(crate) fn parse_destination(name: &str, text: &str) -> Result<Target, StdlibError> {
+    let (user, rest) = match text.rsplit_once('@') {
+        Some((user, rest)) => (Some(user.to_owned()), rest),
+        None => (None, text),
+    };
+    let (address, port) = match rest.rsplit_once(':') {
+        Some((address, port)) if !address.contains(':') => {
+            let port = port.parse::<u16>().map_err(|_| {
+                StdlibError::usage(
+                    format!("host `{name}`: `{port}` in `{text}` is not a port number"),
+                    "write hosts as `user@address:port`",
+                )
+            })?;
+            (address.to_owned(), Some(port))
+        }
+        _ => (rest.to_owned(), None),
+    };
+    if address.is_empty() {
+        return Err(StdlibError::usage(
+            format!("host `{name}` has no address: `{text}`"),
+            "write hosts as `user@address:port`",
+        ));
+    }
+    Ok(Target {
+        name: name.to_owned(),
+        user,
+        address,
+        port,
+    })
+}
+
+impl Inventory {
+    pub(crate) fn from_context(context: &Dynamic) -> Inventory {
+        let context = context
+            .read_lock::<Map>()
+            .map(|map| map.clone())
+            .unwrap_or_default();
+        let ssh = table(&context, "ssh");
+        Inventory {
+            hosts: table(&context, "hosts"),
+            groups: table(&context, "groups"),
+            options: SshOptions {
+                config: path(&ssh, "config"),
+                known_hosts: path(&ssh, "known_hosts"),
+                identity: path(&ssh, "identity"),
+            },
+            context: context
+                .get("name")
+                .and_then(|name| name.clone().into_string().ok())
+                .unwrap_or_else(|| "(none)".into()),
+        }
+    }
+
+    /// The host names of a group, in inventory order.
+    pub(crate) fn group(&self, group: &str) -> Result<Vec<String>, StdlibError> {
+        let members = self.groups.get(group).ok_or_else(|| {
+            let known: Vec<&str> = self.groups.keys().map(|key| &**key).collect();
+            StdlibError::usage(
+                format!("context `{}` has no host group `{group}`", self.context),
+                if known.is_empty() {
+                    format!("add `[context.{}.groups]` with `{group} = [\"host1\", ...]` to runbook.toml", self.context)
+                } else {
+                    format!("its groups are: {}", known.join(", "))
+                },
+            )
+        })?;
+        let members = members
+            .read_lock::<Array>()
+            .map(|array| array.clone())
+            .unwrap_or_default();
+        Ok(members
+            .into_iter()
+            .filter_map(|member| member.into_string().ok())
+            .collect())
+    }
+
+    /// A host name, a group name or a literal `user@host:port` → targets.
+    pub(crate) fn resolve(&self, name: &str) -> Result<Vec<Target>, StdlibError> {
+        if let Some(destination) = self.hosts.get(name) {
+            let text = destination.clone().into_string().map_err(|_| {
+                StdlibError::usage(
+                    format!("host `{name}` in the inventory is not a string"),
+                    "write hosts as `name = \"user@address:port\"`",
+                )
+            })?;
+            return Ok(vec![parse_destination(name, &text)?]);
+        }
+        if self.groups.contains_key(name) {
+            return self
+                .group(name)?
+                .iter()
+                .map(|member| self.resolve_host(member))
+                .collect();
+        }
+        if name.contains('@') || name.contains(':') || name.contains('.') {
+            return Ok(vec![parse_destination(name, name)?]);
+        }
+        Err(StdlibError::usage(
+            format!(
+                "`{name}` is not a host or group of context `{}`",
+                self.context
+            ),
+            "use a name from the context's `hosts` or `groups`, or a literal `user@address:port`",
+        ))
+    }
+
+    /// A single host (a group here is an error).
+    pub(crate) fn resolve_host(&self, name: &str) -> Result<Target, StdlibError> {
+        let mut targets = self.resolve(name)?;
+        if targets.len() == 1 {
+            Ok(targets.remove(0))
+        } else {
+            Err(StdlibError::usage(
+                format!(
+                    "`{name}` is a group of {} hosts; this call takes one host",
+                    targets.len()
+                ),
+                "use `ssh::exec_all` for a group",
+            ))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_destinations() {
+        let target = parse_destination("web1", "deploy@10.0.0.1:2222").unwrap();
+        assert_eq!(target.user.as_deref(), Some("deploy"));
+        assert_eq!(target.address, "10.0.0.1");
+        assert_eq!(target.port, Some(2222));
+        let bare = parse_destination("db", "db.example.com").unwrap();
+        assert_eq!(bare.user, None);
+        assert_eq!(bare.port, None);
+        assert!(parse_destination("x", "root@host:notaport").is_err());
+    }
+
+    #[test]
+    fn resolves_names_groups_and_literals() {
+        let mut hosts = Map::new();
+        hosts.insert("a".into(), "root@127.0.0.1:22".into());
+        hosts.insert("b".into(), "root@127.0.0.2:22".into());
+        let mut groups = Map::new();
+        groups.insert(
+            "web".into(),
+            Dynamic::from_array(vec!["a".into(), "b".into()]),
+        );
+        let mut context = Map::new();
+        context.insert("hosts".into(), Dynamic::from_map(hosts));
+        context.insert("groups".into(), Dynamic::from_map(groups));
+        let inventory = Inventory::from_context(&Dynamic::from_map(context));
+        assert_eq!(inventory.resolve("web").unwrap().len(), 2);
+        assert_eq!(inventory.resolve_host("a").unwrap().address, "127.0.0.1");
+        assert_eq!(
+            inventory.resolve("me@10.1.1.1:2200").unwrap()[0].port,
+            Some(2200)
+        );
+        assert!(inventory.resolve("nope").is_err());
+        assert!(inventory.resolve_host("web").is_err());
+    }
+}

@@ -1,0 +1,433 @@
+//! `ssh::*`: commands and files on remote hosts, over one multiplexed master
+//! connection per host per run; fan-out over groups with concurrency limits
+//! and rolling batches.
+
+mod exec;
+mod inventory;
+mod pool;
+mod transfer;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
+
+use futures_util::StreamExt;
+use rhai::{Array, Dynamic, Map};
+
+use self::exec::{Exec, HostOutput};
+use self::inventory::{Inventory, Target};
+use crate::function;
+use crate::function::{Call, Failure, Function, Text};
+use crate::host::{Progress, StdlibError};
+
+pub use pool::close_connections;
+
+const EXEC_OPTIONS: &[&str] = &["check", "sudo", "timeout", "env"];
+const FANOUT_OPTIONS: &[&str] = &[
+    "check",
+    "sudo",
+    "timeout",
+    "env",
+    "parallel",
+    "batch",
+    "fail_fast",
+    "max_fail_percent",
+];
+
+/// Lines of output shown per host on screen; the value holds everything.
+const TAIL_LINES: usize = 5;
+
+fn inventory(call: &Call<'_>) -> Inventory {
+    Inventory::from_context(&call.host.context())
+}
+
+fn exec_from(
+    call: &Call<'_>,
+    opts_index: usize,
+    known: &[&str],
+) -> Result<(Exec, function::Options), StdlibError> {
+    let command = call.text(1)?;
+    let options = call.options(opts_index, known)?;
+    let mut env = Vec::new();
+    if let Some(map) = options.map("env")? {
+        for (name, value) in map {
+            let text = Text::from_dynamic(&value).ok_or_else(|| {
+                call.bad_arg(
+                    opts_index,
+                    format!("env `{name}` must be a string or a secret"),
+                )
+            })?;
+            env.push((name.to_string(), text));
+        }
+    }
+    let exec = Exec {
+        command,
+        env,
+        sudo: options.bool("sudo")?.unwrap_or(false),
+        timeout: options.duration("timeout")?,
+        check: options.bool("check")?.unwrap_or(true),
+    };
+    Ok((exec, options))
+}
+
+fn tail(text: &str, lines: usize) -> String {
+    let all: Vec<&str> = text.trim_end().lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
+}
+
+fn exec_one(call: &mut Call<'_>) -> Result<Dynamic, Failure> {
+    let host = call.string(0)?;
+    let (exec, _) = exec_from(call, 2, EXEC_OPTIONS)?;
+    let inventory = inventory(call);
+    let target = inventory.resolve_host(&host)?;
+    let output = call.block_on(async {
+        let session = pool::session(&target, &inventory.options).await?;
+        exec.run(&session, &target).await
+    })?;
+    Ok(Dynamic::from_map(output.into_map()))
+}
+
+/// Targets from a host name, a group name, or an array of names.
+fn targets(call: &Call<'_>, inventory: &Inventory) -> Result<Vec<Target>, StdlibError> {
+    let value = call.arg(0);
+    if let Ok(name) = value.clone().into_string() {
+        return inventory.resolve(&name);
+    }
+    if let Some(names) = value.read_lock::<Array>() {
+        let mut targets = Vec::new();
+        for name in names.iter() {
+            let name = name
+                .clone()
+                .into_string()
+                .map_err(|_| call.bad_arg(0, "must hold host names (strings)"))?;
+            targets.extend(inventory.resolve(&name)?);
+        }
+        return Ok(targets);
+    }
+    Err(call.bad_arg(
+        0,
+        format!(
+            "must be a group, a host, or an array of hosts, got {}",
+            crate::values::type_name(&value)
+        ),
+    ))
+}
+
+/// `batch: 5` or `batch: "25%"` → wave size.
+fn batch_size(
+    call: &Call<'_>,
+    options: &function::Options,
+    total: usize,
+) -> Result<usize, StdlibError> {
+    let Some(value) = options.get("batch") else {
+        return Ok(total.max(1));
+    };
+    let size = if let Ok(count) = value.as_int() {
+        usize::try_from(count).unwrap_or(0)
+    } else if let Some(percent) = value
+        .clone()
+        .into_string()
+        .ok()
+        .and_then(|text| text.trim().strip_suffix('%').map(str::to_owned))
+    {
+        let percent: f64 = percent
+            .trim()
+            .parse()
+            .map_err(|_| call.bad_arg(2, "`batch` must be a count or a percentage like \"25%\""))?;
+        ((total as f64) * percent / 100.0).ceil() as usize
+    } else {
+        return Err(call.bad_arg(2, "`batch` must be a count or a percentage like \"25%\""));
+    };
+    if size == 0 {
+        return Err(call.bad_arg(2, "`batch` must be at least 1 host"));
+    }
+    Ok(size)
+}
+
+/// One host's outcome in a fan-out.
+enum HostResult {
+    Done(HostOutput),
+    Failed {
+        host: String,
+        error: StdlibError,
+        output: Option<HostOutput>,
+    },
+    Skipped(String),
+}
+
+impl HostResult {
+    fn into_map(self) -> Map {
+        match self {
+            HostResult::Done(output) => {
+                let mut map = output.into_map();
+                map.insert("ok".into(), Dynamic::TRUE);
+                map.insert("error".into(), Dynamic::UNIT);
+                map
+            }
+            HostResult::Failed {
+                host,
+                error,
+                output,
+            } => {
+                let mut map = output.map(HostOutput::into_map).unwrap_or_else(|| {
+                    let mut map = Map::new();
+                    map.insert("host".into(), host.into());
+                    map.insert("code".into(), Dynamic::from_int(-1));
+                    map.insert("stdout".into(), "".into());
+                    map.insert("stderr".into(), "".into());
+                    map
+                });
+                map.insert("ok".into(), Dynamic::FALSE);
+                map.insert("error".into(), error.to_string().into());
+                map
+            }
+            HostResult::Skipped(host) => {
+                let mut map = Map::new();
+                map.insert("host".into(), host.into());
+                map.insert("ok".into(), Dynamic::FALSE);
+                map.insert("skipped".into(), Dynamic::TRUE);
+                map.insert("error".into(), "not run: the fan-out stopped early".into());
+                map
+            }
+        }
+    }
+}
+
+fn exec_all(call: &mut Call<'_>) -> Result<Dynamic, Failure> {
+    let inventory = inventory(call);
+    let targets = targets(call, &inventory)?;
+    let (mut exec, options) = exec_from(call, 2, FANOUT_OPTIONS)?;
+    let check = exec.check;
+    // Per host, a non-zero exit is a failure either way; `check` decides whether the call fails.
+    exec.check = true;
+    let total = targets.len();
+    let parallel = usize::try_from(options.int("parallel")?.unwrap_or(50))
+        .unwrap_or(1)
+        .max(1);
+    let batch = batch_size(call, &options, total)?;
+    let fail_fast = options.bool("fail_fast")?.unwrap_or(false);
+    let max_fail_percent = options.int("max_fail_percent")?;
+    let label = format!("{}({})", call.function().qualified_name(), exec.display());
+    call.host.progress(Progress::Start {
+        label: &label,
+        total,
+    });
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut results: BTreeMap<usize, HostResult> = BTreeMap::new();
+    let mut failed = 0usize;
+    let indexed: Vec<(usize, Target)> = targets.into_iter().enumerate().collect();
+    for wave in indexed.chunks(batch) {
+        if stop.load(Ordering::SeqCst) {
+            for (index, target) in wave {
+                results.insert(*index, HostResult::Skipped(target.name.clone()));
+            }
+            continue;
+        }
+        let host = call.host;
+        let exec_ref = &exec;
+        let inventory_ref = &inventory;
+        let stop_ref = &stop;
+        let wave_results = call.block_on(async move {
+            let outcomes = futures_util::stream::iter(wave.iter().cloned())
+                .map(|(index, target)| async move {
+                    if fail_fast && stop_ref.load(Ordering::SeqCst) {
+                        return (index, HostResult::Skipped(target.name.clone()));
+                    }
+                    let started = Instant::now();
+                    let outcome = async {
+                        let session = pool::session(&target, &inventory_ref.options).await?;
+                        exec_ref.run(&session, &target).await
+                    }
+                    .await;
+                    let result = match outcome {
+                        Ok(output) => {
+                            host.progress(Progress::Item {
+                                target: &target.name,
+                                ok: true,
+                                code: Some(output.code),
+                                duration: output.duration,
+                                error: None,
+                                output_tail: &tail(&output.stdout, TAIL_LINES),
+                            });
+                            HostResult::Done(output)
+                        }
+                        Err(error) => {
+                            if fail_fast {
+                                stop_ref.store(true, Ordering::SeqCst);
+                            }
+                            let message = error.to_string();
+                            host.progress(Progress::Item {
+                                target: &target.name,
+                                ok: false,
+                                code: None,
+                                duration: started.elapsed(),
+                                error: Some(&message),
+                                output_tail: "",
+                            });
+                            HostResult::Failed {
+                                host: target.name.clone(),
+                                error,
+                                output: None,
+                            }
+                        }
+                    };
+                    (index, result)
+                })
+                .buffer_unordered(parallel)
+                .collect::<Vec<_>>()
+                .await;
+            Ok(outcomes)
+        })?;
+        for (index, result) in wave_results {
+            if matches!(result, HostResult::Failed { .. }) {
+                failed += 1;
+            }
+            results.insert(index, result);
+        }
+        if let Some(limit) = max_fail_percent
+            && (failed * 100) as f64 / total.max(1) as f64 > limit as f64
+        {
+            stop.store(true, Ordering::SeqCst);
+        }
+    }
+    let skipped = results
+        .values()
+        .filter(|result| matches!(result, HostResult::Skipped(_)))
+        .count();
+    call.host.progress(Progress::End {
+        ok: total - failed - skipped,
+        failed,
+        skipped,
+    });
+
+    let failures: Vec<String> = results
+        .values()
+        .filter_map(|result| match result {
+            HostResult::Failed { error, .. } => Some(format!("\n  {error}")),
+            HostResult::Skipped(host) => {
+                Some(format!("\n  `{host}`: not run (the fan-out stopped early)"))
+            }
+            HostResult::Done(_) => None,
+        })
+        .collect();
+    let array: Array = results
+        .into_values()
+        .map(|result| Dynamic::from_map(result.into_map()))
+        .collect();
+    if check && !failures.is_empty() {
+        return Err(StdlibError::failed(
+            format!("{} of {total} hosts failed:{}", failures.len(), failures.concat()),
+            "pass `#{check: false}` to get every host's result (with `ok` and `error`) instead of failing",
+        )
+        .into());
+    }
+    Ok(Dynamic::from_array(array))
+}
+
+fn transfer(call: &mut Call<'_>, upload: bool) -> Result<Dynamic, Failure> {
+    let host = call.string(0)?;
+    let (from, to) = (call.string(1)?, call.string(2)?);
+    let inventory = inventory(call);
+    let target = inventory.resolve_host(&host)?;
+    let bytes = call.block_on(async {
+        let session = pool::session(&target, &inventory.options).await?;
+        if upload {
+            transfer::upload(session, &target, &PathBuf::from(&from), &to).await
+        } else {
+            transfer::download(session, &target, &from, &PathBuf::from(&to)).await
+        }
+    })?;
+    Ok(Dynamic::from_int(i64::try_from(bytes).unwrap_or(i64::MAX)))
+}
+
+pub(crate) fn functions() -> Vec<Function> {
+    vec![
+        function! {
+            /// Run a command on one host that changes something. The host is a name
+            /// from the context's inventory or a literal `user@address:port`. Returns
+            /// `#{host, stdout, stderr, code, duration_ms}`; a non-zero exit is an
+            /// error (host, command, exit code, end of stderr) unless `check: false`.
+            /// Options: `check`, `sudo` (runs under `sudo -n`), `timeout` (kills the
+            /// command on the host), `env` (map; values may be secrets and travel on
+            /// stdin, never in argv). Not run in a dry-run.
+            ///
+            /// ```rhai
+            /// ssh::exec("web1", "systemctl restart app", #{sudo: true, timeout: "2m"});
+            /// ```
+            write fn ssh::exec("host: string", "cmd: string | secret", "opts?: map") -> "#{host: string, stdout: string, stderr: string, code: int, duration_ms: int}"
+            exec_one
+        },
+        function! {
+            /// Run a command that only observes (uptime, df, cat) on one host. Runs
+            /// in a dry-run too. Same arguments and result as `ssh::exec`.
+            ///
+            /// ```rhai
+            /// let load = ssh::read("web1", "cat /proc/loadavg").stdout;
+            /// ```
+            read fn ssh::read("host: string", "cmd: string | secret", "opts?: map") -> "#{host: string, stdout: string, stderr: string, code: int, duration_ms: int}"
+            exec_one
+        },
+        function! {
+            /// Run a command on many hosts at once: a group name, a host, or an array
+            /// of hosts. Returns one result per host (in inventory order) with `ok` and
+            /// `error`. Fails when any host failed, unless `check: false`.
+            /// Options: `parallel` (hosts at a time, default 50), `batch` (rolling
+            /// waves: a count or "25%"; each wave finishes before the next starts),
+            /// `fail_fast` (start no more hosts after a failure), `max_fail_percent`
+            /// (start no more waves past it), `sudo`, `timeout`, `env`, `check`.
+            ///
+            /// ```rhai
+            /// let results = ssh::exec_all("web", "systemctl reload nginx", #{batch: "25%", fail_fast: true});
+            /// ```
+            write fn ssh::exec_all("hosts: string | array", "cmd: string | secret", "opts?: map") -> "array<map>"
+            exec_all
+        },
+        function! {
+            /// Run a command that only observes on many hosts at once (health checks,
+            /// inventories). Runs in a dry-run too. Same arguments, options and result
+            /// as `ssh::exec_all`.
+            ///
+            /// ```rhai
+            /// let loads = ssh::read_all("all", "cat /proc/loadavg", #{check: false});
+            /// ```
+            read fn ssh::read_all("hosts: string | array", "cmd: string | secret", "opts?: map") -> "array<map>"
+            exec_all
+        },
+        function! {
+            /// Copy a local file to a host (SFTP over the host's connection, streamed).
+            /// Returns the number of bytes moved.
+            ///
+            /// ```rhai
+            /// ssh::upload("web1", "build/app.tar.gz", "/tmp/app.tar.gz");
+            /// ```
+            write fn ssh::upload("host: string", "local: string", "remote: string") -> "int"
+            |call| transfer(call, true)
+        },
+        function! {
+            /// Copy a file from a host to a local path (SFTP, streamed; the local file
+            /// appears only when complete). Returns the number of bytes moved.
+            ///
+            /// ```rhai
+            /// ssh::download("db1", "/var/log/postgresql/postgresql.log", "/tmp/pg.log");
+            /// ```
+            read fn ssh::download("host: string", "remote: string", "local: string") -> "int"
+            |call| transfer(call, false)
+        },
+        function! {
+            /// The host names of a group in the context's inventory.
+            ///
+            /// ```rhai
+            /// for host in ssh::hosts("web") { log::info(host); }
+            /// ```
+            local fn ssh::hosts("group: string") -> "array<string>"
+            |call| {
+                let group = call.string(0)?;
+                let names = inventory(call).group(&group)?;
+                Ok(Dynamic::from_array(names.into_iter().map(Dynamic::from).collect()))
+            }
+        },
+    ]
+}
