@@ -16,7 +16,7 @@ HOSTS=${HOSTS:-50}
 RUNS=${RUNS:-5}
 
 bash scripts/setup.sh
-cargo build --release --bins -q
+cargo build --release -p runbook -p runbook-lab --bins -q
 bin=$PWD/target/release
 
 # Ansible from PyPI, in a venv of its own (skipped when already there).
@@ -30,9 +30,9 @@ work=$(mktemp -d)
 trap 'kill "$lab_pid" 2>/dev/null || true; wait "$lab_pid" 2>/dev/null || true; rm -rf "$work"' EXIT
 "$bin/runbook-lab" up --ssh-hosts "$HOSTS" >"$work/lab.out" 2>&1 </dev/null &
 lab_pid=$!
-for _ in $(seq 1 300); do grep -q '^export RUNBOOK_CONFIG=' "$work/lab.out" 2>/dev/null && break; sleep 0.1; done
-grep -q '^export RUNBOOK_CONFIG=' "$work/lab.out" || { cat "$work/lab.out"; echo "lab did not start" >&2; exit 1; }
-eval "$(grep '^export ' "$work/lab.out")"
+for _ in $(seq 1 300); do grep -q '^ *export RUNBOOK_CONFIG=' "$work/lab.out" 2>/dev/null && break; sleep 0.1; done
+grep -q '^ *export RUNBOOK_CONFIG=' "$work/lab.out" || { cat "$work/lab.out"; echo "lab did not start" >&2; exit 1; }
+eval "$(sed -n 's/^ *export /export /p' "$work/lab.out")"
 cfg=$(grep -o '[^ ]*ssh_config' "$work/lab.out" | head -n1)
 [ -f "$cfg" ] || { echo "no ssh_config in lab output" >&2; exit 1; }
 export RUNBOOK_STATE_DIR=$work/state

@@ -137,17 +137,25 @@ pub fn ask(host: &RunHost, gate: &Gate) -> Result<(), StdlibError> {
         if host.context.protected {
             let name = context_name.unwrap_or_default();
             if policy.confirm.as_deref() != Some(name.as_str()) {
-                host.emit(&event(
-                    GateDecision::Rejected,
-                    approver(),
-                    "--approve without --confirm",
-                ));
-                return Err(StdlibError::Refused {
-                    message: format!(
-                        "context `{name}` is protected: --approve alone does not pass its gates"
+                let (how, message) = match policy.confirm.as_deref() {
+                    None => (
+                        "--approve without --confirm".to_owned(),
+                        format!(
+                            "context `{name}` is protected: --approve alone does not pass its gates"
+                        ),
                     ),
+                    Some(other) => (
+                        format!("--confirm {other} (wrong context)"),
+                        format!(
+                            "context `{name}` is protected and --confirm names `{other}`, not `{name}`"
+                        ),
+                    ),
+                };
+                host.emit(&event(GateDecision::Rejected, approver(), &how));
+                return Err(StdlibError::Refused {
+                    message,
                     hint: Some(format!(
-                        "add --confirm {name} to show you mean this context"
+                        "pass --confirm {name} to show you mean this context"
                     )),
                 });
             }

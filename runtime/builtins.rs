@@ -19,6 +19,7 @@ pub fn functions(host: &Arc<RunHost>) -> Vec<Function> {
     let step_host = Arc::clone(host);
     let approve_host = Arc::clone(host);
     let rollback_host = Arc::clone(host);
+    let mode_host = Arc::clone(host);
     vec![
         function! {
             /// A param of the run, as text: from `name=value` on the command line or
@@ -44,6 +45,17 @@ pub fn functions(host: &Arc<RunHost>) -> Vec<Function> {
             /// ```
             local fn context() -> "map"
             |call| Ok(call.host.context())
+        },
+        function! {
+            /// Whether this is a dry-run (`--dry-run`). Writes are never run in a dry-run
+            /// anyway; use this only to skip reads that make sense after the run's own
+            /// writes (e.g. a health check of a server the run would have started).
+            ///
+            /// ```rhai
+            /// if !dry_run() { log::info("live run"); }
+            /// ```
+            local fn dry_run() -> "bool"
+            move |_call| Ok(Dynamic::from_bool(mode_host.mode.is_dry()))
         },
         function! {
             /// A named unit of progress, journaling and resume: runs `fn` and returns

@@ -54,14 +54,34 @@ impl Known {
                     .extend(arities);
             }
         }
-        let globals = engine
-            .gen_fn_signatures(true)
-            .iter()
-            .filter(|signature| !signature.contains("::"))
-            .filter_map(|signature| signature.split('(').next())
-            .map(|name| name.rsplit(' ').next().unwrap_or(name).to_owned())
-            .chain(EVALUATOR_FUNCTIONS.iter().map(|name| (*name).to_owned()))
-            .collect();
+        // Rhai's own functions, from an engine without ours: a built-in of ours
+        // with the same name (`timestamp`) keeps Rhai's arities too.
+        let _ = engine;
+        let mut globals: HashSet<String> = HashSet::new();
+        for signature in Engine::new().gen_fn_signatures(true) {
+            if signature.contains("::") {
+                continue;
+            }
+            let Some((head, rest)) = signature.split_once('(') else {
+                continue;
+            };
+            let name = head.rsplit(' ').next().unwrap_or(head).to_owned();
+            let params = rest.split(')').next().unwrap_or_default().trim();
+            let arity = if params.is_empty() {
+                0
+            } else {
+                params.split(',').count()
+            };
+            match builtins.get_mut(&name) {
+                Some(arities) => {
+                    arities.insert(arity);
+                }
+                None => {
+                    globals.insert(name);
+                }
+            }
+        }
+        globals.extend(EVALUATOR_FUNCTIONS.iter().map(|name| (*name).to_owned()));
         Known {
             modules,
             builtins,
@@ -151,8 +171,10 @@ pub fn check(ast: &AST, header: &Header, known: &Known) -> Vec<Diagnostic> {
     });
 
     ast.walk(&mut |nodes: &[ASTNode]| {
-        let Some(ASTNode::Expr(Expr::FnCall(call, position))) = nodes.last() else {
-            return true;
+        let (call, position) = match nodes.last() {
+            Some(ASTNode::Expr(Expr::FnCall(call, position))) => (&**call, position),
+            Some(ASTNode::Stmt(Stmt::FnCall(call, position))) => (&**call, position),
+            _ => return true,
         };
         let name = call.name.as_str();
         let arity = call.args.len();
@@ -200,7 +222,7 @@ pub fn check(ast: &AST, header: &Header, known: &Known) -> Vec<Diagnostic> {
             return true;
         }
         if let Some(arities) = known.builtins.get(name) {
-            if !arities.contains(&arity) && !known.globals.contains(name) {
+            if !arities.contains(&arity) {
                 problems.push(
                     Diagnostic::new(
                         format!("`{name}` takes {}, but {arity} were given", arity_text(arities)),

@@ -56,6 +56,19 @@ pub fn compile(engine: &Engine, source: &str, scope: &Scope<'_>) -> Result<AST, 
     engine.compile_with_scope(scope, source).map_err(|error| {
         let position = error.position();
         let message = error.err_type().to_string();
+        if let Some(module) = message.strip_prefix("Undefined module: ") {
+            let modules: Vec<&str> = runbook_stdlib::MODULES
+                .iter()
+                .filter(|m| !m.is_empty())
+                .copied()
+                .collect();
+            return Diagnostic::new(format!("unknown module `{module}`"), Exit::Usage)
+                .at(position)
+                .hint(format!(
+                    "the modules are: {}; `runbook doc` lists their functions",
+                    modules.join(", ")
+                ));
+        }
         let mut diagnostic =
             Diagnostic::new(format!("syntax error: {message}"), Exit::Usage).at(position);
         if let Some(hint) = syntax_hint(&message) {

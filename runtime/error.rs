@@ -112,7 +112,12 @@ impl Diagnostic {
                 Exit::Usage,
             ),
             EvalAltResult::ErrorRuntime(value, _) => {
-                (format!("script error: {value}"), None, Exit::StepFailed)
+                let text = match value.read_lock::<runbook_stdlib::Secret>() {
+                    Some(secret) => secret.to_string(),
+                    None if value.is_string() => value.to_string(),
+                    None => runbook_stdlib::values::render(value),
+                };
+                (text, None, Exit::StepFailed)
             }
             EvalAltResult::ErrorTooManyOperations(_) => (
                 "the script ran too many operations (an endless loop?)".to_owned(),

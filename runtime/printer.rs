@@ -76,7 +76,9 @@ impl Styles {
 
 impl Printer {
     pub fn new(format: OutputFormat, redactor: Redactor, verbose: bool) -> Self {
-        let stderr_tty = std::io::stderr().is_terminal();
+        // A dumb terminal cannot redraw spinners: treat it like a pipe.
+        let dumb = std::env::var("TERM").is_ok_and(|term| term == "dumb");
+        let stderr_tty = std::io::stderr().is_terminal() && !dumb;
         let color = stderr_tty && std::env::var_os("NO_COLOR").is_none_or(|value| value.is_empty());
         let interactive = stderr_tty && format == OutputFormat::Human && !crate::approval::ci();
         let progress = MultiProgress::with_draw_target(if interactive {
@@ -373,7 +375,8 @@ impl Printer {
                         s.dim.apply_to("(offline placeholder)")
                     )),
                     CallOutcome::Ok => {
-                        if effect == "write" || self.verbose {
+                        // Local calls are in the journal only; reads show with -v.
+                        if effect == "write" || (self.verbose && effect != "local") {
                             self.line(&format!(
                                 "  {} {call} {}",
                                 s.dim.apply_to("→"),

@@ -5,7 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
-cargo build --release --bins
+cargo build --release -p runbook -p runbook-lab --bins
 bin=target/release
 export RUNBOOK_BIN="$PWD/$bin/runbook"
 "$bin/runbook-lab" run -- run examples/hello.rhai --approve

@@ -1,4 +1,6 @@
-//! `log::*`: messages into the output and the journal.
+//! `log::*`: messages into the output and the journal. For details shown
+//! only with `--verbose`, scripts use Rhai's `debug(...)` (`debug` is a
+//! reserved word, so there is no `log::debug`).
 
 use rhai::Dynamic;
 
@@ -47,15 +49,6 @@ pub(crate) fn functions() -> Vec<Function> {
             /// ```
             local fn log::error("message: any") -> "()"
             |call| log_at(call, Level::Error)
-        },
-        function! {
-            /// Log a detail: kept in the journal, shown only with `--verbose`.
-            ///
-            /// ```rhai
-            /// log::debug("response headers: " + 42);
-            /// ```
-            local fn log::debug("message: any") -> "()"
-            |call| log_at(call, Level::Debug)
         },
     ]
 }

@@ -72,9 +72,25 @@ fn exec_from(
     Ok((exec, options))
 }
 
+/// The last `lines` lines, each cut at 200 characters: what the screen shows
+/// of a host's output (the value keeps all of it).
 fn tail(text: &str, lines: usize) -> String {
     let all: Vec<&str> = text.trim_end().lines().collect();
-    all[all.len().saturating_sub(lines)..].join("\n")
+    all[all.len().saturating_sub(lines)..]
+        .iter()
+        .map(|line| {
+            if line.chars().count() > 200 {
+                format!(
+                    "{}… ({} more characters)",
+                    line.chars().take(200).collect::<String>(),
+                    line.chars().count() - 200
+                )
+            } else {
+                (*line).to_owned()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 fn exec_one(call: &mut Call<'_>) -> Result<Dynamic, Failure> {
@@ -306,7 +322,10 @@ fn exec_all(call: &mut Call<'_>) -> Result<Dynamic, Failure> {
     let failures: Vec<String> = results
         .values()
         .filter_map(|result| match result {
-            HostResult::Failed { error, .. } => Some(format!("\n  {error}")),
+            HostResult::Failed { error, .. } => Some(match error.hint() {
+                Some(hint) => format!("\n  {error}\n    hint: {hint}"),
+                None => format!("\n  {error}"),
+            }),
             HostResult::Skipped(host) => {
                 Some(format!("\n  `{host}`: not run (the fan-out stopped early)"))
             }

@@ -1,0 +1,226 @@
+//! `--dry-run` runs reads and lists writes in a numbered plan without running
+//! them; `--dry-run --offline` touches nothing and answers reads from
+//! `--fixtures` (or typed placeholders).
+
+use crate::harness::Scratch;
+
+/// A read that leaves a trace (READFILE), a write (FILE) inside a step, and a
+/// read whose value the script prints.
+const PROBE: &str = r#"//! Dry-run probe: a read that leaves a trace, a write, a printed read.
+shell::read("touch READFILE");
+step("make the file", || {
+    shell::run("touch FILE");
+});
+let kernel = shell::read("uname -s").stdout;
+kernel.trim();
+print("kernel=" + kernel);
+"#;
+
+const FIXTURES: &str = r#"'shell::read("uname -s")': {stdout: "Plan9\n"}
+"#;
+
+#[test]
+fn dry_run_runs_reads_and_plans_writes() {
+    let scratch = Scratch::new();
+    scratch.write("probe.rhai", PROBE);
+    let output = scratch.run("probe.rhai").dry_run().output();
+    output
+        .assert_success()
+        .assert_contains("Plan: 1 change, 0 approval gates")
+        .assert_contains(r#"1. shell::run("touch FILE")"#);
+    assert!(
+        scratch.exists("READFILE"),
+        "the read did not run in a dry-run\n{}",
+        output.report()
+    );
+    assert!(
+        !scratch.exists("FILE"),
+        "the write ran in a dry-run\n{}",
+        output.report()
+    );
+    // The read's real value reached the script.
+    let kernel = std::process::Command::new("uname")
+        .arg("-s")
+        .output()
+        .expect("uname");
+    let kernel = String::from_utf8_lossy(&kernel.stdout).trim().to_owned();
+    output.assert_contains(&format!("kernel={kernel}"));
+    // The plan is data: on stdout, not mixed into the progress on stderr.
+    let start = output.stdout.find("Plan:");
+    assert!(
+        start.is_some() && !output.stderr.contains("Plan:"),
+        "the plan is not on stdout\n{}",
+        output.report()
+    );
+    let plan = &output.stdout[start.unwrap()..];
+    assert_cli_snapshot!("plan_one_change", plan);
+}
+
+#[test]
+fn dry_run_offline_touches_nothing_and_uses_fixtures() {
+    let scratch = Scratch::new();
+    scratch.write("probe.rhai", PROBE);
+    scratch.write("fixtures.yaml", FIXTURES);
+    let output = scratch
+        .run("probe.rhai")
+        .dry_run()
+        .offline()
+        .fixtures("fixtures.yaml")
+        .output();
+    output
+        .assert_success()
+        .assert_contains("kernel=Plan9")
+        .assert_contains("Plan: 1 change");
+    assert!(
+        !scratch.exists("READFILE"),
+        "a read ran in an offline dry-run\n{}",
+        output.report()
+    );
+    assert!(
+        !scratch.exists("FILE"),
+        "a write ran in an offline dry-run\n{}",
+        output.report()
+    );
+}
+
+#[test]
+fn dry_run_offline_without_fixture_returns_a_placeholder() {
+    let scratch = Scratch::new();
+    scratch.write("probe.rhai", PROBE);
+    let output = scratch
+        .run("probe.rhai")
+        .dry_run()
+        .offline()
+        .json()
+        .output();
+    output.assert_success();
+    assert!(!scratch.exists("READFILE"));
+    let reads: Vec<String> = output
+        .events_of("call")
+        .iter()
+        .filter(|event| event["function"] == "shell::read")
+        .map(|event| event["outcome"].as_str().unwrap_or_default().to_owned())
+        .collect();
+    assert_eq!(reads, ["placeholder", "placeholder"], "{}", output.report());
+}
+
+#[test]
+fn fixture_outcome_is_reported_in_json() {
+    let scratch = Scratch::new();
+    scratch.write("probe.rhai", PROBE);
+    scratch.write("fixtures.yaml", FIXTURES);
+    let output = scratch
+        .run("probe.rhai")
+        .dry_run()
+        .offline()
+        .fixtures("fixtures.yaml")
+        .json()
+        .output();
+    output.assert_success();
+    let calls = output.events_of("call");
+    let outcome = |args: &str| {
+        calls
+            .iter()
+            .find(|event| event["args"][0] == args)
+            .map(|event| event["outcome"].as_str().unwrap_or_default().to_owned())
+    };
+    assert_eq!(
+        outcome("\"uname -s\"").as_deref(),
+        Some("fixture"),
+        "{}",
+        output.report()
+    );
+    assert_eq!(
+        outcome("\"touch READFILE\"").as_deref(),
+        Some("placeholder"),
+        "{}",
+        output.report()
+    );
+    assert_eq!(
+        outcome("\"touch FILE\"").as_deref(),
+        Some("planned"),
+        "{}",
+        output.report()
+    );
+    let end = output.events().pop().unwrap();
+    assert_eq!(end["event"], "end");
+    assert_eq!(end["planned_changes"], 1);
+    // The fixture's value reached the script (print becomes a log event in JSON mode).
+    assert!(
+        output
+            .events_of("log")
+            .iter()
+            .any(|event| event["message"] == "kernel=Plan9"),
+        "{}",
+        output.report()
+    );
+}
+
+#[test]
+fn dry_run_records_gates_and_goes_on() {
+    let scratch = Scratch::new();
+    scratch.write(
+        "gated.rhai",
+        r#"//! A gate between two writes.
+shell::run("touch BEFORE");
+approve("Ship it?", #{confirm: "ship"});
+shell::run(["touch", "AFTER"]);
+"#,
+    );
+    let output = scratch.run("gated.rhai").dry_run().output();
+    output
+        .assert_success()
+        .assert_contains("Plan: 2 changes, 1 approval gate");
+    assert!(
+        !scratch.exists("BEFORE") && !scratch.exists("AFTER"),
+        "{}",
+        output.report()
+    );
+    let plan = &output.stdout[output.stdout.find("Plan:").expect("a plan")..];
+    assert_cli_snapshot!("plan_with_gate", plan);
+}
+
+#[test]
+fn dry_run_plan_shows_secrets_masked() {
+    let scratch = Scratch::new();
+    scratch.write(
+        "secret.rhai",
+        r#"//! A generated secret in a write.
+let password = secrets::generate(#{length: 24});
+shell::run("set-password " + password);
+"#,
+    );
+    let output = scratch.run("secret.rhai").dry_run().output();
+    output
+        .assert_success()
+        .assert_contains("1. shell::run(")
+        .assert_contains("***");
+}
+
+#[test]
+fn offline_needs_dry_run() {
+    let scratch = Scratch::new();
+    scratch.write("probe.rhai", PROBE);
+    let output = scratch.run("probe.rhai").offline().output();
+    output.assert_exit(2);
+    assert!(
+        !scratch.exists("FILE") && !scratch.exists("READFILE"),
+        "{}",
+        output.report()
+    );
+}
+
+#[test]
+fn bad_fixtures_file_is_a_usage_error() {
+    let scratch = Scratch::new();
+    scratch.write("probe.rhai", PROBE);
+    scratch.write("fixtures.yaml", "- not\n- a map\n");
+    let output = scratch
+        .run("probe.rhai")
+        .dry_run()
+        .offline()
+        .fixtures("fixtures.yaml")
+        .output();
+    output.assert_exit(2).assert_contains("fixtures.yaml");
+    assert!(!scratch.exists("READFILE"), "{}", output.report());
+}

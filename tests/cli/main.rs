@@ -1,0 +1,20 @@
+//! Integration tests of the real `runbook` binary: one test binary, one
+//! harness (`harness.rs`), insta snapshots under `snapshots/`.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+#[macro_use]
+mod harness;
+
+mod check;
+mod doc;
+mod dry_run;
+mod examples;
+mod gates;
+mod http;
+mod journal;
+mod recovery;
+mod repl;
+mod run;
+mod secrets;
+mod ssh;
