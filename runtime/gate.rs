@@ -30,6 +30,8 @@ pub enum PlanItem {
         call: String,
         at: String,
         step: Option<String>,
+        /// What the server's own dry run said would change (a diff), if it has one.
+        detail: Option<String>,
     },
     Gate {
         message: String,
@@ -353,8 +355,14 @@ impl Host for RunHost {
                     call: signature,
                     at: self.location(call.position),
                     step: self.current_step(),
+                    detail: None,
                 });
-                Decision::Skip(placeholder())
+                // Online, a backend with its own dry run (Kubernetes) is asked.
+                if call.has_preview && self.mode == Mode::DryRun {
+                    Decision::Preview
+                } else {
+                    Decision::Skip(placeholder())
+                }
             }
         }
     }
@@ -434,6 +442,17 @@ impl Host for RunHost {
             self.redactor().add(text);
         }
         Ok(secret)
+    }
+
+    fn plan_detail(&self, detail: &str) {
+        let detail = self.redactor().mask(detail).into_owned();
+        if let Some(PlanItem::Change { detail: slot, .. }) = lock(&self.plan)
+            .iter_mut()
+            .rev()
+            .find(|item| matches!(item, PlanItem::Change { .. }))
+        {
+            *slot = Some(detail);
+        }
     }
 
     fn progress(&self, progress: Progress<'_>) {

@@ -355,7 +355,7 @@ pub fn run(context: Option<&str>) -> Exit {
     let _ = editor.save_history(&history);
     repl.session
         .runtime
-        .block_on(runbook_stdlib::close_connections());
+        .block_on(runbook_stdlib::finish_run());
     Exit::Ok
 }
 

@@ -338,7 +338,7 @@ pub fn run_with(options: &RunOptions, resumed: Option<Resumed>) -> Exit {
         planned_changes: host.planned_changes(),
         time: crate::event::now(),
     });
-    runtime.block_on(runbook_stdlib::close_connections());
+    runtime.block_on(runbook_stdlib::finish_run());
     host.detach_journal();
     printer.line(&format!(
         "journal: {} (run {run_id})",
@@ -438,12 +438,14 @@ pub fn render_plan(plan: &[PlanItem]) -> String {
     for item in plan {
         number += 1;
         match item {
-            PlanItem::Change { call, at, step } => {
-                let step = step
-                    .as_deref()
-                    .map(|step| format!("  [step: {step}]"))
-                    .unwrap_or_default();
+            PlanItem::Change { call, at, step, detail } => {
+                let step = step.as_deref().map(|step| format!("  [step: {step}]")).unwrap_or_default();
                 out.push_str(&format!("  {number:>3}. {call}\n       at {at}{step}\n"));
+                if let Some(detail) = detail {
+                    for line in detail.lines() {
+                        out.push_str(&format!("         {line}\n"));
+                    }
+                }
             }
             PlanItem::Gate {
                 message,

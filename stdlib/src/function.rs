@@ -71,6 +71,11 @@ pub struct Function {
     pub doc: &'static str,
     /// The body.
     pub body: Body,
+    /// For writes whose backend has its own dry run (Kubernetes `dryRun=All`):
+    /// the body an online `--dry-run` runs instead of skipping the call. It
+    /// changes nothing, returns the would-be result, and may attach a diff to
+    /// the plan with `Host::plan_detail`.
+    pub preview: Option<Body>,
 }
 
 impl std::fmt::Debug for Function {
@@ -214,6 +219,7 @@ macro_rules! function {
             effect: $crate::function!(@effect $effect),
             doc: concat!($($doc, "\n"),+),
             body: ::std::sync::Arc::new($body),
+            preview: None,
         }
     };
     (
@@ -229,6 +235,7 @@ macro_rules! function {
             effect: $crate::function!(@effect $effect),
             doc: concat!($($doc, "\n"),+),
             body: ::std::sync::Arc::new($body),
+            preview: None,
         }
     };
     (@effect local) => { $crate::host::Effect::Local };
@@ -601,30 +608,30 @@ fn gate(
         effect: function.effect,
         args: args.iter().map(values::render).collect(),
         position,
+        has_preview: function.preview.is_some(),
     };
-    match host.decide(&info, &|| values::placeholder(function.returns)) {
-        Decision::Skip(value) => {
+    let decision = host.decide(&info, &|| values::placeholder(function.returns));
+    let body = match (&decision, &function.preview) {
+        (Decision::Skip(value), _) => {
             host.finished(&info, Outcome::Skipped, Duration::ZERO);
-            Ok(value)
+            return Ok(value.clone());
         }
-        Decision::Run => {
-            let started = Instant::now();
-            let mut call = Call {
-                host,
-                context,
-                function,
-                args,
-            };
-            let result = (function.body)(&mut call);
-            let elapsed = started.elapsed();
-            match &result {
-                Ok(value) => host.finished(&info, Outcome::Ok(value), elapsed),
-                Err(failure) => host.finished(&info, Outcome::Err(&failure.message()), elapsed),
-            }
-            result.map_err(|failure| match failure {
-                Failure::Stdlib(error) => error.into_rhai(position),
-                Failure::Script(error) => error,
-            })
+        (Decision::Preview, Some(preview)) => preview,
+        _ => &function.body,
+    };
+    let started = Instant::now();
+    let mut call = Call { host, context, function, args };
+    let result = body(&mut call);
+    let elapsed = started.elapsed();
+    match &result {
+        Ok(_) if matches!(decision, Decision::Preview) => {
+            host.finished(&info, Outcome::Skipped, elapsed);
         }
+        Ok(value) => host.finished(&info, Outcome::Ok(value), elapsed),
+        Err(failure) => host.finished(&info, Outcome::Err(&failure.message()), elapsed),
     }
+    result.map_err(|failure| match failure {
+        Failure::Stdlib(error) => error.into_rhai(position),
+        Failure::Script(error) => error,
+    })
 }

@@ -53,6 +53,8 @@ pub struct CallInfo {
     pub args: Vec<String>,
     /// Where in the script the call was made.
     pub position: Position,
+    /// Whether the function has a preview body (a server-side dry run).
+    pub has_preview: bool,
 }
 
 impl CallInfo {
@@ -69,6 +71,9 @@ pub enum Decision {
     Run,
     /// Do not run it; the call evaluates to this value (dry-run placeholder or fixture).
     Skip(Dynamic),
+    /// Run the function's preview body (online dry-run of a write whose backend
+    /// has its own dry run); the call is part of the plan.
+    Preview,
 }
 
 /// How a call ended, reported to [`Host::finished`].
@@ -167,6 +172,11 @@ pub trait Host: Send + Sync {
     fn secret(&self, name: &str) -> Result<Secret, StdlibError>;
     /// Report a message (from `log::*`, or progress a function wants shown).
     fn log(&self, level: Level, message: &str);
+    /// Attach detail (a diff of the live object against the would-be one) to
+    /// the plan entry of the write being previewed. Hosts without a plan ignore it.
+    fn plan_detail(&self, detail: &str) {
+        let _ = detail;
+    }
     /// Report progress of work over many targets. Hosts that show nothing may ignore it.
     fn progress(&self, progress: Progress<'_>) {
         let _ = progress;

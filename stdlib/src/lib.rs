@@ -14,6 +14,7 @@ pub mod values;
 mod builtins;
 mod data;
 mod http;
+mod k8s;
 mod log;
 mod notify;
 mod secrets;
@@ -22,12 +23,18 @@ mod ssh;
 
 pub use function::{Call, Failure, Function, Options, Text, install};
 pub use host::{CallInfo, Decision, Effect, Host, Level, Outcome, Progress, Secret, StdlibError};
-pub use ssh::close_connections;
 
 /// The modules of the standard library, in the order `runbook doc` lists them.
 pub const MODULES: &[&str] = &[
-    "", "log", "shell", "http", "notify", "secrets", "json", "yaml",
+    "", "log", "shell", "ssh", "k8s", "http", "notify", "secrets", "json", "yaml",
 ];
+
+/// End of a run: close ssh master connections, release Kubernetes leases.
+/// The runtime calls this once, after the last event.
+pub async fn finish_run() {
+    ssh::close_connections().await;
+    k8s::finish_run().await;
+}
 
 /// Every stdlib function. The runtime adds its own built-ins (`param`, `step`,
 /// `approve`, ...) through the same [`Function`] type.
@@ -37,6 +44,8 @@ pub fn functions() -> Vec<Function> {
         log::functions(),
         shell::functions(),
         ssh::functions(),
+        k8s::functions(),
+        k8s::functions(),
         http::functions(),
         notify::functions(),
         secrets::functions(),

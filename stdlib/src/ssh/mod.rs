@@ -22,7 +22,7 @@ use crate::function;
 use crate::function::{Call, Failure, Function, Text};
 use crate::host::{Progress, StdlibError};
 
-pub use pool::close_connections;
+pub(crate) use pool::close_connections;
 
 const EXEC_OPTIONS: &[&str] = &["check", "sudo", "timeout", "env"];
 const FANOUT_OPTIONS: &[&str] = &[

@@ -136,7 +136,7 @@ pub(crate) async fn session(
 }
 
 /// Close every master connection (at the end of a run).
-pub async fn close_connections() {
+pub(crate) async fn close_connections() {
     let slots: Vec<Slot> = {
         let mut pool = pool().lock().unwrap_or_else(PoisonError::into_inner);
         pool.drain().map(|(_, slot)| slot).collect()
