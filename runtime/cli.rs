@@ -113,19 +113,8 @@ enum Command {
         /// Resume even though the runbook changed since the run started.
         #[arg(long)]
         force: bool,
-        /// Approve gates in advance (needed without a terminal).
-        #[arg(long)]
-        approve: bool,
-        /// With --approve on a protected context: the context's name.
-        #[arg(long, value_name = "CONTEXT", requires = "approve")]
-        confirm: Option<String>,
-        #[arg(long, value_enum, default_value_t = OutputFormat::Human)]
-        output: OutputFormat,
-        /// Do not run compensations if the resumed run fails.
-        #[arg(long)]
-        no_rollback: bool,
-        #[arg(long, short)]
-        verbose: bool,
+        #[command(flatten)]
+        execution: Execution,
     },
     /// Audit trail checks.
     #[command(subcommand)]
@@ -195,6 +184,13 @@ struct RunArgs {
     /// With --dry-run --offline: YAML map of call → value.
     #[arg(long, requires = "offline", value_name = "FILE")]
     fixtures: Option<PathBuf>,
+    #[command(flatten)]
+    execution: Execution,
+}
+
+/// How gates are answered and what is shown: shared by `run` and `resume`.
+#[derive(Debug, Args)]
+struct Execution {
     /// Approve every gate in advance (needed without a terminal, e.g. in CI).
     #[arg(long)]
     approve: bool,
@@ -243,11 +239,11 @@ pub fn main() -> i32 {
                 dry_run: args.dry_run,
                 offline: args.offline,
                 fixtures: args.fixtures,
-                approve: args.approve,
-                confirm: args.confirm,
-                output: args.output,
-                no_rollback: args.no_rollback,
-                verbose: args.verbose,
+                approve: args.execution.approve,
+                confirm: args.execution.confirm,
+                output: args.execution.output,
+                no_rollback: args.execution.no_rollback,
+                verbose: args.execution.verbose,
             })
         }
         Command::Check { paths } => check_paths(&paths),
@@ -263,19 +259,15 @@ pub fn main() -> i32 {
         Command::Resume {
             run,
             force,
-            approve,
-            confirm,
-            output,
-            no_rollback,
-            verbose,
+            execution,
         } => crate::runs::resume(&crate::runs::ResumeOptions {
             run,
             force,
-            approve,
-            confirm,
-            output,
-            no_rollback,
-            verbose,
+            approve: execution.approve,
+            confirm: execution.confirm,
+            output: execution.output,
+            no_rollback: execution.no_rollback,
+            verbose: execution.verbose,
         }),
         Command::Audit(AuditCommand::Verify { run }) => crate::runs::verify(&run),
     };
