@@ -353,9 +353,7 @@ pub fn run(context: Option<&str>) -> Exit {
         let _ = std::fs::create_dir_all(parent);
     }
     let _ = editor.save_history(&history);
-    repl.session
-        .runtime
-        .block_on(runbook_stdlib::finish_run());
+    repl.session.runtime.block_on(runbook_stdlib::finish_run());
     Exit::Ok
 }
 

@@ -438,8 +438,16 @@ pub fn render_plan(plan: &[PlanItem]) -> String {
     for item in plan {
         number += 1;
         match item {
-            PlanItem::Change { call, at, step, detail } => {
-                let step = step.as_deref().map(|step| format!("  [step: {step}]")).unwrap_or_default();
+            PlanItem::Change {
+                call,
+                at,
+                step,
+                detail,
+            } => {
+                let step = step
+                    .as_deref()
+                    .map(|step| format!("  [step: {step}]"))
+                    .unwrap_or_default();
                 out.push_str(&format!("  {number:>3}. {call}\n       at {at}{step}\n"));
                 if let Some(detail) = detail {
                     for line in detail.lines() {
