@@ -35,13 +35,20 @@ fn grouped(functions: &[Function]) -> Vec<(&'static str, Vec<&Function>)> {
 
 /// One line per function, grouped by module.
 pub fn overview(functions: &[Function]) -> String {
+    let call =
+        |function: &Function| format!("{}({})", function.qualified_name(), function.param_list());
+    let width = functions
+        .iter()
+        .map(|function| call(function).chars().count())
+        .max()
+        .unwrap_or(0);
     let mut out = String::new();
     for (module, list) in grouped(functions) {
         out.push_str(&format!("{}\n", module_title(module)));
         for function in list {
             out.push_str(&format!(
-                "  {:<44} {:<5}  {}\n",
-                format!("{}({})", function.qualified_name(), function.param_list()),
+                "  {:<width$} {:<5}  {}\n",
+                call(function),
                 function.effect,
                 function.summary()
             ));

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Installs what the demo and the tests need on a fresh Debian 12 machine with
 # Rust: Debian packages (after one `apt-get update`, only when something is
-# missing). Idempotent: a second run installs nothing.
+# missing), the lab's S3 servers (s3s-fs from crates.io; moto and boto3 in a
+# Python venv at $RUNBOOK_LAB_VENV, default ~/.cache/runbook-lab/venv).
+# Idempotent: a second run installs nothing.
 set -euo pipefail
 
 need_apt=()
@@ -9,6 +11,10 @@ command -v python3 >/dev/null 2>&1 || need_apt+=(python3)
 command -v pkill >/dev/null 2>&1 || need_apt+=(procps)
 [ -x /usr/sbin/sshd ] || need_apt+=(openssh-server)
 command -v ssh >/dev/null 2>&1 || need_apt+=(openssh-client)
+# The lab's PostgreSQL (server and clients of one version) and the venv for moto.
+compgen -G '/usr/lib/postgresql/*/bin/postgres' >/dev/null || need_apt+=(postgresql)
+compgen -G '/usr/lib/postgresql/*/bin/pg_dump' >/dev/null || need_apt+=(postgresql-client)
+python3 -c 'import ensurepip, venv' >/dev/null 2>&1 || need_apt+=(python3-venv)
 
 if ((${#need_apt[@]})); then
   echo "setup: installing ${need_apt[*]}"
@@ -17,4 +23,25 @@ if ((${#need_apt[@]})); then
   apt-get install -y -qq --no-install-recommends "${need_apt[@]}"
 else
   echo "setup: system packages present"
+fi
+
+# The lab's default S3 server: s3s-fs 0.14.1 (0.15+ need a newer rustc).
+s3s_fs="${RUNBOOK_LAB_S3S_FS:-}"
+if [ -z "$s3s_fs" ] && ! command -v s3s-fs >/dev/null 2>&1 \
+  && [ ! -x "${CARGO_HOME:-$HOME/.cargo}/bin/s3s-fs" ]; then
+  echo "setup: installing s3s-fs 0.14.1 (cargo install, about 2-3 minutes)"
+  cargo install s3s-fs --version 0.14.1 --features binary --locked --quiet
+else
+  echo "setup: s3s-fs present"
+fi
+
+# The lab's second S3 server (moto) and the client the lab tests check with (boto3).
+venv="${RUNBOOK_LAB_VENV:-${XDG_CACHE_HOME:-$HOME/.cache}/runbook-lab/venv}"
+if ! "$venv/bin/python3" -c 'import boto3, moto.server' >/dev/null 2>&1 \
+  || [ ! -x "$venv/bin/moto_server" ]; then
+  echo "setup: creating $venv with moto[server] and boto3 (about 1-3 minutes)"
+  python3 -m venv "$venv"
+  "$venv/bin/pip" install --quiet --disable-pip-version-check 'moto[server]==5.2.5' 'boto3==1.44.5'
+else
+  echo "setup: lab venv present ($venv)"
 fi

@@ -620,7 +620,12 @@ fn gate(
         _ => &function.body,
     };
     let started = Instant::now();
-    let mut call = Call { host, context, function, args };
+    let mut call = Call {
+        host,
+        context,
+        function,
+        args,
+    };
     let result = body(&mut call);
     let elapsed = started.elapsed();
     match &result {

@@ -17,6 +17,8 @@ mod http;
 mod k8s;
 mod log;
 mod notify;
+mod pg;
+mod s3;
 mod secrets;
 mod shell;
 mod ssh;
@@ -26,7 +28,7 @@ pub use host::{CallInfo, Decision, Effect, Host, Level, Outcome, Progress, Secre
 
 /// The modules of the standard library, in the order `runbook doc` lists them.
 pub const MODULES: &[&str] = &[
-    "", "log", "shell", "ssh", "k8s", "http", "notify", "secrets", "json", "yaml",
+    "", "log", "shell", "ssh", "k8s", "s3", "pg", "http", "notify", "secrets", "json", "yaml",
 ];
 
 /// End of a run: close ssh master connections, release Kubernetes leases.
@@ -45,7 +47,8 @@ pub fn functions() -> Vec<Function> {
         shell::functions(),
         ssh::functions(),
         k8s::functions(),
-        k8s::functions(),
+        s3::functions(),
+        pg::functions(),
         http::functions(),
         notify::functions(),
         secrets::functions(),

@@ -7,12 +7,14 @@
 mod harness;
 
 mod check;
+mod deploy;
 mod doc;
 mod dry_run;
 mod examples;
 mod gates;
 mod http;
 mod journal;
+mod k8s;
 mod recovery;
 mod repl;
 mod run;

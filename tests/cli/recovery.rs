@@ -51,6 +51,7 @@ struct Outcomes {
     exact: usize,
     in_flight_rerun: usize,
     finished_before_kill: usize,
+    killed_before_start: usize,
 }
 
 /// One trial: kill after `delay`, resume, check the file and the journal.
@@ -73,6 +74,12 @@ fn crash_trial(delay: Duration, outcomes: &std::sync::Mutex<Outcomes>) {
     child.kill().ok(); // SIGKILL
     child.wait().unwrap();
     let journal = journals(&state);
+    if journal.is_empty() {
+        // Killed before the run began (a loaded machine starts slowly): nothing ran.
+        assert!(!out.exists(), "steps ran without a journal after {delay:?}");
+        outcomes.lock().unwrap().killed_before_start += 1;
+        return;
+    }
     assert_eq!(journal.len(), 1, "one journal after {delay:?}");
     let run = journal[0]
         .parent()
@@ -123,13 +130,23 @@ fn crash_trial(delay: Duration, outcomes: &std::sync::Mutex<Outcomes>) {
 
 #[test]
 fn sigkill_at_many_points_then_resume_repeats_no_completed_step() {
-    // 36 kill points spread over the run (≈ 0.1 s to 1.0 s), four at a time.
-    let delays: Vec<Duration> = (0..36u64)
-        .map(|i| Duration::from_millis(100 + i * 25))
+    // How long one whole run takes here and now (the machine may be busy).
+    let scratch = Scratch::new();
+    let file = scratch.write("ten.rhai", TEN_STEPS);
+    let started = std::time::Instant::now();
+    Run::new(&file)
+        .param("out", scratch.file("out.txt").display())
+        .current_dir(scratch.path())
+        .output()
+        .assert_success();
+    let whole = started.elapsed();
+    // 40 kill points spread from 5% to 95% of that, four trials at a time.
+    let delays: Vec<Duration> = (0..40u32)
+        .map(|i| whole.mul_f64(0.05 + 0.9 * f64::from(i) / 40.0))
         .collect();
     let outcomes = std::sync::Mutex::new(Outcomes::default());
     std::thread::scope(|scope| {
-        for chunk in delays.chunks(9) {
+        for chunk in delays.chunks(10) {
             let outcomes = &outcomes;
             scope.spawn(move || {
                 for delay in chunk {
@@ -139,7 +156,10 @@ fn sigkill_at_many_points_then_resume_repeats_no_completed_step() {
         }
     });
     let outcomes = outcomes.into_inner().unwrap();
-    eprintln!("crash trials: {} — {outcomes:?}", delays.len());
+    eprintln!(
+        "crash trials: {} over a {whole:?} run — {outcomes:?}",
+        delays.len()
+    );
     assert!(
         outcomes.exact + outcomes.in_flight_rerun >= 30,
         "too few trials were killed mid-run: {outcomes:?}"

@@ -1,10 +1,313 @@
 //! `k8s::*`: Kubernetes over kube-rs, in the context's kube context and namespace.
+//!
+//! | file | job |
+//! |---|---|
+//! | `client.rs` | context → `kube::Client` (cached per process), the call's namespace |
+//! | `resources.rs` | kind names (`deploy`, `deployments`) → API resources |
+//! | `error.rs` | errors naming kind, object and namespace, with hints; 409 handling |
+//! | `objects.rs` | `get`, `list`, `apply`, `delete`; objects as script values |
+//! | `update.rs` | read-change-write with `resourceVersion`, retried on 409 |
+//! | `deploy.rs` | `image`, `set_image`, `scale`, `restart` |
+//! | `rollout.rs` | `rollout_wait`, `history`, `rollout_undo` |
+//! | `pods.rs` | `logs`, `exec` |
+//! | `secrets.rs` | `secret`, `set_secret` |
+//! | `lock.rs` | `lock` (Lease), released by [`finish_run`] |
+//! | `diff.rs` | the plan detail of an online `--dry-run` |
+//!
+//! Every write has a preview body: in an online `--dry-run` the runtime runs
+//! it instead of skipping the call; it sends the same request with
+//! `dryRun=All` and attaches a diff of the live object against the would-be
+//! one to the plan.
 
-use crate::function::Function;
+mod client;
+mod deploy;
+mod diff;
+mod error;
+mod lock;
+mod objects;
+mod pods;
+mod resources;
+mod rollout;
+mod secrets;
+mod update;
 
-pub(crate) fn functions() -> Vec<Function> {
-    Vec::new()
+use std::sync::Arc;
+
+use rhai::Dynamic;
+
+use crate::function;
+use crate::function::{Call, Failure, Function};
+
+/// The field manager of every write (server-side apply and updates).
+pub(crate) const FIELD_MANAGER: &str = "runbook";
+
+/// Where the active context says the cluster is.
+pub(crate) fn settings(call: &Call<'_>) -> client::Settings {
+    client::Settings::from_context(&call.host.context())
+}
+
+/// Secret values shorter than this are not searched for in output: masking
+/// every `app` or `1` would garble it. (They still print as `***` as values.)
+const MIN_MASKED: usize = 4;
+
+/// Remember a secret value's text so that it is masked wherever it shows up.
+pub(crate) fn mask(call: &Call<'_>, text: &str) {
+    if text.chars().count() >= MIN_MASKED {
+        call.host.redactor().add(text);
+    }
+}
+
+/// A secret value from the cluster: prints as `***`, masked in all output.
+pub(crate) fn secret_value(call: &Call<'_>, text: String) -> crate::host::Secret {
+    mask(call, &text);
+    crate::host::Secret::new(text)
+}
+
+type Write = fn(&mut Call<'_>, bool) -> Result<Dynamic, Failure>;
+
+/// A write whose online dry run asks the server (`dryRun=All`): `body(call,
+/// false)` runs live, `body(call, true)` is the preview.
+fn with_preview(function: Function, body: Write) -> Function {
+    Function {
+        preview: Some(Arc::new(move |call: &mut Call<'_>| body(call, true))),
+        ..function
+    }
 }
 
 /// Release the leases this run holds (`k8s::lock`).
-pub(crate) async fn finish_run() {}
+pub(crate) async fn finish_run() {
+    lock::release_all().await;
+}
+
+pub(crate) fn functions() -> Vec<Function> {
+    vec![
+        function! {
+            /// One object as a map (`metadata`, `spec`, `status`, ...). The kind is a
+            /// name like `deployment`, `deploy`, `pod`, `secret`, `configmap`, `service`,
+            /// `job`, `lease`, `namespace`. A missing object is an error naming kind,
+            /// name and namespace. A Secret's values come back masked; use
+            /// `k8s::secret` for them. Options: `namespace`.
+            ///
+            /// ```rhai
+            /// let d = k8s::get("deployment", "backend");
+            /// log::info("ready: " + d.status?.readyReplicas);
+            /// ```
+            read fn k8s::get("kind: string", "name: string", "opts?: map") -> "map"
+            objects::get
+        },
+        function! {
+            /// Objects of a kind in the namespace, as an array of maps. Options:
+            /// `namespace`, `selector` (labels, e.g. "app=backend"), `fields` (field
+            /// selector), `all_namespaces`.
+            ///
+            /// ```rhai
+            /// for pod in k8s::list("pod", #{selector: "app=backend"}) {
+            ///     log::info(pod.metadata.name);
+            /// }
+            /// ```
+            read fn k8s::list("kind: string", "opts?: map") -> "array<map>"
+            objects::list
+        },
+        with_preview(
+            function! {
+                /// Create or update objects by server-side apply (field manager `runbook`,
+                /// conflicts forced). The manifest is a map, or YAML text; several
+                /// documents separated by `---` are applied in order and give an array.
+                /// Returns the applied object. Objects without a namespace go to the
+                /// context's (or the `namespace` option's). In a dry run the server
+                /// validates the change and the plan shows its diff.
+                ///
+                /// ```rhai
+                /// k8s::apply(#{
+                ///     apiVersion: "v1", kind: "ConfigMap",
+                ///     metadata: #{name: "app-config"},
+                ///     data: #{LOG_LEVEL: "info"}
+                /// });
+                /// ```
+                write fn k8s::apply("manifest: map | string", "opts?: map") -> "map | array<map>"
+                |call| objects::apply(call, false)
+            },
+            objects::apply,
+        ),
+        with_preview(
+            function! {
+                /// Delete an object. Returns true; a missing object is an error unless
+                /// `missing_ok: true` (then false). Options: `namespace`, `missing_ok`.
+                ///
+                /// ```rhai
+                /// k8s::delete("job", "db-migrate", #{missing_ok: true});
+                /// ```
+                write fn k8s::delete("kind: string", "name: string", "opts?: map") -> "bool"
+                |call| objects::delete(call, false)
+            },
+            objects::delete,
+        ),
+        function! {
+            /// The image a Deployment runs: its first container's, or the one named
+            /// by the `container` option. Options: `namespace`, `container`.
+            ///
+            /// ```rhai
+            /// let image = k8s::image("backend");
+            /// log::info("backend runs " + image);
+            /// ```
+            read fn k8s::image("deployment: string", "opts?: map") -> "string"
+            deploy::image
+        },
+        with_preview(
+            function! {
+                /// Set a Deployment's image (its first container's, or `container`'s),
+                /// which starts a rollout; `k8s::rollout_wait` waits for it. Refuses an
+                /// image without a tag or tagged `latest`: a deploy must name a version.
+                /// Returns the updated Deployment. Options: `namespace`, `container`.
+                ///
+                /// ```rhai
+                /// k8s::set_image("backend", "registry.example.com/backend:v1.4.2");
+                /// ```
+                write fn k8s::set_image("deployment: string", "image: string", "opts?: map") -> "map"
+                |call| deploy::set_image(call, false)
+            },
+            deploy::set_image,
+        ),
+        with_preview(
+            function! {
+                /// Set a Deployment's number of replicas. Returns the updated Deployment.
+                /// Options: `namespace`.
+                ///
+                /// ```rhai
+                /// k8s::scale("backend", 3);
+                /// ```
+                write fn k8s::scale("deployment: string", "replicas: int", "opts?: map") -> "map"
+                |call| deploy::scale(call, false)
+            },
+            deploy::scale,
+        ),
+        with_preview(
+            function! {
+                /// Restart a Deployment's pods with a rollout, like `kubectl rollout
+                /// restart` (sets the `kubectl.kubernetes.io/restartedAt` annotation of
+                /// its pod template). Returns the updated Deployment. Options: `namespace`.
+                ///
+                /// ```rhai
+                /// k8s::restart("backend");
+                /// ```
+                write fn k8s::restart("deployment: string", "opts?: map") -> "map"
+                |call| deploy::restart(call, false)
+            },
+            deploy::restart,
+        ),
+        function! {
+            /// Wait until the rollout of Deployment `name` is complete (the controller saw the
+            /// newest spec, all replicas are updated and available, no old ones
+            /// remain). Fails when the rollout exceeds its progress deadline or
+            /// `timeout` passes, listing each pod that is not ready and why (e.g.
+            /// `backend-7d9f-abcde: CrashLoopBackOff (restarts: 3)`). Returns the
+            /// Deployment. Options: `namespace`.
+            ///
+            /// ```rhai
+            /// k8s::rollout_wait("backend", "5m");
+            /// ```
+            read fn k8s::rollout_wait("name: string", "timeout: string", "opts?: map") -> "map"
+            rollout::rollout_wait
+        },
+        function! {
+            /// A Deployment's revisions, oldest first, from the ReplicaSets it owns:
+            /// `#{revision, image, replicaset, created}`. Options: `namespace`,
+            /// `container` (whose image to show).
+            ///
+            /// ```rhai
+            /// for entry in k8s::history("backend") {
+            ///     log::info("revision " + entry.revision + ": " + entry.image);
+            /// }
+            /// ```
+            read fn k8s::history("deployment: string", "opts?: map") -> "array<#{revision: int, image: string, replicaset: string, created: string}>"
+            rollout::history
+        },
+        with_preview(
+            function! {
+                /// Roll Deployment `name` back, like `kubectl rollout undo`: to the revision
+                /// before the current one, or to `revision`. Copies that ReplicaSet's pod
+                /// template back into the Deployment, which starts a rollout; an error
+                /// when there is no earlier revision. Returns the updated Deployment.
+                /// Options: `namespace`.
+                ///
+                /// ```rhai
+                /// k8s::rollout_undo("backend");
+                /// k8s::rollout_undo("backend", 3);
+                /// ```
+                write fn k8s::rollout_undo("name: string", "revision?: int", "opts?: map") -> "map"
+                |call| rollout::rollout_undo(call, false)
+            },
+            rollout::rollout_undo,
+        ),
+        function! {
+            /// Logs of a pod, or of every pod a label selector (`app=backend`) or a
+            /// Deployment (`deployment/backend`) selects, each line prefixed
+            /// `pod | `. Returns text. Options: `tail` (lines), `since` (duration),
+            /// `container`, `previous` (the last terminated container), `namespace`.
+            ///
+            /// ```rhai
+            /// let text = k8s::logs("app=backend", #{tail: 20, since: "10m"});
+            /// log::info(text);
+            /// ```
+            read fn k8s::logs("pod_or_selector: string", "opts?: map") -> "string"
+            pods::logs
+        },
+        function! {
+            /// Run a command in a pod's container (the first, or `container`) and
+            /// return `#{pod, stdout, stderr, code}`; a non-zero exit is an error
+            /// unless `check: false`. Needs the API server's WebSocket exec; a cluster
+            /// without it gives a clear error. Options: `container`, `check`,
+            /// `namespace`. Not run in a dry-run.
+            ///
+            /// ```rhai
+            /// let r = k8s::exec("backend-7d9f-abcde", ["cat", "/etc/hostname"], #{check: false});
+            /// ```
+            write fn k8s::exec("pod: string", "command: array", "opts?: map") -> "#{pod: string, stdout: string, stderr: string, code: int}"
+            pods::exec
+        },
+        function! {
+            /// A Secret's values, decoded, as a map of key → secret value (masked in
+            /// all output). Options: `namespace`.
+            ///
+            /// ```rhai
+            /// let values = k8s::secret("app-secrets");
+            /// let password = values.db_password;
+            /// ```
+            read fn k8s::secret("name: string", "opts?: map") -> "map"
+            secrets::secret
+        },
+        with_preview(
+            function! {
+                /// Create a Secret, or set the given keys in it (other keys stay unless
+                /// `replace: true`). Values are strings or secrets and are never shown.
+                /// Returns `#{name, namespace, keys, created}`. Options: `namespace`,
+                /// `replace`.
+                ///
+                /// ```rhai
+                /// let token = secrets::generate(#{length: 32});
+                /// k8s::set_secret("app-secrets", #{jwt_secret: token});
+                /// ```
+                write fn k8s::set_secret("name: string", "values: map", "opts?: map") -> "#{name: string, namespace: string, keys: array<string>, created: bool}"
+                |call| secrets::set_secret(call, false)
+            },
+            secrets::set_secret,
+        ),
+        with_preview(
+            function! {
+                /// Take a lock shared by everyone using the cluster: a
+                /// `coordination.k8s.io/v1` Lease in the namespace, held for `ttl` and
+                /// renewed every ttl/3 while the run lives, released when it ends. If
+                /// someone else holds it, the run stops with exit code 4, naming the
+                /// holder and since when. Returns `#{lease, namespace, holder, ttl}`.
+                /// Options: `namespace`.
+                ///
+                /// ```rhai
+                /// k8s::lock("deploy-backend", "15m");
+                /// ```
+                write fn k8s::lock("name: string", "ttl: string", "opts?: map") -> "#{lease: string, namespace: string, holder: string, ttl: int}"
+                |call| lock::lock(call, false)
+            },
+            lock::lock,
+        ),
+    ]
+}

@@ -8,6 +8,9 @@
 use std::fmt::Write as _;
 
 use crate::http::HttpServer;
+use crate::k8s::KubeApi;
+use crate::pg::PgLab;
+use crate::s3::S3Lab;
 use crate::sshd::SshLab;
 
 /// The config file's name (what `runbook` searches for).
@@ -23,18 +26,27 @@ pub(crate) const CONTEXT: &str = "lab";
 pub(crate) const PROTECTED_CONTEXT: &str = "lab-protected";
 
 /// The whole `runbook.toml`.
-pub(crate) fn render(http: &HttpServer, ssh: Option<&SshLab>, api_token_var: &str) -> String {
+pub(crate) fn render(
+    http: &HttpServer,
+    ssh: Option<&SshLab>,
+    stores: Stores<'_>,
+    kube: Option<&KubeApi>,
+    api_token_var: &str,
+) -> String {
     let mut toml = format!("default_context = {}\n", quote(CONTEXT));
     toml.push_str(&context(
         CONTEXT,
         "the local lab on loopback",
         false,
         http,
+        stores,
+        &kube_keys(kube, KubeApi::CONTEXT, "staging"),
         api_token_var,
     ));
     if let Some(ssh) = ssh {
         toml.push_str(&ssh_tables(CONTEXT, ssh));
     }
+    toml.push_str(&store_tables(CONTEXT, stores));
     toml.push_str(&context(
         PROTECTED_CONTEXT,
         &format!(
@@ -42,11 +54,14 @@ pub(crate) fn render(http: &HttpServer, ssh: Option<&SshLab>, api_token_var: &st
         ),
         true,
         http,
+        stores,
+        &kube_keys(kube, KubeApi::PRODUCTION_CONTEXT, "production"),
         api_token_var,
     ));
     if let Some(ssh) = ssh {
         toml.push_str(&ssh_tables(PROTECTED_CONTEXT, ssh));
     }
+    toml.push_str(&store_tables(PROTECTED_CONTEXT, stores));
     toml
 }
 
@@ -62,8 +77,11 @@ fn context(
     description: &str,
     protected: bool,
     http: &HttpServer,
+    stores: Stores<'_>,
+    kube_keys: &str,
     api_token_var: &str,
 ) -> String {
+    let s3_secrets = s3_secrets(stores.s3);
     let base = quote(&http.base_url());
     let health = quote(&http.url("/health"));
     let notify = quote(&http.url("/hooks/notify"));
@@ -76,7 +94,7 @@ fn context(
 [context.{name}]
 description = {description}
 protected = {protected}
-[context.{name}.http]
+{kube_keys}[context.{name}.http]
 base = {base}
 health = {health}
 [context.{name}.notify]
@@ -84,7 +102,7 @@ webhook = {notify}
 [context.{name}.secrets]
 api_token = {api_token}
 slack_webhook = {slack_file}      # {SLACK_WEBHOOK_FILE} next to this file holds {slack}
-[context.{name}.vars]
+{s3_secrets}[context.{name}.vars]
 greeting = "hello from the lab"
 "#
     )
@@ -120,6 +138,67 @@ fn ssh_tables(name: &str, ssh: &SshLab) -> String {
         quote(&ssh.client_key().display().to_string()),
     );
     toml
+}
+
+// PostgreSQL and S3 (pg.rs, s3.rs): their tables and secrets.
+
+/// The lab's data stores, each there when the lab runs it.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Stores<'a> {
+    pub(crate) pg: Option<&'a PgLab>,
+    pub(crate) s3: Option<&'a S3Lab>,
+}
+
+/// The `s3_access_key` / `s3_secret_key` lines of `[context.NAME.secrets]`
+/// (empty without S3).
+fn s3_secrets(s3: Option<&S3Lab>) -> String {
+    match s3 {
+        Some(_) => format!(
+            "s3_access_key = {}\ns3_secret_key = {}\n",
+            quote(&format!("env:{}", S3Lab::ACCESS_KEY_VAR)),
+            quote(&format!("env:{}", S3Lab::SECRET_KEY_VAR)),
+        ),
+        None => String::new(),
+    }
+}
+
+/// `[context.NAME.s3]` and `[context.NAME.pg]`, for the stores the lab runs.
+fn store_tables(name: &str, stores: Stores<'_>) -> String {
+    let mut toml = String::new();
+    if let Some(s3) = stores.s3 {
+        let _ = write!(
+            toml,
+            "[context.{name}.s3]  # {kind}\nendpoint = {}\nbucket = {}\nregion = {}\npath_style = true\n",
+            quote(&s3.endpoint()),
+            quote(s3.bucket()),
+            quote(s3.region()),
+            kind = s3.kind(),
+        );
+    }
+    if let Some(pg) = stores.pg {
+        let _ = write!(
+            toml,
+            "[context.{name}.pg]\nurl = {}\nbin_dir = {}\n",
+            quote(&pg.url(PgLab::DATABASE)),
+            quote(&pg.bin_dir().display().to_string()),
+        );
+    }
+    toml
+}
+
+/// The `kubeconfig`, `kube_context` and `namespace` keys of a context (empty
+/// without the Kubernetes API): `lab` uses kube context `lab` (namespace
+/// staging), `lab-protected` kube context `lab-production` (production).
+fn kube_keys(kube: Option<&KubeApi>, kube_context: &str, namespace: &str) -> String {
+    match kube {
+        Some(kube) => format!(
+            "kubeconfig = {}\nkube_context = {}\nnamespace = {}\n",
+            quote(&kube.kubeconfig().display().to_string()),
+            quote(kube_context),
+            quote(namespace),
+        ),
+        None => String::new(),
+    }
 }
 
 /// A TOML basic string. JSON string escapes are a subset of TOML's, so

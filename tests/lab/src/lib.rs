@@ -6,6 +6,10 @@
 //! points at them; dropping the [`Lab`] stops them and deletes its folder.
 //! Each component lives in its own module (today: [`HttpServer`] and, when
 //! asked for with [`Lab::builder`]`().ssh_hosts(n)`, [`SshLab`]).
+//! PostgreSQL ([`PgLab`], `.postgres(true)`) and S3 ([`S3Lab`],
+//! `.s3(S3Kind::S3sFs)` or `S3Kind::Moto`) are also off unless asked for,
+//! as is the Kubernetes API fake ([`KubeApi`], `.kube(true)`, which also
+//! writes a kubeconfig and puts `KUBECONFIG` into [`Lab::env`]).
 //!
 //! ```no_run
 //! let lab = runbook_lab::Lab::start()?;
@@ -38,13 +42,20 @@
 
 mod config;
 mod http;
+mod k8s;
+mod pg;
+mod s3;
 mod sshd;
 
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use anyhow::Context as _;
 
 pub use crate::http::HttpServer;
+pub use crate::k8s::KubeApi;
+pub use crate::pg::PgLab;
+pub use crate::s3::{S3Kind, S3Lab};
 pub use crate::sshd::SshLab;
 
 /// Everything the lab runs, plus the temporary folder holding its config.
@@ -54,6 +65,9 @@ pub use crate::sshd::SshLab;
 pub struct Lab {
     http: HttpServer,
     ssh: Option<SshLab>,
+    pg: Option<PgLab>,
+    s3: Option<S3Lab>,
+    kube: Option<KubeApi>,
     dir: tempfile::TempDir,
 }
 
@@ -61,6 +75,11 @@ pub struct Lab {
 #[derive(Debug, Clone, Default)]
 pub struct LabBuilder {
     ssh_hosts: usize,
+    postgres: bool,
+    s3: Option<S3Kind>,
+    kube: bool,
+    kube_delay: Option<Duration>,
+    kube_progress_deadline: Option<Duration>,
 }
 
 impl LabBuilder {
@@ -68,6 +87,43 @@ impl LabBuilder {
     /// [`SshLab::MAX_HOSTS`]) from a real sshd; 0, the default, starts none.
     pub fn ssh_hosts(mut self, count: usize) -> LabBuilder {
         self.ssh_hosts = count;
+        self
+    }
+
+    /// Run a real PostgreSQL server with the seeded `todos` database
+    /// ([`PgLab`]); off by default.
+    pub fn postgres(mut self, on: bool) -> LabBuilder {
+        self.postgres = on;
+        self
+    }
+
+    /// Run an S3 server of `kind` with the `runbook-lab` bucket ([`S3Lab`]);
+    /// off by default.
+    pub fn s3(mut self, kind: S3Kind) -> LabBuilder {
+        self.s3 = Some(kind);
+        self
+    }
+
+    /// Serve the Kubernetes API fake ([`KubeApi`]) and write a kubeconfig;
+    /// off by default.
+    pub fn kube(mut self, on: bool) -> LabBuilder {
+        self.kube = on;
+        self
+    }
+
+    /// How long the fake cluster's new pods take to become ready (or to
+    /// crash, for a `broken` image); default 200 ms. Change it later with
+    /// [`KubeApi::set_delay`].
+    pub fn kube_delay(mut self, delay: Duration) -> LabBuilder {
+        self.kube_delay = Some(delay);
+        self
+    }
+
+    /// After how long without progress a rollout reports
+    /// `ProgressDeadlineExceeded` (a Deployment's smaller
+    /// `progressDeadlineSeconds` wins); default 3 s.
+    pub fn kube_progress_deadline(mut self, deadline: Duration) -> LabBuilder {
+        self.kube_progress_deadline = Some(deadline);
         self
     }
 
@@ -85,14 +141,54 @@ impl LabBuilder {
                     .with_context(|| format!("cannot start the lab's {count} ssh hosts"))?,
             ),
         };
-        let lab = Lab { http, ssh, dir };
+        let pg = if self.postgres {
+            Some(PgLab::start(dir.path()).context("cannot start the lab's PostgreSQL")?)
+        } else {
+            None
+        };
+        let s3 = match self.s3 {
+            Some(kind) => Some(
+                S3Lab::start(dir.path(), kind)
+                    .with_context(|| format!("cannot start the lab's S3 server ({kind})"))?,
+            ),
+            None => None,
+        };
+        let kube = if self.kube {
+            let delay = self.kube_delay.unwrap_or(Lab::KUBE_DELAY);
+            let deadline = self
+                .kube_progress_deadline
+                .unwrap_or(Lab::KUBE_PROGRESS_DEADLINE);
+            Some(
+                KubeApi::start(dir.path(), delay, deadline)
+                    .context("cannot start the lab's Kubernetes API")?,
+            )
+        } else {
+            None
+        };
+        let lab = Lab {
+            http,
+            ssh,
+            pg,
+            s3,
+            kube,
+            dir,
+        };
         lab.write(
             config::SLACK_WEBHOOK_FILE,
             &config::slack_webhook(&lab.http),
         )?;
         lab.write(
             config::FILE_NAME,
-            &config::render(&lab.http, lab.ssh.as_ref(), Lab::API_TOKEN_VAR),
+            &config::render(
+                &lab.http,
+                lab.ssh.as_ref(),
+                config::Stores {
+                    pg: lab.pg.as_ref(),
+                    s3: lab.s3.as_ref(),
+                },
+                lab.kube.as_ref(),
+                Lab::API_TOKEN_VAR,
+            ),
         )?;
         std::fs::create_dir(lab.state_dir()).with_context(|| {
             format!(
@@ -111,6 +207,14 @@ impl Lab {
     /// The value [`Lab::env`] gives [`Lab::API_TOKEN_VAR`]; fixed so tests can
     /// check it is redacted from output and journals.
     pub const API_TOKEN: &str = "lab-token-6f1d2c9a";
+
+    /// How long new pods in the fake cluster take to become ready, unless
+    /// [`LabBuilder::kube_delay`] says otherwise.
+    pub const KUBE_DELAY: Duration = Duration::from_millis(200);
+
+    /// The fake cluster's rollout progress deadline, unless
+    /// [`LabBuilder::kube_progress_deadline`] says otherwise.
+    pub const KUBE_PROGRESS_DEADLINE: Duration = Duration::from_secs(3);
 
     /// The context the lab's config selects by default.
     pub const CONTEXT: &str = config::CONTEXT;
@@ -156,10 +260,29 @@ impl Lab {
         self.ssh.as_ref()
     }
 
+    /// The lab's PostgreSQL, if it was started with [`LabBuilder::postgres`].
+    pub fn postgres(&self) -> Option<&PgLab> {
+        self.pg.as_ref()
+    }
+
+    /// The lab's S3 server, if it was started with [`LabBuilder::s3`].
+    pub fn s3(&self) -> Option<&S3Lab> {
+        self.s3.as_ref()
+    }
+
+    /// The lab's Kubernetes API, if it was started with [`LabBuilder::kube`].
+    pub fn kube(&self) -> Option<&KubeApi> {
+        self.kube.as_ref()
+    }
+
     /// The environment a `runbook` process needs to use the lab: the config
-    /// path, the API token secret and a private state folder.
+    /// path, the API token secret and a private state folder; with S3, its
+    /// secrets and the standard `AWS_*` variables too.
+    ///
+    /// With the Kubernetes API: also `KUBECONFIG`, and `KUBECACHEDIR` so
+    /// kubectl keeps its discovery cache in the lab folder, not `~/.kube`.
     pub fn env(&self) -> Vec<(String, String)> {
-        vec![
+        let mut env = vec![
             (
                 "RUNBOOK_CONFIG".to_owned(),
                 self.config_path().display().to_string(),
@@ -169,7 +292,21 @@ impl Lab {
                 "RUNBOOK_STATE_DIR".to_owned(),
                 self.state_dir().display().to_string(),
             ),
-        ]
+        ];
+        if let Some(s3) = &self.s3 {
+            env.extend(s3.env());
+        }
+        if let Some(kube) = &self.kube {
+            env.push((
+                "KUBECONFIG".to_owned(),
+                kube.kubeconfig().display().to_string(),
+            ));
+            env.push((
+                "KUBECACHEDIR".to_owned(),
+                self.dir().join("kube-cache").display().to_string(),
+            ));
+        }
+        env
     }
 
     fn write(&self, name: &str, contents: &str) -> anyhow::Result<()> {

@@ -7,16 +7,16 @@ use std::path::PathBuf;
 use std::process::{Command, ExitCode, ExitStatus};
 
 use anyhow::{Context as _, bail};
-use runbook_lab::{Lab, SshLab};
+use runbook_lab::{KubeApi, Lab, PgLab, S3Kind, S3Lab, SshLab};
 
 const HELP: &str = "\
 runbook-lab: the local lab (servers and API fakes on 127.0.0.1) for runbook
 
 Usage:
-  runbook-lab up [--ssh-hosts N]
+  runbook-lab up [--ssh-hosts N] [--postgres] [--s3[=moto]] [--no-kube]
       Start the lab, print where everything runs and how to point runbook at
       it, and keep it running until Ctrl-C.
-  runbook-lab run [--ssh-hosts N] [--] RUNBOOK_ARGS...
+  runbook-lab run [--ssh-hosts N] [--postgres] [--s3[=moto]] [--no-kube] [--] RUNBOOK_ARGS...
       Start the lab, run `runbook RUNBOOK_ARGS...` against it, stop the lab and
       exit with runbook's exit code. Example:
         runbook-lab run -- run examples/hello.rhai --context lab
@@ -28,6 +28,25 @@ Options:
       Serve N ssh hosts (127.0.0.1 .. 127.0.0.N, 0 to 200) from a private,
       real sshd; they appear in the contexts as hosts host01.., groups all,
       web and db, and an ssh table. Default: 4. 0 starts no sshd.
+  --postgres
+      Run a real PostgreSQL server (Debian's postgresql) on 127.0.0.1 with a
+      seeded `todos` database (users, todos); the contexts get a pg table
+      (url, bin_dir).
+  --s3, --s3=s3s-fs, --s3=moto
+      Run an S3 server on 127.0.0.1 with the bucket `runbook-lab`: s3s-fs (the
+      default, SigV4 enforced) or moto's server (from the lab venv that
+      scripts/setup.sh creates). The contexts get an s3 table (endpoint,
+      bucket, region, path_style) and the secrets s3_access_key and
+      s3_secret_key; runbook also gets AWS_ACCESS_KEY_ID,
+      AWS_SECRET_ACCESS_KEY, AWS_REGION and AWS_ENDPOINT_URL.
+  --kube, --no-kube
+      Serve (the default) or not the lab's Kubernetes API, an in-process fake
+      that kubectl accepts, seeded with namespaces staging and production,
+      Deployments backend and frontend (registry.lab/APP:v1, 2 pods each) and
+      the Secret app-secrets. The lab writes a kubeconfig (contexts lab ->
+      staging, lab-production -> production); the contexts get kubeconfig,
+      kube_context and namespace, and runbook gets KUBECONFIG. An image tag
+      containing `broken` makes pods crash-loop.
 
 The runbook binary is $RUNBOOK_BIN if set, else `runbook` next to runbook-lab
 (the same cargo target folder), else `runbook` on PATH.
@@ -41,12 +60,12 @@ fn main() -> ExitCode {
     let command = args.first().and_then(|arg| arg.to_str());
     let result = match command {
         Some("up") => match options(&args[1..]) {
-            Ok((ssh_hosts, [])) => up(ssh_hosts),
+            Ok((options, [])) => up(&options),
             Ok(_) => usage(),
             Err(error) => Err(error),
         },
         Some("run") => match options(&args[1..]) {
-            Ok((ssh_hosts, rest)) => run(ssh_hosts, rest),
+            Ok((options, rest)) => run(&options, rest),
             Err(error) => Err(error),
         },
         Some("-h" | "--help" | "help") => {
@@ -66,13 +85,48 @@ fn usage() -> anyhow::Result<ExitCode> {
     Ok(ExitCode::from(2))
 }
 
-/// Leading `--ssh-hosts N` / `--ssh-hosts=N` (any number, the last wins), a
-/// `--` that ends them, and the arguments after.
-fn options(mut args: &[OsString]) -> anyhow::Result<(usize, &[OsString])> {
-    let mut ssh_hosts = DEFAULT_SSH_HOSTS;
+/// What to start besides the HTTP server.
+#[derive(Debug)]
+struct Options {
+    ssh_hosts: usize,
+    postgres: bool,
+    s3: Option<S3Kind>,
+    kube: bool,
+}
+
+/// Leading `--ssh-hosts N` / `--ssh-hosts=N` (any number, the last wins),
+/// `--postgres`, `--s3[=KIND]`, a `--` that ends them, and the arguments after.
+fn options(mut args: &[OsString]) -> anyhow::Result<(Options, &[OsString])> {
+    let mut options = Options {
+        ssh_hosts: DEFAULT_SSH_HOSTS,
+        postgres: false,
+        s3: None,
+        kube: true,
+    };
     loop {
         let value = match args.first().and_then(|arg| arg.to_str()) {
-            Some("--") => return Ok((ssh_hosts, &args[1..])),
+            Some("--") => return Ok((options, &args[1..])),
+            Some("--kube" | "--no-kube") => {
+                options.kube = args.first().and_then(|arg| arg.to_str()) == Some("--kube");
+                args = &args[1..];
+                continue;
+            }
+            Some("--postgres") => {
+                options.postgres = true;
+                args = &args[1..];
+                continue;
+            }
+            Some("--s3") => {
+                options.s3 = Some(S3Kind::default());
+                args = &args[1..];
+                continue;
+            }
+            Some(arg) if arg.starts_with("--s3=") => {
+                let kind = arg.trim_start_matches("--s3=");
+                options.s3 = Some(kind.parse().context("--s3=KIND")?);
+                args = &args[1..];
+                continue;
+            }
             Some("--ssh-hosts") => {
                 let value = args.get(1).context("--ssh-hosts needs a number of hosts")?;
                 args = &args[2..];
@@ -83,9 +137,9 @@ fn options(mut args: &[OsString]) -> anyhow::Result<(usize, &[OsString])> {
                 args = &args[1..];
                 value
             }
-            _ => return Ok((ssh_hosts, args)),
+            _ => return Ok((options, args)),
         };
-        ssh_hosts = value
+        options.ssh_hosts = value
             .parse()
             .ok()
             .filter(|count| *count <= SshLab::MAX_HOSTS)
@@ -98,23 +152,27 @@ fn options(mut args: &[OsString]) -> anyhow::Result<(usize, &[OsString])> {
     }
 }
 
-fn start_lab(ssh_hosts: usize) -> anyhow::Result<Lab> {
-    Lab::builder()
-        .ssh_hosts(ssh_hosts)
-        .start()
-        .with_context(|| {
-            if ssh_hosts > 0 {
-                "cannot start the lab (`--ssh-hosts 0` starts it without sshd)"
-            } else {
-                "cannot start the lab"
-            }
-        })
+fn start_lab(options: &Options) -> anyhow::Result<Lab> {
+    let mut builder = Lab::builder()
+        .ssh_hosts(options.ssh_hosts)
+        .postgres(options.postgres)
+        .kube(options.kube);
+    if let Some(kind) = options.s3 {
+        builder = builder.s3(kind);
+    }
+    builder.start().with_context(|| {
+        if options.ssh_hosts > 0 {
+            "cannot start the lab (`--ssh-hosts 0` starts it without sshd)"
+        } else {
+            "cannot start the lab"
+        }
+    })
 }
 
 /// Start the lab and keep it up until Ctrl-C (or SIGTERM).
-fn up(ssh_hosts: usize) -> anyhow::Result<ExitCode> {
+fn up(options: &Options) -> anyhow::Result<ExitCode> {
     let stop = Stop::listen()?;
-    let lab = start_lab(ssh_hosts)?;
+    let lab = start_lab(options)?;
     let http = lab.http();
     println!("runbook lab is up (folder {})", lab.dir().display());
     println!();
@@ -128,6 +186,10 @@ fn up(ssh_hosts: usize) -> anyhow::Result<ExitCode> {
     println!("             POST /echo             echoes method, headers and body");
     if let Some(ssh) = lab.ssh() {
         print!("{}", describe_ssh(ssh));
+    }
+    print!("{}", describe_stores(&lab));
+    if let Some(kube) = lab.kube() {
+        print!("{}", describe_kube(kube));
     }
     println!("  config   {}", lab.config_path().display());
     println!(
@@ -244,13 +306,66 @@ fn describe_ssh(ssh: &SshLab) -> String {
     text
 }
 
+/// The `pg` and `s3` lines of `up` (and of `run`, on stderr).
+fn describe_stores(lab: &Lab) -> String {
+    let mut text = String::new();
+    if let Some(pg) = lab.postgres() {
+        let _ = writeln!(
+            text,
+            "  pg       {}  (PostgreSQL from {})\n             \
+             tables users ({} rows), todos ({} rows); try: {} {}",
+            pg.url(PgLab::DATABASE),
+            pg.bin_dir().display(),
+            PgLab::SEED_USERS,
+            PgLab::SEED_TODOS,
+            shell_quote(&pg.bin_dir().join("psql").display().to_string()),
+            pg.url(PgLab::DATABASE),
+        );
+    }
+    if let Some(s3) = lab.s3() {
+        let _ = writeln!(
+            text,
+            "  s3       {}  ({}, bucket {}, region {}, path style)\n             \
+             access key {}, secret key {} (also in the AWS_* variables)",
+            s3.endpoint(),
+            s3.kind(),
+            s3.bucket(),
+            s3.region(),
+            S3Lab::ACCESS_KEY,
+            S3Lab::SECRET_KEY,
+        );
+    }
+    text
+}
+
+/// The `kube` lines of `up` (and of `run`, on stderr).
+fn describe_kube(kube: &KubeApi) -> String {
+    format!(
+        "  kube     {}  (Kubernetes API fake; kubectl works against it)\n             \
+         kubeconfig {}\n             \
+         contexts {} (namespace staging, current) and {} (production);\n             \
+         deployments backend and frontend, secret app-secrets; try: kubectl --kubeconfig {} get pods\n",
+        kube.url(),
+        kube.kubeconfig().display(),
+        KubeApi::CONTEXT,
+        KubeApi::PRODUCTION_CONTEXT,
+        shell_quote(&kube.kubeconfig().display().to_string()),
+    )
+}
+
 /// Run `runbook ARGS...` with the lab's environment, then stop the lab.
-fn run(ssh_hosts: usize, args: &[OsString]) -> anyhow::Result<ExitCode> {
+fn run(options: &Options, args: &[OsString]) -> anyhow::Result<ExitCode> {
     let runbook = find_runbook()?;
-    let lab = start_lab(ssh_hosts)?;
+    let lab = start_lab(options)?;
     // stdout is runbook's; what the lab says about itself goes to stderr.
     if let Some(ssh) = lab.ssh() {
         eprint!("runbook-lab:\n{}", describe_ssh(ssh));
+    }
+    if lab.postgres().is_some() || lab.s3().is_some() {
+        eprint!("runbook-lab:\n{}", describe_stores(&lab));
+    }
+    if let Some(kube) = lab.kube() {
+        eprint!("runbook-lab:\n{}", describe_kube(kube));
     }
     // Ctrl-C reaches runbook too (same process group); it rolls back and
     // flushes its journal. The lab must outlive that, so it ignores Ctrl-C.

@@ -1,0 +1,174 @@
+//! Secrets: `k8s::secret` (values decoded and wrapped as secret values) and
+//! `k8s::set_secret` (create or update; values never shown).
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::ByteString;
+use k8s_openapi::api::core::v1::Secret as KubeSecret;
+use kube::api::{Api, ObjectMeta, PostParams};
+use rhai::{Array, Dynamic, Map};
+
+use super::client::connect;
+use super::error::{
+    CONFLICT_ATTEMPTS, Subject, api, conflict_pause, is_already_exists, is_conflict,
+    too_many_conflicts,
+};
+use super::objects::to_value;
+use super::{FIELD_MANAGER, diff, settings};
+use crate::function::{Call, Failure, Text};
+use crate::host::{Level, StdlibError};
+
+/// `k8s::secret(name, opts?)`.
+pub(crate) fn secret(call: &mut Call<'_>) -> Result<Dynamic, Failure> {
+    let name = call.string(0)?;
+    let options = call.options(1, &["namespace"])?;
+    let settings = settings(call);
+    let namespace = options.string("namespace")?;
+    let data = call.block_on(async {
+        let kube = connect(&settings, namespace).await?;
+        let subject = Subject::new("secret", &name, Some(&kube.namespace));
+        let secrets: Api<KubeSecret> = Api::namespaced(kube.client.clone(), &kube.namespace);
+        let secret = secrets
+            .get(&name)
+            .await
+            .map_err(|error| api(&kube, &subject, "read", &error))?;
+        Ok(secret.data.unwrap_or_default())
+    })?;
+    let map: Map = data
+        .into_iter()
+        .map(|(key, ByteString(bytes))| {
+            let text = String::from_utf8_lossy(&bytes).into_owned();
+            (key.into(), Dynamic::from(super::secret_value(call, text)))
+        })
+        .collect();
+    Ok(Dynamic::from_map(map))
+}
+
+/// The values of `set_secret`'s map: strings or secrets.
+fn values(call: &Call<'_>) -> Result<BTreeMap<String, ByteString>, StdlibError> {
+    let map = call.map(1)?;
+    let mut values = BTreeMap::new();
+    for (key, value) in map {
+        let text = Text::from_dynamic(&value).ok_or_else(|| {
+            call.bad_arg(
+                1,
+                format!(
+                    "key `{key}` must be a string or a secret, got {}",
+                    crate::values::type_name(&value)
+                ),
+            )
+        })?;
+        let exposed = text.expose();
+        // Masked from now on, even when it came in as a plain string.
+        super::mask(call, &exposed);
+        values.insert(key.to_string(), ByteString(exposed.into_bytes()));
+    }
+    Ok(values)
+}
+
+/// `k8s::set_secret(name, values, opts?)`: create the Secret, or set the
+/// given keys in it (`replace: true` drops the keys not given).
+pub(crate) fn set_secret(call: &mut Call<'_>, dry_run: bool) -> Result<Dynamic, Failure> {
+    let name = call.string(0)?;
+    let values = values(call)?;
+    let options = call.options(2, &["namespace", "replace"])?;
+    let replace = options.bool("replace")?.unwrap_or(false);
+    let settings = settings(call);
+    let namespace = options.string("namespace")?;
+    let host = call.host;
+    let (namespace, created, conflicts) = call.block_on(async {
+        let kube = connect(&settings, namespace).await?;
+        let subject = Subject::new("secret", &name, Some(&kube.namespace));
+        let secrets: Api<KubeSecret> = Api::namespaced(kube.client.clone(), &kube.namespace);
+        let params = PostParams {
+            dry_run,
+            field_manager: Some(FIELD_MANAGER.to_owned()),
+        };
+        let mut conflicts = 0;
+        loop {
+            let live = secrets
+                .get_opt(&name)
+                .await
+                .map_err(|error| api(&kube, &subject, "read", &error))?;
+            let (result, live, created) = match live {
+                None => {
+                    let secret = KubeSecret {
+                        metadata: ObjectMeta {
+                            name: Some(name.clone()),
+                            namespace: Some(kube.namespace.clone()),
+                            ..ObjectMeta::default()
+                        },
+                        type_: Some("Opaque".to_owned()),
+                        data: Some(values.clone()),
+                        ..KubeSecret::default()
+                    };
+                    (secrets.create(&params, &secret).await, None, true)
+                }
+                Some(live) => {
+                    let mut after = live.clone();
+                    let mut data = if replace {
+                        BTreeMap::new()
+                    } else {
+                        live.data.clone().unwrap_or_default()
+                    };
+                    data.extend(values.clone());
+                    if live.data.as_ref() == Some(&data) && live.string_data.is_none() {
+                        if dry_run {
+                            host.plan_detail(&format!("{}: no change", subject.describe()));
+                        }
+                        return Ok((kube.namespace.clone(), false, conflicts));
+                    }
+                    after.data = Some(data);
+                    after.string_data = None;
+                    (
+                        secrets.replace(&name, &params, &after).await,
+                        Some(live),
+                        false,
+                    )
+                }
+            };
+            match result {
+                Ok(stored) => {
+                    if dry_run {
+                        let live = live.as_ref().map(to_value);
+                        host.plan_detail(&diff::detail(
+                            &subject.describe(),
+                            live.as_ref(),
+                            Some(&to_value(&stored)),
+                            true,
+                        ));
+                    }
+                    return Ok((kube.namespace.clone(), created, conflicts));
+                }
+                // Created by someone else since the read, or changed: read again.
+                Err(error) if is_conflict(&error) || is_already_exists(&error) => {
+                    conflicts += 1;
+                    if conflicts >= CONFLICT_ATTEMPTS {
+                        return Err(too_many_conflicts(&subject));
+                    }
+                    conflict_pause(conflicts).await;
+                }
+                Err(error) => {
+                    let doing = if created { "create" } else { "update" };
+                    return Err(api(&kube, &subject, doing, &error));
+                }
+            }
+        }
+    })?;
+    if conflicts > 0 {
+        host.log(
+            Level::Debug,
+            &format!("secret `{name}` in namespace `{namespace}`: changed by someone else while being written; read again and retried ({conflicts} conflicts)"),
+        );
+    }
+    let keys: Array = values
+        .keys()
+        .map(|key| Dynamic::from(key.clone()))
+        .collect();
+    let mut result = Map::new();
+    result.insert("name".into(), Dynamic::from(name));
+    result.insert("namespace".into(), Dynamic::from(namespace));
+    result.insert("keys".into(), Dynamic::from_array(keys));
+    result.insert("created".into(), Dynamic::from_bool(created));
+    Ok(Dynamic::from_map(result))
+}
