@@ -200,3 +200,30 @@ fn a_dry_run_changes_nothing_and_plans_the_image_diff() {
     assert!(diff_line('+', "image: registry.lab/backend:v2"), "{plan}");
     assert!(plan.contains("gate: Deploy backend in staging"), "{plan}");
 }
+
+#[test]
+fn health_check_reports_deployments_that_are_not_ready() {
+    let lab = lab();
+    Run::new("runbooks/health-check.rhai")
+        .envs(lab.env())
+        .context("lab")
+        .output()
+        .assert_success()
+        .assert_contains("deploy/backend")
+        .assert_contains("2/2");
+    // A broken rollout leaves the new pods unready.
+    Run::new("runbooks/deploy-production.rhai")
+        .envs(lab.env())
+        .context("lab")
+        .param("version", "v3-broken")
+        .approve()
+        .arg("--no-rollback")
+        .output()
+        .assert_exit(1);
+    Run::new("runbooks/health-check.rhai")
+        .envs(lab.env())
+        .context("lab")
+        .output()
+        .assert_exit(1)
+        .assert_contains("deployment backend:");
+}
