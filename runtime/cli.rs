@@ -17,7 +17,7 @@ use crate::session::Session;
     version,
     about = "Run operations runbooks written in Rhai: plans before changes, approval gates, an audit trail.",
     long_about = "Run operations runbooks written in Rhai.\n\n\
-        Runbooks call a standard library (shell, http, notify, secrets, json, yaml, ...) whose every \
+        Runbooks call a standard library (shell, ssh, k8s, s3, pg, http, notify, secrets, json, yaml) whose every \
         function is declared local, read or write. `--dry-run` runs the reads and lists the writes as a \
         numbered plan without running them; approval gates stop for a person; secrets print as ***.",
     after_help = MAIN_AFTER,
@@ -46,6 +46,7 @@ Environment:
   RUNBOOK_CONTEXT   context when --context is not given
   RUNBOOK_CONFIG    path of runbook.toml (default: searched upward from the runbook, then the cwd)
   RUNBOOK_APPROVER  identity recorded for approvals (default: $USER@host)
+  RUNBOOK_STATE_DIR journals, locks and REPL history (default: $XDG_STATE_HOME/runbook or ~/.local/state/runbook)
   CI                when set, gates never prompt: they need --approve
   NO_COLOR          disable colors";
 
