@@ -11,6 +11,8 @@ command -v python3 >/dev/null 2>&1 || need_apt+=(python3)
 command -v pkill >/dev/null 2>&1 || need_apt+=(procps)
 [ -x /usr/sbin/sshd ] || need_apt+=(openssh-server)
 command -v ssh >/dev/null 2>&1 || need_apt+=(openssh-client)
+command -v zstd >/dev/null 2>&1 || need_apt+=(zstd)
+command -v kubectl >/dev/null 2>&1 || need_apt+=(kubernetes-client)
 # The lab's PostgreSQL (server and clients of one version) and the venv for moto.
 compgen -G '/usr/lib/postgresql/*/bin/postgres' >/dev/null || need_apt+=(postgresql)
 compgen -G '/usr/lib/postgresql/*/bin/pg_dump' >/dev/null || need_apt+=(postgresql-client)

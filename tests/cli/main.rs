@@ -18,5 +18,6 @@ mod k8s;
 mod recovery;
 mod repl;
 mod run;
+mod s3_pg;
 mod secrets;
 mod ssh;

@@ -38,7 +38,9 @@ pub(crate) async fn row_counts(
         let count: i64 = client
             .query_one(&sql, &[])
             .await
-            .map_err(|error| database.error(&format!("count the rows of {schema}.{table} in"), &error))?
+            .map_err(|error| {
+                database.error(&format!("count the rows of {schema}.{table} in"), &error)
+            })?
             .get(0);
         counts.insert(format!("{schema}.{table}"), count);
     }
@@ -96,7 +98,9 @@ pub(crate) fn tool_hint(stderr: &str, database: &Database, program: &str) -> Str
             "{program} is older than the server: set `bin_dir` in `[context.{}.pg]` to the bin folder of the server's major version",
             database.context
         )
-    } else if lower.contains("password authentication failed") || lower.contains("no password supplied") {
+    } else if lower.contains("password authentication failed")
+        || lower.contains("no password supplied")
+    {
         format!(
             "check the user and password: in the url, or the secret `pg_password` of context `{}`",
             database.context

@@ -85,7 +85,9 @@ impl Database {
                 )
             })
         };
-        let given = value.map(Text::expose).filter(|text| !text.trim().is_empty());
+        let given = value
+            .map(Text::expose)
+            .filter(|text| !text.trim().is_empty());
         let (conninfo, rename) = match given {
             None => (context_url()?, None),
             Some(text) if text.contains("://") || text.contains('=') => (text, None),
@@ -93,7 +95,10 @@ impl Database {
         };
         let mut config = tokio_postgres::Config::from_str(&conninfo).map_err(|error| {
             StdlibError::usage(
-                format!("`{}` is not a PostgreSQL connection string: {error}", mask_url(&conninfo)),
+                format!(
+                    "`{}` is not a PostgreSQL connection string: {error}",
+                    mask_url(&conninfo)
+                ),
                 "use `postgres://user@host:port/database` or `host=... dbname=...`",
             )
         })?;
@@ -106,9 +111,7 @@ impl Database {
             config.password(password);
         }
         if let Some(password) = config.get_password() {
-            call.host
-                .redactor()
-                .add(&String::from_utf8_lossy(password));
+            call.host.redactor().add(&String::from_utf8_lossy(password));
         }
         if config.get_connect_timeout().is_none() {
             config.connect_timeout(CONNECT_TIMEOUT);
@@ -155,12 +158,7 @@ impl Database {
     }
 
     fn ports(&self) -> String {
-        let ports: Vec<String> = self
-            .config
-            .get_ports()
-            .iter()
-            .map(u16::to_string)
-            .collect();
+        let ports: Vec<String> = self.config.get_ports().iter().map(u16::to_string).collect();
         if ports.is_empty() {
             "5432".into()
         } else {
@@ -248,7 +246,10 @@ impl Database {
         } else {
             "the server refused the statement; its message says why".to_owned()
         };
-        StdlibError::failed(format!("pg: cannot {action} `{}`: {detail}", self.display()), hint)
+        StdlibError::failed(
+            format!("pg: cannot {action} `{}`: {detail}", self.display()),
+            hint,
+        )
     }
 
     /// The `PG*` variables that connect PostgreSQL's tools to this database.

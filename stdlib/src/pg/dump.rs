@@ -13,10 +13,12 @@ use std::time::Instant;
 
 use async_compression::Level;
 use async_compression::tokio::write::ZstdEncoder;
-use bytes::Bytes;
+use async_compression::zstd::CParameter;
+use bytes::{Bytes, BytesMut};
 use chrono::{SecondsFormat, Utc};
 use sha2::{Digest, Sha256};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::mpsc;
 
 use super::catalog;
 use super::conn::Database;
@@ -110,6 +112,8 @@ enum Out {
         hasher: Sha256,
         bytes: u64,
     },
+    /// Lost with a task that panicked; nothing to finish or abort.
+    Gone,
 }
 
 impl Out {
@@ -118,7 +122,9 @@ impl Out {
             (Place::S3(key), Some(bucket)) => {
                 Ok(Out::S3(Sink::start(bucket, key, request.part_size).await?))
             }
-            (Place::S3(_), None) => Err(StdlibError::message("internal: no bucket for an s3:// dump")),
+            (Place::S3(_), None) => Err(StdlibError::message(
+                "internal: no bucket for an s3:// dump",
+            )),
             (Place::Local(target), _) => {
                 let temp = transfer::partial_path(target);
                 let file = tokio::fs::File::create(&temp)
@@ -151,6 +157,7 @@ impl Out {
                     .await
                     .map_err(|error| local_error(target, &error))
             }
+            Out::Gone => Err(StdlibError::message("internal: the output is gone")),
         }
     }
 
@@ -180,6 +187,7 @@ impl Out {
                     sha256: transfer::hex(&hasher.finalize()),
                 })
             }
+            Out::Gone => Err(StdlibError::message("internal: the output is gone")),
         }
     }
 
@@ -190,6 +198,7 @@ impl Out {
                 drop(file);
                 let _ = tokio::fs::remove_file(&temp).await;
             }
+            Out::Gone => {}
         }
     }
 }
@@ -201,37 +210,115 @@ fn local_error(path: &std::path::Path, error: &std::io::Error) -> StdlibError {
     )
 }
 
-/// Read pg_dump's stdout, compress, hash and send it on. Returns the raw
-/// (uncompressed) byte count.
+/// Raw chunks read from pg_dump and not yet compressed (each up to
+/// [`READ_BUFFER`]): pg_dump keeps writing while a chunk is compressed.
+const RAW_CHUNKS: usize = 8;
+
+/// Compressed chunks (about 1 MiB each) waiting to be hashed and uploaded.
+const ZIPPED_CHUNKS: usize = 2;
+
+/// zstd's compression threads.
+const ZSTD_WORKERS: u32 = 2;
+
+/// Raw bytes per zstd job: memory is a few jobs per worker.
+const ZSTD_JOB: u32 = 1024 * 1024;
+
+/// Compressed bytes gathered before they go to the uploader.
+const ZIPPED_CHUNK: usize = 1024 * 1024;
+
+/// Read pg_dump's stdout, compress, hash and send it on, in three stages
+/// that run at once: a reader task drains the pipe, this task compresses,
+/// a writer task hashes and uploads. Memory stays bounded by the channels
+/// and the upload's parts in flight. Returns the output (to finish or
+/// abort) and the raw (uncompressed) byte count.
 async fn pump(
-    stdout: &mut tokio::process::ChildStdout,
-    out: &mut Out,
+    stdout: tokio::process::ChildStdout,
+    out: Out,
     level: i32,
-) -> Result<u64, PumpError> {
-    let mut encoder = ZstdEncoder::with_quality(Vec::with_capacity(READ_BUFFER * 2), Level::Precise(level));
-    let mut buffer = vec![0u8; READ_BUFFER];
+) -> (Out, Result<u64, PumpError>) {
+    let (raw_tx, mut raw_rx) = mpsc::channel::<std::io::Result<Bytes>>(RAW_CHUNKS);
+    let reader = tokio::spawn(async move {
+        let mut stdout = stdout;
+        loop {
+            let mut buffer = BytesMut::with_capacity(READ_BUFFER);
+            let sent = match stdout.read_buf(&mut buffer).await {
+                Ok(0) => break,
+                Ok(_) => raw_tx.send(Ok(buffer.freeze())).await,
+                Err(error) => raw_tx.send(Err(error)).await,
+            };
+            if sent.is_err() {
+                break;
+            }
+        }
+        // Dropping the pipe here stops a pg_dump nobody reads any more.
+    });
+    let (zip_tx, mut zip_rx) = mpsc::channel::<Vec<u8>>(ZIPPED_CHUNKS);
+    let writer = tokio::spawn(async move {
+        let mut out = out;
+        while let Some(chunk) = zip_rx.recv().await {
+            if let Err(error) = out.write(&chunk).await {
+                return (out, Err(error));
+            }
+        }
+        (out, Ok(()))
+    });
+
+    // zstd compresses on its own worker threads (like `zstd -T2`), in jobs of
+    // ZSTD_JOB bytes, so compression is not one core's work.
+    let mut encoder = ZstdEncoder::with_quality_and_params(
+        Vec::with_capacity(ZIPPED_CHUNK + READ_BUFFER),
+        Level::Precise(level),
+        &[
+            CParameter::nb_workers(ZSTD_WORKERS),
+            CParameter::job_size(ZSTD_JOB),
+        ],
+    );
     let mut raw = 0u64;
-    loop {
-        let read = stdout.read(&mut buffer).await.map_err(PumpError::Read)?;
-        if read == 0 {
-            break;
+    let compressed: Result<(), Option<std::io::Error>> = async {
+        while let Some(chunk) = raw_rx.recv().await {
+            let chunk = chunk.map_err(Some)?;
+            raw += chunk.len() as u64;
+            encoder.write_all(&chunk).await.map_err(Some)?;
+            if encoder.get_ref().len() >= ZIPPED_CHUNK {
+                let zipped = std::mem::replace(
+                    encoder.get_mut(),
+                    Vec::with_capacity(ZIPPED_CHUNK + READ_BUFFER),
+                );
+                // A closed channel: the writer failed; its error says why.
+                zip_tx.send(zipped).await.map_err(|_| None)?;
+            }
         }
-        raw += read as u64;
-        encoder
-            .write_all(&buffer[..read])
-            .await
-            .map_err(PumpError::Read)?;
-        if encoder.get_ref().len() >= READ_BUFFER {
-            let chunk = std::mem::take(encoder.get_mut());
-            out.write(&chunk).await.map_err(PumpError::Write)?;
+        encoder.shutdown().await.map_err(Some)?;
+        let rest = std::mem::take(encoder.get_mut());
+        if !rest.is_empty() {
+            zip_tx.send(rest).await.map_err(|_| None)?;
         }
+        Ok(())
     }
-    encoder.shutdown().await.map_err(PumpError::Read)?;
-    let rest = encoder.into_inner();
-    if !rest.is_empty() {
-        out.write(&rest).await.map_err(PumpError::Write)?;
-    }
-    Ok(raw)
+    .await;
+    drop(raw_rx);
+    drop(zip_tx);
+    let _ = reader.await;
+    let (out, written) = match writer.await {
+        Ok(done) => done,
+        Err(error) => {
+            return (
+                Out::Gone,
+                Err(PumpError::Write(StdlibError::message(format!(
+                    "internal: the upload task failed: {error}"
+                )))),
+            );
+        }
+    };
+    let result = match (compressed, written) {
+        (_, Err(error)) => Err(PumpError::Write(error)),
+        (Err(Some(error)), Ok(())) => Err(PumpError::Read(error)),
+        (Err(None), Ok(())) => Err(PumpError::Write(StdlibError::message(
+            "internal: the upload stopped without an error",
+        ))),
+        (Ok(()), Ok(())) => Ok(raw),
+    };
+    (out, result)
 }
 
 enum PumpError {
@@ -289,7 +376,7 @@ pub(crate) async fn run(request: Request) -> Result<serde_json::Value, StdlibErr
     let pg_dump_version = dump_version(database).await?;
     let snapshot = snapshot(database).await?;
     let pg_version = catalog::server_version(&snapshot.client, database).await?;
-    let tables: BTreeMap<String, i64> = catalog::row_counts(&snapshot.client, database).await?;
+    let snapshot_id = snapshot.id.clone();
 
     let mut command = database.command("pg_dump");
     command
@@ -299,7 +386,7 @@ pub(crate) async fn run(request: Request) -> Result<serde_json::Value, StdlibErr
         // zstd compresses the stream; pg_dump's own gzip would only cost CPU.
         command.arg("--compress=0");
     }
-    if let Some(id) = &snapshot.id {
+    if let Some(id) = &snapshot_id {
         command.arg(format!("--snapshot={id}"));
     }
     command
@@ -309,35 +396,55 @@ pub(crate) async fn run(request: Request) -> Result<serde_json::Value, StdlibErr
     let mut child = command
         .spawn()
         .map_err(|error| database.spawn_error("pg_dump", &error))?;
-    let (Some(mut stdout), Some(stderr)) = (child.stdout.take(), child.stderr.take()) else {
-        return Err(StdlibError::message("internal: pg_dump's pipes are missing"));
+    let (Some(stdout), Some(stderr)) = (child.stdout.take(), child.stderr.take()) else {
+        return Err(StdlibError::message(
+            "internal: pg_dump's pipes are missing",
+        ));
     };
     let stderr = tokio::spawn(catalog::tail(stderr, 4096));
 
-    let mut out = Out::open(&request).await?;
-    let pumped = pump(&mut stdout, &mut out, request.level).await;
-    drop(stdout);
-    let failure = match pumped {
-        Err(PumpError::Write(error)) => {
-            // The upload failed: stop pg_dump, drop the parts.
+    // The row counts come from the same snapshot, counted while the dump runs.
+    let counting = {
+        let database = database.clone();
+        tokio::spawn(async move {
+            let counts = catalog::row_counts(&snapshot.client, &database).await;
+            (snapshot, counts)
+        })
+    };
+    let out = match Out::open(&request).await {
+        Ok(out) => out,
+        Err(error) => {
             let _ = child.kill().await;
+            counting.abort();
+            return Err(error);
+        }
+    };
+    let (out, pumped) = pump(stdout, out, request.level).await;
+    let pumped = match pumped {
+        Err(PumpError::Write(error)) => {
+            // The upload failed: stop pg_dump and the counting, drop the parts.
+            let _ = child.kill().await;
+            counting.abort();
             out.abort().await;
             return Err(error);
         }
-        Err(PumpError::Read(error)) => Some(format!("reading its output failed: {error}")),
-        Ok(_) => None,
+        Err(PumpError::Read(error)) => Err(format!("reading its output failed: {error}")),
+        Ok(raw) => Ok(raw),
     };
     let status = child.wait().await;
     let stderr = stderr.await.unwrap_or_default();
     let raw_bytes = match (pumped, status) {
-        (Ok(raw), Ok(status)) if status.success() && failure.is_none() => raw,
-        (_, status) => {
+        (Ok(raw), Ok(status)) if status.success() => raw,
+        (pumped, status) => {
+            counting.abort();
             out.abort().await;
-            let code = status
-                .ok()
-                .and_then(|status| status.code())
-                .map_or_else(|| "killed".to_owned(), |code| format!("exit code {code}"));
-            let reason = failure.unwrap_or(code);
+            let reason = match pumped {
+                Err(reason) => reason,
+                Ok(_) => status
+                    .ok()
+                    .and_then(|status| status.code())
+                    .map_or_else(|| "killed".to_owned(), |code| format!("exit code {code}")),
+            };
             return Err(StdlibError::failed(
                 format!(
                     "pg: pg_dump of `{}` failed ({reason}); nothing was written to {}{}",
@@ -351,6 +458,22 @@ pub(crate) async fn run(request: Request) -> Result<serde_json::Value, StdlibErr
                 ),
                 catalog::tool_hint(&stderr, database, "pg_dump"),
             ));
+        }
+    };
+    let (snapshot, counts) = match counting.await {
+        Ok(done) => done,
+        Err(error) => {
+            out.abort().await;
+            return Err(StdlibError::message(format!(
+                "internal: counting rows failed: {error}"
+            )));
+        }
+    };
+    let tables: BTreeMap<String, i64> = match counts {
+        Ok(tables) => tables,
+        Err(error) => {
+            out.abort().await;
+            return Err(error);
         }
     };
     let written = out.finish().await?;

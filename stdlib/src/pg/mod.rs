@@ -1,7 +1,320 @@
-//! `pg::*`: PostgreSQL backups, restores and queries.
+//! `pg::*`: PostgreSQL backups, restores and queries. Dumps and restores
+//! run PostgreSQL's own `pg_dump` / `pg_restore` (from the context's
+//! `pg.bin_dir`, else PATH) and stream through zstd to and from the
+//! context's S3 bucket; queries go through a driver (tokio-postgres).
 
-use crate::function::Function;
+mod catalog;
+mod conn;
+mod dump;
+mod password;
+mod restore;
+mod rows;
+
+use rhai::{Dynamic, Map};
+
+use self::conn::Database;
+use self::dump::{Format, Place};
+use crate::function;
+use crate::function::{Call, Failure, Function, Options, Text};
+use crate::host::StdlibError;
+use crate::s3::client::Bucket;
+use crate::s3::transfer::PART_SIZE;
+
+const DUMP_OPTIONS: &[&str] = &["database", "to", "via", "format", "level", "part_size"];
+const RESTORE_OPTIONS: &[&str] = &[
+    "from",
+    "database",
+    "clean",
+    "create",
+    "no_owner",
+    "single_transaction",
+];
+
+fn database_option(call: &Call<'_>, options: &Options) -> Result<Database, StdlibError> {
+    let text = options.text("database")?;
+    Database::resolve(call, text.as_ref())
+}
+
+fn bucket_for(call: &Call<'_>, place: &Place) -> Result<Option<Bucket>, StdlibError> {
+    match place {
+        Place::S3(_) => Bucket::from_call(call).map(Some),
+        Place::Local(_) => Ok(None),
+    }
+}
+
+fn required(
+    options: &Options,
+    call: &Call<'_>,
+    key: &str,
+    example: &str,
+) -> Result<String, StdlibError> {
+    options
+        .string(key)?
+        .filter(|value| !value.is_empty())
+        .ok_or_else(|| call.bad_arg(0, format!("needs `{key}`, e.g. `{example}`")))
+}
+
+fn dump_call(call: &mut Call<'_>) -> Result<Dynamic, Failure> {
+    let options = call.options(0, DUMP_OPTIONS)?;
+    let to = Place::parse(&required(
+        &options,
+        call,
+        "to",
+        "#{to: \"s3://backups/db/20260101T000000Z.dump.zst\"}",
+    )?);
+    if options.string("via")?.is_some() {
+        return Err(StdlibError::usage(
+            "`pg::dump`: `via` (running pg_dump on another host) is not supported yet",
+            "run pg_dump from here with a `database` url that reaches the server (an ssh tunnel works), or run runbook on the database host",
+        )
+        .into());
+    }
+    let format = match options.string("format")? {
+        None => Format::Custom,
+        Some(name) => Format::parse(&name).ok_or_else(|| {
+            call.bad_arg(0, format!("`format` must be \"custom\", \"tar\" or \"plain\", got \"{name}\" (directory dumps cannot stream)"))
+        })?,
+    };
+    let level = options.int("level")?.unwrap_or(3);
+    if !(1..=19).contains(&level) {
+        return Err(call.bad_arg(0, "`level` (zstd) must be 1 to 19").into());
+    }
+    let part_size = match options.int("part_size")? {
+        None => PART_SIZE,
+        Some(mib) if (5..=1024).contains(&mib) => usize::try_from(mib).unwrap_or(8) * 1024 * 1024,
+        Some(_) => return Err(call.bad_arg(0, "`part_size` is in MiB, 5 to 1024").into()),
+    };
+    let database = database_option(call, &options)?;
+    let bucket = bucket_for(call, &to)?;
+    let manifest_place = to.manifest().display();
+    let request = dump::Request {
+        database,
+        to,
+        bucket,
+        format,
+        level: i32::try_from(level).unwrap_or(3),
+        part_size,
+    };
+    let manifest = call.block_on(dump::run(request))?;
+    let value = crate::values::from_json(manifest);
+    let mut map = value.try_cast::<Map>().unwrap_or_default();
+    map.insert("manifest".into(), manifest_place.into());
+    Ok(Dynamic::from_map(map))
+}
+
+fn restore_call(call: &mut Call<'_>) -> Result<Dynamic, Failure> {
+    let options = call.options(0, RESTORE_OPTIONS)?;
+    let from = Place::parse(&required(
+        &options,
+        call,
+        "from",
+        "#{from: \"s3://backups/db/20260101T000000Z.dump.zst\"}",
+    )?);
+    let database = database_option(call, &options)?;
+    let bucket = bucket_for(call, &from)?;
+    let request = restore::Request {
+        from: from.clone(),
+        bucket,
+        database,
+        clean: options.bool("clean")?.unwrap_or(false),
+        create: options.bool("create")?.unwrap_or(true),
+        no_owner: options.bool("no_owner")?.unwrap_or(false),
+        single_transaction: options.bool("single_transaction")?.unwrap_or(true),
+    };
+    let restored = call.block_on(restore::run(request))?;
+    let mut map = Map::new();
+    map.insert("from".into(), from.display().into());
+    map.insert("database".into(), restored.database.into());
+    map.insert("server".into(), restored.server.into());
+    map.insert("created".into(), Dynamic::from_bool(restored.created));
+    map.insert(
+        "bytes".into(),
+        Dynamic::from_int(i64::try_from(restored.bytes).unwrap_or(i64::MAX)),
+    );
+    map.insert("sha256".into(), restored.sha256.into());
+    map.insert("verified".into(), Dynamic::from_bool(restored.verified));
+    map.insert(
+        "rows".into(),
+        Dynamic::from_int(restored.tables.values().sum()),
+    );
+    let tables: Map = restored
+        .tables
+        .into_iter()
+        .map(|(table, count)| (table.into(), Dynamic::from_int(count)))
+        .collect();
+    map.insert("tables".into(), Dynamic::from_map(tables));
+    map.insert(
+        "duration_ms".into(),
+        Dynamic::from_int(i64::try_from(restored.duration_ms).unwrap_or(i64::MAX)),
+    );
+    Ok(Dynamic::from_map(map))
+}
+
+fn database_arg(call: &Call<'_>, index: usize) -> Result<Database, StdlibError> {
+    let value = call.arg(index);
+    let text = if value.is_unit() {
+        None
+    } else {
+        Some(call.text(index)?)
+    };
+    Database::resolve(call, text.as_ref())
+}
+
+fn query(call: &mut Call<'_>) -> Result<Dynamic, Failure> {
+    let database = database_arg(call, 0)?;
+    let sql = call.string(1)?;
+    let rows = call.block_on(async {
+        let mut client = database.connect().await?;
+        let transaction = client
+            .build_transaction()
+            .read_only(true)
+            .start()
+            .await
+            .map_err(|error| database.error("start a read-only transaction in", &error))?;
+        let rows = transaction.query(sql.as_str(), &[]).await.map_err(|error| {
+            let mut failure = database.error("run the query in", &error);
+            if error.as_db_error().is_some_and(|db| db.message().contains("read-only transaction")) {
+                failure = StdlibError::failed(
+                    failure.to_string(),
+                    "`pg::query` only reads (it runs in a read-only transaction, so a dry-run can run it); use `pg::exec` for statements that change data",
+                );
+            }
+            failure
+        })?;
+        let _ = transaction.rollback().await;
+        rows::to_array(&rows)
+    })?;
+    Ok(Dynamic::from_array(rows))
+}
+
+fn exec(call: &mut Call<'_>) -> Result<Dynamic, Failure> {
+    let database = database_arg(call, 0)?;
+    let sql = call.text(1)?;
+    let affected = call.block_on(async {
+        let client = database.connect().await?;
+        let messages = client
+            .simple_query(&sql.expose())
+            .await
+            .map_err(|error| database.error("run the statements in", &error))?;
+        Ok(messages
+            .iter()
+            .map(|message| match message {
+                tokio_postgres::SimpleQueryMessage::CommandComplete(count) => *count,
+                _ => 0,
+            })
+            .sum::<u64>())
+    })?;
+    Ok(Dynamic::from_int(
+        i64::try_from(affected).unwrap_or(i64::MAX),
+    ))
+}
+
+fn set_password(call: &mut Call<'_>) -> Result<Dynamic, Failure> {
+    let database = database_arg(call, 0)?;
+    let role = call.string(1)?;
+    let secret = match call.text(2)? {
+        Text::Secret(secret) => secret,
+        Text::Plain(_) => {
+            return Err(call
+                .bad_arg(
+                    2,
+                    "must be a secret (from `secret(name)` or `secrets::generate(...)`), not a plain string: a plain string is shown in plans and the journal",
+                )
+                .into());
+        }
+    };
+    let password = secret.expose();
+    call.host.redactor().add(&password);
+    let method = call.block_on(password::set(&database, &role, &password))?;
+    let mut map = Map::new();
+    map.insert("role".into(), role.into());
+    map.insert("database".into(), database.name().into());
+    map.insert("method".into(), method.into());
+    Ok(Dynamic::from_map(map))
+}
 
 pub(crate) fn functions() -> Vec<Function> {
-    Vec::new()
+    vec![
+        function! {
+            /// Dump a database with `pg_dump` (custom format by default) and stream it
+            /// through zstd straight to `to`: `"s3://KEY"` (a multipart upload into the
+            /// context's bucket; no temp file, bounded memory: about 50 MB with zstd on
+            /// two worker threads and 8 MiB parts) or a local path. Then
+            /// writes the manifest `KEY.manifest.json` beside it: exact row counts per
+            /// table (from the same snapshot as the dump), `bytes`, `sha256` of the
+            /// stored bytes, `pg_version`, times, database. The manifest is written
+            /// last, and a failed dump aborts its upload, so `s3::latest` never picks
+            /// a half backup. Options: `to` (required), `database` (url or database
+            /// name; default the context's `pg.url`), `format` ("custom", "tar",
+            /// "plain"), `level` (zstd, default 3), `part_size` (MiB, default 8).
+            /// Returns the manifest, plus `manifest` (where it is).
+            ///
+            /// ```rhai
+            /// let backup = pg::dump(#{to: "s3://backups/todos/" + timestamp("%Y%m%dT%H%M%SZ") + ".dump.zst"});
+            /// log::info("dumped " + backup.rows + " rows, " + backup.bytes + " bytes");
+            /// ```
+            write fn pg::dump("opts: map") -> "#{location: string, manifest: string, database: string, bytes: int, raw_bytes: int, sha256: string, pg_version: string, rows: int, tables: map, started: string, finished: string, duration_ms: int}"
+            dump_call
+        },
+        function! {
+            /// Restore a backup made by `pg::dump`: the object (`from: "s3://KEY"`) or
+            /// local file streams through zstd into `pg_restore` (`psql` for plain
+            /// dumps), in a single transaction. Its sha256 is checked against the
+            /// manifest before pg_restore sees the end of its input, so a damaged
+            /// backup restores nothing. The target (`database`: url or name; default
+            /// the context's) is created when it does not exist (`create`, default
+            /// true; dropped again if the restore fails); a target that has tables is
+            /// refused unless `clean: true`, which replaces its objects in place.
+            /// Options: `from`, `database`, `clean`, `create`, `no_owner`,
+            /// `single_transaction` (default true). Returns `#{database, created,
+            /// tables (row counts after the restore), rows, bytes, sha256, verified,
+            /// duration_ms}`.
+            ///
+            /// ```rhai
+            /// let r = pg::restore(#{from: "s3://backups/todos/20260101T000000Z.dump.zst", database: "todos_restored"});
+            /// ```
+            write fn pg::restore("opts: map") -> "#{from: string, database: string, server: string, created: bool, tables: map, rows: int, bytes: int, sha256: string, verified: bool, duration_ms: int}"
+            restore_call
+        },
+        function! {
+            /// Run one SQL statement that reads and return its rows as maps (column →
+            /// value: ints, floats, strings, bools, maps for json, `()` for NULL). It
+            /// runs in a read-only transaction, so it is safe in a dry-run; use
+            /// `pg::exec` to change data. `database` is a url, a database name on the
+            /// context's server, or `()` for the context's `pg.url`.
+            ///
+            /// ```rhai
+            /// for row in pg::query("todos", "select count(*) as n from todos") {
+            ///     print(row.n);
+            /// }
+            /// ```
+            read fn pg::query("database: string | secret | ()", "sql: string") -> "array<map>"
+            query
+        },
+        function! {
+            /// Run SQL statements that change data or schema (one or more, separated by
+            /// `;`). Returns the number of rows they affected. Not run in a dry-run.
+            ///
+            /// ```rhai
+            /// pg::exec("todos", "update todos set done = true where id = 1");
+            /// ```
+            write fn pg::exec("database: string | secret | ()", "sql: string | secret") -> "int"
+            exec
+        },
+        function! {
+            /// Set a role's password. The password must be a secret; it never appears
+            /// in argv, output, the journal or the server's statement log: the
+            /// verifier (SCRAM-SHA-256, or md5 if the server's password_encryption
+            /// says so) is computed here, as psql's `\password` does, and the server
+            /// builds `ALTER ROLE` from bind parameters. Returns `#{role, database,
+            /// method}`.
+            ///
+            /// ```rhai
+            /// let password = secrets::generate(#{length: 32});
+            /// pg::set_password("todos", "app", password);
+            /// ```
+            write fn pg::set_password("database: string | secret | ()", "role: string", "password: secret") -> "#{role: string, database: string, method: string}"
+            set_password
+        },
+    ]
 }

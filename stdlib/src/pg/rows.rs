@@ -52,9 +52,7 @@ fn convert(ty: &Type, raw: &[u8]) -> Result<Dynamic, BoxError> {
         Type::TEXT | Type::VARCHAR | Type::BPCHAR | Type::NAME | Type::UNKNOWN | Type::CHAR => {
             Dynamic::from(String::from_utf8_lossy(raw).into_owned())
         }
-        Type::JSON | Type::JSONB => {
-            crate::values::from_json(serde_json::Value::from_sql(ty, raw)?)
-        }
+        Type::JSON | Type::JSONB => crate::values::from_json(serde_json::Value::from_sql(ty, raw)?),
         Type::TIMESTAMPTZ => Dynamic::from(
             chrono::DateTime::<chrono::Utc>::from_sql(ty, raw)?
                 .to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true),
@@ -192,7 +190,10 @@ mod tests {
     #[test]
     fn numerics_keep_their_digits() {
         // 12345678.90
-        assert_eq!(numeric(&encode(1, 0, 2, &[1234, 5678, 9000])).unwrap(), "12345678.90");
+        assert_eq!(
+            numeric(&encode(1, 0, 2, &[1234, 5678, 9000])).unwrap(),
+            "12345678.90"
+        );
         // -0.0012
         assert_eq!(numeric(&encode(-1, 0x4000, 4, &[12])).unwrap(), "-0.0012");
         // 20000

@@ -184,13 +184,18 @@ fn prune(call: &mut Call<'_>) -> Result<Dynamic, Failure> {
 
 fn prune_preview(call: &mut Call<'_>) -> Result<Dynamic, Failure> {
     let (_, plan) = prune_plan(call)?;
-    if plan.delete.is_empty() {
-        call.host
-            .plan_detail(&format!("nothing expired ({} kept)", plan.keep.len()));
-    }
-    for (entry, manifest) in &plan.delete {
-        call.host.plan_detail(&describe(entry, manifest.as_ref()));
-    }
+    // One detail per plan entry: every deletion on its own line.
+    let mut lines: Vec<String> = plan
+        .delete
+        .iter()
+        .map(|(entry, manifest)| describe(entry, manifest.as_ref()))
+        .collect();
+    lines.push(format!(
+        "keep {} backup{}",
+        plan.keep.len(),
+        if plan.keep.len() == 1 { "" } else { "s" }
+    ));
+    call.host.plan_detail(&lines.join("\n"));
     Ok(prune_result(&plan))
 }
 
@@ -211,7 +216,8 @@ pub(crate) fn functions() -> Vec<Function> {
             /// `#{blob: true}`. Reads at most 256 MiB; use `s3::download` for more.
             ///
             /// ```rhai
-            /// let manifest = json::parse(s3::get("backups/todos/20260101T000000Z.dump.zst.manifest.json"));
+            /// let note = s3::get("notes/last-deploy.txt");
+            /// log::info("last deploy: " + note);
             /// ```
             read fn s3::get("key: string", "opts?: map") -> "string | blob"
             get
@@ -252,6 +258,22 @@ pub(crate) fn functions() -> Vec<Function> {
             }
         },
         function! {
+            /// Read the object `key` through (streamed, nothing kept) and return
+            /// `#{key, size, sha256}`: to check a stored backup against its manifest.
+            ///
+            /// ```rhai
+            /// let sum = s3::checksum("backups/todos/20260101T000000Z.dump.zst");
+            /// log::info(sum.key + ": " + sum.size + " bytes, sha256 " + sum.sha256);
+            /// ```
+            read fn s3::checksum("key: string") -> "#{key: string, size: int, sha256: string}"
+            |call| {
+                let key = call.string(0)?;
+                let bucket = Bucket::from_call(call)?;
+                let written = call.block_on(transfer::checksum(&bucket, &key))?;
+                Ok(written_map(&key, &written))
+            }
+        },
+        function! {
             /// Every object whose key starts with `prefix` (all pages), sorted by key:
             /// an array of `#{key, size, modified}` (`modified` is RFC 3339, UTC).
             ///
@@ -272,7 +294,7 @@ pub(crate) fn functions() -> Vec<Function> {
             /// Whether the object `key` exists.
             ///
             /// ```rhai
-            /// if !s3::exists("backups/todos/20260101T000000Z.dump.zst") { fail("backup missing"); }
+            /// if !s3::exists("backups/todos/20260101T000000Z.dump.zst") { log::warn("backup missing"); }
             /// ```
             read fn s3::exists("key: string") -> "bool"
             |call| {

@@ -247,3 +247,25 @@ pub(crate) async fn download(
     guard.path = None;
     Ok(bytes)
 }
+
+/// Stream the object `key` and hash it: `(size, sha256)`.
+pub(crate) async fn checksum(bucket: &Bucket, key: &str) -> Result<Written, StdlibError> {
+    let location = path(key)?;
+    let result = bucket
+        .store
+        .get(&location)
+        .await
+        .map_err(|error| bucket.error("read", key, &error))?;
+    let mut stream = result.into_stream();
+    let mut hasher = Sha256::new();
+    let mut bytes = 0u64;
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(|error| bucket.error("read", key, &error))?;
+        hasher.update(&chunk);
+        bytes += chunk.len() as u64;
+    }
+    Ok(Written {
+        bytes,
+        sha256: hex(&hasher.finalize()),
+    })
+}

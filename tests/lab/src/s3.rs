@@ -124,7 +124,7 @@ impl S3Lab {
     pub const REGION: &str = "us-east-1";
 
     /// The lab's access key (s3s-fs accepts only this one).
-    pub const ACCESS_KEY: &str = "runbook-lab";
+    pub const ACCESS_KEY: &str = "lab-access-key";
 
     /// The lab's secret key.
     pub const SECRET_KEY: &str = "runbook-lab-secret";

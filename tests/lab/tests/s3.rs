@@ -54,7 +54,7 @@ fn check_server(s3: &S3Lab, dir: &Path) {
     assert_eq!(s3.endpoint(), format!("http://127.0.0.1:{}", s3.port()));
     assert_eq!(s3.bucket(), "runbook-lab");
     assert_eq!(s3.region(), "us-east-1");
-    assert_eq!(s3.access_key(), "runbook-lab");
+    assert_eq!(s3.access_key(), "lab-access-key");
     assert_eq!(s3.secret_key(), "runbook-lab-secret");
 
     // The bucket exists from the start, and is empty.
@@ -211,9 +211,9 @@ fn the_lab_contexts_and_environment_point_at_s3() {
             .find(|(key, _)| key == name)
             .map(|(_, value)| value.as_str())
     };
-    assert_eq!(get("RUNBOOK_LAB_S3_ACCESS_KEY"), Some("runbook-lab"));
+    assert_eq!(get("RUNBOOK_LAB_S3_ACCESS_KEY"), Some("lab-access-key"));
     assert_eq!(get("RUNBOOK_LAB_S3_SECRET_KEY"), Some("runbook-lab-secret"));
-    assert_eq!(get("AWS_ACCESS_KEY_ID"), Some("runbook-lab"));
+    assert_eq!(get("AWS_ACCESS_KEY_ID"), Some("lab-access-key"));
     assert_eq!(get("AWS_SECRET_ACCESS_KEY"), Some("runbook-lab-secret"));
     assert_eq!(get("AWS_REGION"), Some("us-east-1"));
     assert_eq!(get("AWS_ENDPOINT_URL"), Some(s3.endpoint().as_str()));
