@@ -6,36 +6,11 @@
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use runbook_lab::{KubeApi, Lab};
+use runbook_lab::Lab;
 use serde_json::Value;
 
 use crate::harness::{Output, Run, binary};
-
-fn lab() -> Lab {
-    let lab = Lab::builder().kube(true).start().expect("the lab starts");
-    settle(lab.kube().expect("the fake runs"));
-    lab
-}
-
-/// Wait until the fake's controller is idle (seeded pods become ready just after start).
-fn settle(kube: &KubeApi) {
-    let mut last = kube.resource_version();
-    let mut quiet = 0;
-    for _ in 0..500 {
-        std::thread::sleep(Duration::from_millis(20));
-        let now = kube.resource_version();
-        if now == last {
-            quiet += 1;
-            if quiet >= 15 {
-                return;
-            }
-        } else {
-            quiet = 0;
-            last = now;
-        }
-    }
-    panic!("the lab cluster never settled");
-}
+use crate::k8s::lab;
 
 fn image(lab: &Lab, namespace: &str) -> String {
     let deployment = lab

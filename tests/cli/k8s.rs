@@ -16,7 +16,7 @@ use serde_json::{Value, json};
 
 use crate::harness::{Output, Run, Scratch};
 
-fn lab() -> Lab {
+pub(crate) fn lab() -> Lab {
     let lab = Lab::builder().kube(true).start().expect("the lab starts");
     settle(kube(&lab));
     lab
