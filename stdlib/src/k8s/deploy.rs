@@ -158,6 +158,36 @@ fn namespace_of(options: &Options) -> Result<Option<String>, StdlibError> {
     options.string("namespace")
 }
 
+/// Read the Deployment, let `change` edit it, write it back with its
+/// `resourceVersion` (re-read and re-applied on a 409), then [`finish`].
+fn modify(
+    call: &mut Call<'_>,
+    name: &str,
+    namespace: Option<String>,
+    dry_run: bool,
+    mut change: impl FnMut(&mut Deployment, &Subject) -> Result<bool, StdlibError>,
+) -> Result<Dynamic, Failure> {
+    let settings = settings(call);
+    let (subject, updated) = call.block_on(async {
+        let kube = connect(&settings, namespace).await?;
+        let subject = subject(&kube, name);
+        let updated = update(
+            &kube,
+            &deployments(&kube),
+            &subject,
+            dry_run,
+            |deployment| change(deployment, &subject),
+        )
+        .await?;
+        Ok((subject, updated))
+    })?;
+    Ok(finish(call, &subject, &updated, dry_run))
+}
+
+fn no_spec(subject: &Subject) -> StdlibError {
+    subject.failed("has no spec", "check the object with `k8s::get`")
+}
+
 /// `k8s::set_image(deployment, image, opts?)`.
 pub(crate) fn set_image(call: &mut Call<'_>, dry_run: bool) -> Result<Dynamic, Failure> {
     let name = call.string(0)?;
@@ -165,43 +195,28 @@ pub(crate) fn set_image(call: &mut Call<'_>, dry_run: bool) -> Result<Dynamic, F
     let options = call.options(2, OPTIONS)?;
     let container = options.string("container")?;
     check_image(&image)?;
-    let settings = settings(call);
     let namespace = namespace_of(&options)?;
-    let (subject, updated) = call.block_on(async {
-        let kube = connect(&settings, namespace).await?;
-        let subject = subject(&kube, &name);
-        let updated = update(
-            &kube,
-            &deployments(&kube),
-            &subject,
-            dry_run,
-            |deployment| {
-                let index =
-                    container_index(deployment, container.as_deref()).map_err(|problem| {
-                        subject.failed(
-                            &problem,
-                            "pass `#{container: \"NAME\"}` to pick a container",
-                        )
-                    })?;
-                let Some(slot) = deployment
-                    .spec
-                    .as_mut()
-                    .and_then(|spec| spec.template.spec.as_mut())
-                    .and_then(|spec| spec.containers.get_mut(index))
-                else {
-                    return Ok(false);
-                };
-                if slot.image.as_deref() == Some(image.as_str()) {
-                    return Ok(false);
-                }
-                slot.image = Some(image.clone());
-                Ok(true)
-            },
-        )
-        .await?;
-        Ok((subject, updated))
-    })?;
-    Ok(finish(call, &subject, &updated, dry_run))
+    modify(call, &name, namespace, dry_run, |deployment, subject| {
+        let index = container_index(deployment, container.as_deref()).map_err(|problem| {
+            subject.failed(
+                &problem,
+                "pass `#{container: \"NAME\"}` to pick a container",
+            )
+        })?;
+        let Some(slot) = deployment
+            .spec
+            .as_mut()
+            .and_then(|spec| spec.template.spec.as_mut())
+            .and_then(|spec| spec.containers.get_mut(index))
+        else {
+            return Ok(false);
+        };
+        if slot.image.as_deref() == Some(image.as_str()) {
+            return Ok(false);
+        }
+        slot.image = Some(image.clone());
+        Ok(true)
+    })
 }
 
 /// `k8s::scale(deployment, replicas, opts?)`.
@@ -213,65 +228,33 @@ pub(crate) fn scale(call: &mut Call<'_>, dry_run: bool) -> Result<Dynamic, Failu
         .filter(|count| *count >= 0)
         .ok_or_else(|| call.bad_arg(1, format!("must be 0 or more, got {replicas}")))?;
     let options = call.options(2, SCALE_OPTIONS)?;
-    let settings = settings(call);
     let namespace = namespace_of(&options)?;
-    let (subject, updated) = call.block_on(async {
-        let kube = connect(&settings, namespace).await?;
-        let subject = subject(&kube, &name);
-        let updated = update(
-            &kube,
-            &deployments(&kube),
-            &subject,
-            dry_run,
-            |deployment| {
-                let Some(spec) = deployment.spec.as_mut() else {
-                    return Err(subject.failed("has no spec", "check the object with `k8s::get`"));
-                };
-                if spec.replicas == Some(replicas) {
-                    return Ok(false);
-                }
-                spec.replicas = Some(replicas);
-                Ok(true)
-            },
-        )
-        .await?;
-        Ok((subject, updated))
-    })?;
-    Ok(finish(call, &subject, &updated, dry_run))
+    modify(call, &name, namespace, dry_run, |deployment, subject| {
+        let spec = deployment.spec.as_mut().ok_or_else(|| no_spec(subject))?;
+        if spec.replicas == Some(replicas) {
+            return Ok(false);
+        }
+        spec.replicas = Some(replicas);
+        Ok(true)
+    })
 }
 
 /// `k8s::restart(deployment, opts?)`: like `kubectl rollout restart`.
 pub(crate) fn restart(call: &mut Call<'_>, dry_run: bool) -> Result<Dynamic, Failure> {
     let name = call.string(0)?;
     let options = call.options(1, SCALE_OPTIONS)?;
-    let settings = settings(call);
     let namespace = namespace_of(&options)?;
     let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
-    let (subject, updated) = call.block_on(async {
-        let kube = connect(&settings, namespace).await?;
-        let subject = subject(&kube, &name);
-        let updated = update(
-            &kube,
-            &deployments(&kube),
-            &subject,
-            dry_run,
-            |deployment| {
-                let Some(spec) = deployment.spec.as_mut() else {
-                    return Err(subject.failed("has no spec", "check the object with `k8s::get`"));
-                };
-                spec.template
-                    .metadata
-                    .get_or_insert_with(Default::default)
-                    .annotations
-                    .get_or_insert_with(Default::default)
-                    .insert(RESTARTED_AT.to_owned(), now.clone());
-                Ok(true)
-            },
-        )
-        .await?;
-        Ok((subject, updated))
-    })?;
-    Ok(finish(call, &subject, &updated, dry_run))
+    modify(call, &name, namespace, dry_run, |deployment, subject| {
+        let spec = deployment.spec.as_mut().ok_or_else(|| no_spec(subject))?;
+        spec.template
+            .metadata
+            .get_or_insert_with(Default::default)
+            .annotations
+            .get_or_insert_with(Default::default)
+            .insert(RESTARTED_AT.to_owned(), now.clone());
+        Ok(true)
+    })
 }
 
 #[cfg(test)]
