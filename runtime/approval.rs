@@ -1,16 +1,15 @@
 //! Approval gates: a person says yes before a run changes something that
-//! matters. Interactive runs ask on the terminal; non-interactive runs fail
-//! closed unless started with `--approve` (and, for a protected context,
-//! `--confirm CONTEXT`); dry-runs record the gate and go on.
+//! matters. The verdict is a pure function of what is known at the gate
+//! ([`verdict`]): interactive runs ask on the terminal; non-interactive runs
+//! fail closed unless started with `--approve` (and, for a protected
+//! context, `--confirm CONTEXT`). Whether a gate is asked at all (a dry-run
+//! records it instead) is the effect table's decision (`decision::decide`),
+//! not this module's. The terminal prompt itself is [`read_answer`].
 
-use std::io::{BufRead, IsTerminal, Write};
+use std::io::{BufRead, IsTerminal};
 use std::time::Duration;
 
 use rhai::Position;
-use runbook_stdlib::StdlibError;
-
-use crate::event::{Event, GateDecision};
-use crate::gate::RunHost;
 
 /// How gates are answered in this run.
 #[derive(Debug, Clone, Default)]
@@ -25,64 +24,15 @@ pub struct ApprovalPolicy {
 
 impl ApprovalPolicy {
     pub fn new(approve: bool, confirm: Option<String>) -> Self {
-        let interactive =
-            std::io::stdin().is_terminal() && std::io::stderr().is_terminal() && !ci();
+        let interactive = std::io::stdin().is_terminal()
+            && std::io::stderr().is_terminal()
+            && !crate::identity::ci();
         ApprovalPolicy {
             approve,
             confirm,
             interactive,
         }
     }
-}
-
-/// Whether we run under CI (`CI` set to anything but empty, `0` or `false`).
-pub fn ci() -> bool {
-    std::env::var("CI")
-        .is_ok_and(|value| !matches!(value.trim(), "" | "0" | "false" | "FALSE" | "False"))
-}
-
-/// Who approves: `$RUNBOOK_APPROVER`, else `$USER@host`.
-pub fn approver() -> String {
-    if let Ok(name) = std::env::var("RUNBOOK_APPROVER")
-        && !name.trim().is_empty()
-    {
-        return name;
-    }
-    format!("{}@{}", user(), hostname())
-}
-
-pub fn user() -> String {
-    std::env::var("USER")
-        .or_else(|_| std::env::var("LOGNAME"))
-        .ok()
-        .filter(|name| !name.is_empty())
-        .or_else(user_from_passwd)
-        .unwrap_or_else(|| "unknown".to_owned())
-}
-
-/// The name of our uid in /etc/passwd (when USER is not set, as under cron or CI).
-fn user_from_passwd() -> Option<String> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let uid = status
-        .lines()
-        .find_map(|line| line.strip_prefix("Uid:"))?
-        .split_whitespace()
-        .next()?
-        .to_owned();
-    let passwd = std::fs::read_to_string("/etc/passwd").ok()?;
-    passwd.lines().find_map(|line| {
-        let fields: Vec<&str> = line.split(':').collect();
-        (fields.len() > 2 && fields[2] == uid).then(|| fields[0].to_owned())
-    })
-}
-
-pub fn hostname() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|name| name.trim().to_owned())
-        .ok()
-        .filter(|name| !name.is_empty())
-        .or_else(|| std::env::var("HOSTNAME").ok())
-        .unwrap_or_else(|| "localhost".to_owned())
 }
 
 /// One gate as the script asked it.
@@ -95,135 +45,104 @@ pub struct Gate {
     pub position: Position,
 }
 
-/// Ask a gate. `Ok` means approved; a rejection or a gate that cannot be
-/// asked is `StdlibError::Refused`.
-pub fn ask(host: &RunHost, gate: &Gate) -> Result<(), StdlibError> {
-    let at = host.location(gate.position);
-    let event = |decision: GateDecision, approver: String, how: &str| Event::Gate {
-        message: gate.message.clone(),
-        confirm: gate.confirm.clone(),
-        decision,
-        approver,
-        how: how.to_owned(),
-        at: at.clone(),
-        time: crate::event::now(),
-    };
-    if host.mode.is_dry() {
-        host.record_gate(&gate.message, gate.position, gate.confirm.clone());
-        host.emit(&event(GateDecision::Planned, String::new(), "dry-run"));
-        return Ok(());
+/// Everything the verdict depends on.
+#[derive(Debug, Clone, Copy)]
+pub struct Facts<'a> {
+    pub policy: &'a ApprovalPolicy,
+    /// The context is `protected = true`.
+    pub protected: bool,
+    /// The context's name, if any.
+    pub context: Option<&'a str>,
+    /// The gate's own `confirm` text.
+    pub confirm: Option<&'a str>,
+    /// This gate was approved before the point a resumed run continues from.
+    pub approved_before: bool,
+}
+
+/// What happens at a gate.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    /// Passes without asking; `how` is journaled.
+    Approve { how: String },
+    /// Ask the person at the terminal; approve only if they type `expected`
+    /// (or answer yes when there is nothing to type).
+    Ask { expected: Option<String> },
+    /// Nobody can be asked and nothing approved it in advance.
+    FailClosed {
+        how: String,
+        message: String,
+        hint: String,
+    },
+    /// Approved in advance, but not in a way this context accepts.
+    Reject {
+        how: String,
+        message: String,
+        hint: String,
+    },
+}
+
+/// Decide a gate. Pure: every input is in `facts`.
+pub fn verdict(gate_message: &str, facts: &Facts<'_>) -> Verdict {
+    if facts.approved_before {
+        return Verdict::Approve {
+            how: "approved before the resume point".into(),
+        };
     }
-    if host.take_earlier_approval(&gate.message, &at) {
-        host.emit(&event(
-            GateDecision::Approved,
-            approver(),
-            "approved before the resume point",
-        ));
-        return Ok(());
+    let policy = facts.policy;
+    if policy.interactive {
+        let expected = facts.confirm.map(str::to_owned).or_else(|| {
+            facts
+                .protected
+                .then(|| facts.context.unwrap_or_default().to_owned())
+        });
+        return Verdict::Ask { expected };
     }
-    let context_name = host.context.name.clone();
-    let policy = &host.approvals;
-    if !policy.interactive {
-        if !policy.approve {
-            host.emit(&event(GateDecision::Rejected, approver(), "no terminal"));
-            return Err(StdlibError::Refused {
-                message: format!("approval needed: {}", gate.message),
-                hint: Some(
-                    "no terminal to ask on (or CI is set): re-run with --approve to approve gates in advance"
-                        .into(),
-                ),
-            });
-        }
-        if host.context.protected {
-            let name = context_name.unwrap_or_default();
-            if policy.confirm.as_deref() != Some(name.as_str()) {
-                let (how, message) = match policy.confirm.as_deref() {
-                    None => (
-                        "--approve without --confirm".to_owned(),
-                        format!(
-                            "context `{name}` is protected: --approve alone does not pass its gates"
-                        ),
-                    ),
-                    Some(other) => (
-                        format!("--confirm {other} (wrong context)"),
-                        format!(
-                            "context `{name}` is protected and --confirm names `{other}`, not `{name}`"
-                        ),
-                    ),
-                };
-                host.emit(&event(GateDecision::Rejected, approver(), &how));
-                return Err(StdlibError::Refused {
-                    message,
-                    hint: Some(format!(
-                        "pass --confirm {name} to show you mean this context"
-                    )),
-                });
-            }
-            host.emit(&event(
-                GateDecision::Approved,
-                approver(),
-                &format!("--approve --confirm {name}"),
-            ));
-            return Ok(());
-        }
-        host.emit(&event(GateDecision::Approved, approver(), "--approve"));
-        return Ok(());
+    if !policy.approve {
+        return Verdict::FailClosed {
+            how: "no terminal".into(),
+            message: format!("approval needed: {gate_message}"),
+            hint: "no terminal to ask on (or CI is set): re-run with --approve to approve gates in advance".into(),
+        };
     }
-    // Interactive: a typed text for `confirm` or a protected context, else yes/no.
-    let expected = gate.confirm.clone().or_else(|| {
-        if host.context.protected {
-            context_name.clone()
-        } else {
-            None
-        }
-    });
-    let context_line = match &context_name {
-        Some(name) if host.context.protected => format!("context: {name} (protected)"),
-        Some(name) => format!("context: {name}"),
-        None => "context: (none)".to_owned(),
-    };
-    let question = match &expected {
-        Some(text) => format!("type `{text}` to approve, anything else rejects"),
-        None => "approve? [y/N]".to_owned(),
-    };
-    let prompt = format!(
-        "\n{} {}\n  {context_line}\n  at: {at}\n  {question}: ",
-        host.printer.styles_bold("approval needed:"),
-        host.printer.redactor().mask(&gate.message)
-    );
-    let answer = host.printer.suspend(|| {
-        let mut stderr = std::io::stderr();
-        let _ = stderr.write_all(prompt.as_bytes());
-        let _ = stderr.flush();
-        read_answer(gate.timeout)
-    });
-    let approved = match (&answer, &expected) {
+    if !facts.protected {
+        return Verdict::Approve {
+            how: "--approve".into(),
+        };
+    }
+    let name = facts.context.unwrap_or_default();
+    match policy.confirm.as_deref() {
+        Some(typed) if typed == name => Verdict::Approve {
+            how: format!("--approve --confirm {name}"),
+        },
+        None => Verdict::Reject {
+            how: "--approve without --confirm".into(),
+            message: format!(
+                "context `{name}` is protected: --approve alone does not pass its gates"
+            ),
+            hint: format!("pass --confirm {name} to show you mean this context"),
+        },
+        Some(other) => Verdict::Reject {
+            how: format!("--confirm {other} (wrong context)"),
+            message: format!(
+                "context `{name}` is protected and --confirm names `{other}`, not `{name}`"
+            ),
+            hint: format!("pass --confirm {name} to show you mean this context"),
+        },
+    }
+}
+
+/// Whether a terminal answer approves: the exact text when one is expected,
+/// else `y`/`yes`. No answer (end of input, timeout) never approves.
+pub fn approves(answer: Option<&str>, expected: Option<&str>) -> bool {
+    match (answer, expected) {
         (Some(answer), Some(text)) => answer.trim() == text,
         (Some(answer), None) => matches!(answer.trim().to_ascii_lowercase().as_str(), "y" | "yes"),
         (None, _) => false,
-    };
-    if approved {
-        host.emit(&event(GateDecision::Approved, approver(), "terminal"));
-        Ok(())
-    } else {
-        let how = if answer.is_none() {
-            "no answer"
-        } else {
-            "terminal"
-        };
-        host.emit(&event(GateDecision::Rejected, approver(), how));
-        Err(StdlibError::Refused {
-            message: match answer {
-                None => format!("no answer at the gate: {}", gate.message),
-                Some(_) => format!("rejected at the gate: {}", gate.message),
-            },
-            hint: None,
-        })
     }
 }
 
 /// A line from stdin, or `None` at end of input or when the timeout passes.
-fn read_answer(timeout: Option<Duration>) -> Option<String> {
+pub fn read_answer(timeout: Option<Duration>) -> Option<String> {
     let (sender, receiver) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         let mut line = String::new();
@@ -236,5 +155,109 @@ fn read_answer(timeout: Option<Duration>) -> Option<String> {
     match timeout {
         Some(limit) => receiver.recv_timeout(limit).ok().flatten(),
         None => receiver.recv().ok().flatten(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn policy(interactive: bool, approve: bool, confirm: Option<&str>) -> ApprovalPolicy {
+        ApprovalPolicy {
+            approve,
+            confirm: confirm.map(str::to_owned),
+            interactive,
+        }
+    }
+
+    fn decide(
+        policy: &ApprovalPolicy,
+        protected: bool,
+        gate_confirm: Option<&str>,
+        before: bool,
+    ) -> Verdict {
+        verdict(
+            "ship it?",
+            &Facts {
+                policy,
+                protected,
+                context: Some("prod"),
+                confirm: gate_confirm,
+                approved_before: before,
+            },
+        )
+    }
+
+    fn approve(how: &str) -> Verdict {
+        Verdict::Approve { how: how.into() }
+    }
+
+    fn ask(expected: Option<&str>) -> Verdict {
+        Verdict::Ask {
+            expected: expected.map(str::to_owned),
+        }
+    }
+
+    /// Every cell: terminal or not × --approve × --confirm (none, right,
+    /// wrong) × protected × the gate's own confirm text × approved before.
+    #[test]
+    fn every_cell_of_the_gate_table() {
+        for interactive in [false, true] {
+            for approve_flag in [false, true] {
+                for confirm in [None, Some("prod"), Some("staging")] {
+                    for protected in [false, true] {
+                        for gate_confirm in [None, Some("v2")] {
+                            for before in [false, true] {
+                                let policy = policy(interactive, approve_flag, confirm);
+                                let got = decide(&policy, protected, gate_confirm, before);
+                                let expected = if before {
+                                    approve("approved before the resume point")
+                                } else if interactive {
+                                    ask(gate_confirm.or(protected.then_some("prod")))
+                                } else if !approve_flag {
+                                    Verdict::FailClosed {
+                                        how: "no terminal".into(),
+                                        message: "approval needed: ship it?".into(),
+                                        hint: "no terminal to ask on (or CI is set): re-run with --approve to approve gates in advance".into(),
+                                    }
+                                } else if !protected {
+                                    approve("--approve")
+                                } else {
+                                    match confirm {
+                                        Some("prod") => approve("--approve --confirm prod"),
+                                        None => Verdict::Reject {
+                                            how: "--approve without --confirm".into(),
+                                            message: "context `prod` is protected: --approve alone does not pass its gates".into(),
+                                            hint: "pass --confirm prod to show you mean this context".into(),
+                                        },
+                                        Some(other) => Verdict::Reject {
+                                            how: format!("--confirm {other} (wrong context)"),
+                                            message: format!("context `prod` is protected and --confirm names `{other}`, not `prod`"),
+                                            hint: "pass --confirm prod to show you mean this context".into(),
+                                        },
+                                    }
+                                };
+                                assert_eq!(
+                                    got, expected,
+                                    "interactive={interactive} approve={approve_flag} confirm={confirm:?} protected={protected} gate_confirm={gate_confirm:?} before={before}"
+                                );
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn terminal_answers() {
+        assert!(approves(Some("y\n"), None));
+        assert!(approves(Some(" YES "), None));
+        assert!(!approves(Some("n"), None));
+        assert!(!approves(Some(""), None));
+        assert!(!approves(None, None));
+        assert!(approves(Some("prod\n"), Some("prod")));
+        assert!(!approves(Some("y"), Some("prod")));
+        assert!(!approves(None, Some("prod")));
     }
 }

@@ -5,12 +5,15 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use rhai::{Dynamic, EvalAltResult};
-use runbook_stdlib::{Call, Failure, Function, StdlibError, function};
+use std::io::Write as _;
 
-use crate::approval::{self, Gate};
+use rhai::{Dynamic, EvalAltResult};
+use runbook_stdlib::{Call, Effect, Failure, Function, Host as _, StdlibError, function};
+
+use crate::approval::{self, Gate, Verdict};
+use crate::decision::{Decision, decide};
 use crate::error::Diagnostic;
-use crate::event::{Event, StepStatus};
+use crate::event::{Event, GateDecision, StepStatus};
 use crate::gate::RunHost;
 use crate::header::Requirement;
 
@@ -269,6 +272,85 @@ fn approve(host: &RunHost, call: &mut Call<'_>) -> Result<Dynamic, Failure> {
         timeout: options.duration("timeout")?,
         position: call.context.call_position(),
     };
-    approval::ask(host, &gate)?;
+    pass_gate(host, &gate)?;
     Ok(Dynamic::UNIT)
+}
+
+/// A gate: planned where a write would be (the effect table decides), else
+/// the approval verdict, asking on the terminal when it says so. Every
+/// decision is an event. `Err` is a rejection.
+fn pass_gate(host: &RunHost, gate: &Gate) -> Result<(), StdlibError> {
+    let at = host.location(gate.position);
+    let event = |decision: GateDecision, approver: String, how: &str| Event::Gate {
+        message: gate.message.clone(),
+        confirm: gate.confirm.clone(),
+        decision,
+        approver,
+        how: how.to_owned(),
+        at: at.clone(),
+        time: crate::event::now(),
+    };
+    if let Decision::Skip(_) = decide(Effect::Write, host.mode, false, false) {
+        host.record_gate(&gate.message, gate.position, gate.confirm.clone());
+        host.emit(&event(GateDecision::Planned, String::new(), "dry-run"));
+        return Ok(());
+    }
+    let facts = approval::Facts {
+        policy: &host.approvals,
+        protected: host.context.protected,
+        context: host.context.name.as_deref(),
+        confirm: gate.confirm.as_deref(),
+        approved_before: host.take_earlier_approval(&gate.message, &at),
+    };
+    let expected = match approval::verdict(&gate.message, &facts) {
+        Verdict::Approve { how } => {
+            host.emit(&event(GateDecision::Approved, host.actor(), &how));
+            return Ok(());
+        }
+        Verdict::FailClosed { how, message, hint } | Verdict::Reject { how, message, hint } => {
+            host.emit(&event(GateDecision::Rejected, host.actor(), &how));
+            return Err(StdlibError::Refused {
+                message,
+                hint: Some(hint),
+            });
+        }
+        Verdict::Ask { expected } => expected,
+    };
+    let context_line = match &host.context.name {
+        Some(name) if host.context.protected => format!("context: {name} (protected)"),
+        Some(name) => format!("context: {name}"),
+        None => "context: (none)".to_owned(),
+    };
+    let question = match &expected {
+        Some(text) => format!("type `{text}` to approve, anything else rejects"),
+        None => "approve? [y/N]".to_owned(),
+    };
+    let prompt = format!(
+        "\n{} {}\n  {context_line}\n  at: {at}\n  {question}: ",
+        host.printer.styles_bold("approval needed:"),
+        host.printer.redactor().mask(&gate.message)
+    );
+    let answer = host.printer.suspend(|| {
+        let mut stderr = std::io::stderr();
+        let _ = stderr.write_all(prompt.as_bytes());
+        let _ = stderr.flush();
+        approval::read_answer(gate.timeout)
+    });
+    if approval::approves(answer.as_deref(), expected.as_deref()) {
+        host.emit(&event(GateDecision::Approved, host.actor(), "terminal"));
+        return Ok(());
+    }
+    let how = if answer.is_none() {
+        "no answer"
+    } else {
+        "terminal"
+    };
+    host.emit(&event(GateDecision::Rejected, host.actor(), how));
+    Err(StdlibError::Refused {
+        message: match answer {
+            None => format!("no answer at the gate: {}", gate.message),
+            Some(_) => format!("rejected at the gate: {}", gate.message),
+        },
+        hint: None,
+    })
 }

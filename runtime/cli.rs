@@ -1,15 +1,14 @@
-//! The command line: `runbook run | check | doc | list | repl`.
+//! The command line: clap definitions, help texts and exit codes. It only
+//! parses and dispatches: every subcommand's body is in `commands/`, and
+//! [`report`] is the one place a command's error is shown.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::check::{Known, check};
 use crate::error::{Diagnostic, Exit};
-use crate::header::Header;
 use crate::printer::OutputFormat;
-use crate::run::RunOptions;
-use crate::session::Session;
+use crate::runner::RunOptions;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -229,11 +228,25 @@ pub fn main() -> i32 {
             };
         }
     };
-    let exit = match cli.command {
+    match dispatch(cli.command) {
+        Ok(exit) => exit.code(),
+        Err(diagnostic) => report(&diagnostic),
+    }
+}
+
+/// The one place a command's error is shown; returns its exit code.
+pub fn report(diagnostic: &Diagnostic) -> i32 {
+    eprintln!("{}", diagnostic.render());
+    diagnostic.exit.code()
+}
+
+fn dispatch(command: Command) -> Result<Exit, Diagnostic> {
+    use crate::commands;
+    match command {
         Command::Run(args) => {
             let mut params = args.params;
             params.extend(args.param);
-            crate::run::run(&RunOptions {
+            commands::run::run(&RunOptions {
                 file: args.file,
                 params,
                 context: args.context,
@@ -247,21 +260,21 @@ pub fn main() -> i32 {
                 verbose: args.execution.verbose,
             })
         }
-        Command::Check { paths } => check_paths(&paths),
+        Command::Check { paths } => commands::check::check(&paths),
         Command::Doc {
             topic,
             markdown,
             out,
-        } => doc(topic.as_deref(), markdown, out.as_deref()),
-        Command::List { dir } => list(dir),
-        Command::Repl { context } => crate::repl::run(context.as_deref()),
-        Command::Runs { limit } => crate::runs::list(limit),
-        Command::Show { run, output } => crate::runs::show(&run, output),
+        } => commands::doc::doc(topic.as_deref(), markdown, out.as_deref()),
+        Command::List { dir } => commands::list::list(dir),
+        Command::Repl { context } => commands::repl::repl(context.as_deref()),
+        Command::Runs { limit } => commands::runs::runs(limit),
+        Command::Show { run, output } => commands::show::show(&run, output),
         Command::Resume {
             run,
             force,
             execution,
-        } => crate::runs::resume(&crate::runs::ResumeOptions {
+        } => commands::resume::resume(&commands::resume::ResumeOptions {
             run,
             force,
             approve: execution.approve,
@@ -270,168 +283,6 @@ pub fn main() -> i32 {
             no_rollback: execution.no_rollback,
             verbose: execution.verbose,
         }),
-        Command::Audit(AuditCommand::Verify { run }) => crate::runs::verify(&run),
-    };
-    exit.code()
-}
-
-fn runbook_files(paths: &[PathBuf]) -> Result<Vec<PathBuf>, Diagnostic> {
-    let mut files = Vec::new();
-    for path in paths {
-        if path.is_dir() {
-            let listed = crate::list::runbooks(path).map_err(|error| {
-                Diagnostic::new(
-                    format!("cannot read folder `{}`: {error}", path.display()),
-                    Exit::Usage,
-                )
-            })?;
-            files.extend(listed.into_iter().map(|(file, _)| file));
-        } else {
-            files.push(path.clone());
-        }
-    }
-    Ok(files)
-}
-
-fn check_paths(paths: &[PathBuf]) -> Exit {
-    let files = match runbook_files(paths) {
-        Ok(files) => files,
-        Err(diagnostic) => {
-            eprintln!("{}", diagnostic.render(None, None));
-            return Exit::Usage;
-        }
-    };
-    let session = match Session::detached() {
-        Ok(session) => session,
-        Err(diagnostic) => {
-            eprintln!("{}", diagnostic.render(None, None));
-            return diagnostic.exit;
-        }
-    };
-    let engine = crate::engine::build(&session.host);
-    let known = Known::new(&engine, &crate::engine::all_functions(&session.host));
-    let mut failed = 0;
-    for file in &files {
-        let problems = match check_file(&engine, &known, file) {
-            Ok((problems, source)) => {
-                for problem in &problems {
-                    eprintln!("{}\n", problem.render(Some(file), Some(&source)));
-                }
-                problems.len()
-            }
-            Err(problem) => {
-                eprintln!("{}\n", problem.render(Some(file), None));
-                1
-            }
-        };
-        if problems == 0 {
-            println!("ok      {}", file.display());
-        } else {
-            println!(
-                "FAILED  {} ({problems} problem{})",
-                file.display(),
-                if problems == 1 { "" } else { "s" }
-            );
-            failed += 1;
-        }
-    }
-    if files.is_empty() {
-        eprintln!(
-            "error: no .rhai files in {}",
-            paths
-                .iter()
-                .map(|p| p.display().to_string())
-                .collect::<Vec<_>>()
-                .join(", ")
-        );
-        return Exit::Usage;
-    }
-    if failed == 0 { Exit::Ok } else { Exit::Usage }
-}
-
-fn check_file(
-    engine: &rhai::Engine,
-    known: &Known,
-    file: &Path,
-) -> Result<(Vec<Diagnostic>, String), Diagnostic> {
-    let source = crate::engine::read_source(file)?;
-    let header = Header::parse(&source);
-    let ast = match crate::engine::compile(engine, &source, &rhai::Scope::new()) {
-        Ok(ast) => ast,
-        Err(diagnostic) => return Ok((vec![diagnostic], source)),
-    };
-    Ok((check(&ast, &header, known), source))
-}
-
-fn doc(topic: Option<&str>, markdown: bool, out: Option<&Path>) -> Exit {
-    let session = match Session::detached() {
-        Ok(session) => session,
-        Err(diagnostic) => {
-            eprintln!("{}", diagnostic.render(None, None));
-            return diagnostic.exit;
-        }
-    };
-    let functions = crate::engine::all_functions(&session.host);
-    if markdown {
-        let text = crate::doc::markdown(&functions);
-        return match out {
-            Some(path) => match std::fs::write(path, text) {
-                Ok(()) => {
-                    eprintln!("wrote {}", path.display());
-                    Exit::Ok
-                }
-                Err(error) => {
-                    eprintln!("error: cannot write `{}`: {error}", path.display());
-                    Exit::Usage
-                }
-            },
-            None => {
-                print!("{text}");
-                Exit::Ok
-            }
-        };
-    }
-    match topic {
-        None => {
-            print!("{}", crate::doc::overview(&functions));
-            Exit::Ok
-        }
-        Some(topic) => match crate::doc::topic(&functions, topic) {
-            Some(text) => {
-                print!("{text}");
-                Exit::Ok
-            }
-            None => {
-                eprintln!(
-                    "error: no module or function `{topic}`\n  = hint: `runbook doc` lists them all"
-                );
-                Exit::Usage
-            }
-        },
-    }
-}
-
-fn list(dir: Option<PathBuf>) -> Exit {
-    let dir = dir.unwrap_or_else(|| {
-        let runbooks = PathBuf::from("runbooks");
-        if runbooks.is_dir() {
-            runbooks
-        } else {
-            PathBuf::from(".")
-        }
-    });
-    match crate::list::runbooks(&dir) {
-        Ok(found) if found.is_empty() => {
-            eprintln!("no .rhai files in {}", dir.display());
-            Exit::Ok
-        }
-        Ok(found) => {
-            print!("{}", crate::list::render(&found));
-            Exit::Ok
-        }
-        Err(error) => {
-            eprintln!("error: cannot read `{}`: {error}", dir.display());
-            Exit::Usage
-        }
+        Command::Audit(AuditCommand::Verify { run }) => commands::audit::verify(&run),
     }
 }

@@ -77,6 +77,17 @@ impl ContextError {
     }
 }
 
+impl From<ContextError> for crate::error::Diagnostic {
+    fn from(error: ContextError) -> Self {
+        let diagnostic =
+            crate::error::Diagnostic::new(error.to_string(), crate::error::Exit::Usage);
+        match error.hint() {
+            Some(hint) => diagnostic.hint(hint),
+            None => diagnostic,
+        }
+    }
+}
+
 /// A loaded `runbook.toml`.
 #[derive(Debug, Clone)]
 pub struct Config {

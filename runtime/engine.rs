@@ -6,7 +6,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-use rhai::{AST, Dynamic, Engine, Scope};
+use rhai::{AST, Dynamic, Engine, ParseErrorType, Scope};
 use runbook_stdlib::{Function, Host, Level};
 
 use crate::error::{Diagnostic, Exit};
@@ -55,38 +55,34 @@ pub fn build(host: &Arc<RunHost>) -> Engine {
 pub fn compile(engine: &Engine, source: &str, scope: &Scope<'_>) -> Result<AST, Diagnostic> {
     engine.compile_with_scope(scope, source).map_err(|error| {
         let position = error.position();
-        let message = error.err_type().to_string();
-        if let Some(module) = message.strip_prefix("Undefined module: ") {
-            let modules: Vec<&str> = runbook_stdlib::MODULES
-                .iter()
-                .filter(|m| !m.is_empty())
-                .copied()
-                .collect();
+        let kind = error.err_type();
+        if let ParseErrorType::ModuleUndefined(module) = kind {
             return Diagnostic::new(format!("unknown module `{module}`"), Exit::Usage)
                 .at(position)
                 .hint(format!(
                     "the modules are: {}; `runbook doc` lists their functions",
-                    modules.join(", ")
+                    runbook_stdlib::module_names().join(", ")
                 ));
         }
         let mut diagnostic =
-            Diagnostic::new(format!("syntax error: {message}"), Exit::Usage).at(position);
-        if let Some(hint) = syntax_hint(&message) {
+            Diagnostic::new(format!("syntax error: {kind}"), Exit::Usage).at(position);
+        if let Some(hint) = syntax_hint(kind) {
             diagnostic = diagnostic.hint(hint);
         }
         diagnostic
     })
 }
 
-fn syntax_hint(message: &str) -> Option<&'static str> {
-    if message.contains("Variable not found") || message.contains("Undefined variable") {
-        Some("declare it with `let` first; command-line values come from `param(\"name\")`")
-    } else if message.contains("Expecting ';'") {
-        Some("statements end with `;`")
-    } else if message.contains("Expecting '}'") || message.contains("Expecting ')'") {
-        Some("a bracket is not closed; look above this line")
-    } else {
-        None
+fn syntax_hint(kind: &ParseErrorType) -> Option<&'static str> {
+    match kind {
+        ParseErrorType::VariableUndefined(_) => {
+            Some("declare it with `let` first; command-line values come from `param(\"name\")`")
+        }
+        ParseErrorType::MissingToken(token, _) if token == ";" => Some("statements end with `;`"),
+        ParseErrorType::MissingToken(token, _) if token == "}" || token == ")" => {
+            Some("a bracket is not closed; look above this line")
+        }
+        _ => None,
     }
 }
 

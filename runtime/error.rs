@@ -2,19 +2,24 @@
 //! source line, a caret, and a hint where one helps.
 
 use std::fmt::Write as _;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use rhai::{EvalAltResult, Position};
 use runbook_stdlib::StdlibError;
 
-/// The exit codes of `runbook`, documented in `--help`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// The exit codes of `runbook`, documented in `--help`. A run's end record
+/// stores it as the run's status (`ok`, `failed`, `error`, ...).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Exit {
     /// 0: everything ran (or the plan was produced).
     Ok,
     /// 1: a step failed.
+    #[serde(rename = "failed")]
     StepFailed,
     /// 2: usage or script error (bad arguments, syntax, unknown function, missing param).
+    #[serde(rename = "error")]
     Usage,
     /// 3: an approval gate was rejected or could not be asked.
     Refused,
@@ -35,15 +40,48 @@ impl Exit {
             Exit::Interrupted => 130,
         }
     }
+
+    /// The status word of a run that ended with this code (`runbook runs`, the journal).
+    pub fn status(self) -> &'static str {
+        match self {
+            Exit::Ok => "ok",
+            Exit::StepFailed => "failed",
+            Exit::Usage => "error",
+            Exit::Refused => "refused",
+            Exit::Locked => "locked",
+            Exit::Interrupted => "interrupted",
+        }
+    }
 }
 
-/// An error ready to show: message, where, and a hint.
+impl From<&StdlibError> for Exit {
+    /// The exit code a run ends with when a stdlib call fails this way.
+    fn from(error: &StdlibError) -> Self {
+        match error {
+            StdlibError::Refused { .. } => Exit::Refused,
+            StdlibError::Locked { .. } => Exit::Locked,
+            StdlibError::Interrupted => Exit::Interrupted,
+            StdlibError::Usage { .. } | StdlibError::Argument { .. } => Exit::Usage,
+            StdlibError::Failed { .. } | StdlibError::Script(_) | StdlibError::Timeout(_) => {
+                Exit::StepFailed
+            }
+        }
+    }
+}
+
+/// An error ready to show: message, where, and a hint. Commands return it;
+/// `cli` renders it once and exits with its code.
 #[derive(Debug, Clone)]
 pub struct Diagnostic {
     pub message: String,
     pub position: Position,
     pub hint: Option<String>,
     pub exit: Exit,
+    /// The script the position points into (for `--> file:line:col` and the caret).
+    pub file: Option<PathBuf>,
+    pub source: Option<Arc<str>>,
+    /// Further problems found at the same time, shown after this one.
+    pub more: Vec<Diagnostic>,
 }
 
 impl Diagnostic {
@@ -53,7 +91,31 @@ impl Diagnostic {
             position: Position::NONE,
             hint: None,
             exit,
+            file: None,
+            source: None,
+            more: Vec::new(),
         }
+    }
+
+    /// Several problems found together (e.g. every bad param): shown in
+    /// order, the exit code of the first. `None` when there are none.
+    pub fn many(problems: Vec<Diagnostic>) -> Option<Diagnostic> {
+        let mut problems = problems.into_iter();
+        let mut first = problems.next()?;
+        first.more.extend(problems);
+        Some(first)
+    }
+
+    /// Say which script the position points into (this problem and the ones after it).
+    pub fn in_script(mut self, file: &Path, source: Option<&str>) -> Self {
+        let source: Option<Arc<str>> = source.map(Arc::from);
+        self.file = Some(file.to_owned());
+        self.source.clone_from(&source);
+        for more in &mut self.more {
+            more.file = Some(file.to_owned());
+            more.source.clone_from(&source);
+        }
+        self
     }
 
     pub fn at(mut self, position: Position) -> Self {
@@ -84,19 +146,10 @@ impl Diagnostic {
             }
         }
         if let Some(stdlib) = StdlibError::from_rhai(inner) {
-            let exit = match stdlib {
-                StdlibError::Refused { .. } => Exit::Refused,
-                StdlibError::Locked { .. } => Exit::Locked,
-                StdlibError::Interrupted => Exit::Interrupted,
-                StdlibError::Usage { .. } | StdlibError::Argument { .. } => Exit::Usage,
-                _ => Exit::StepFailed,
-            };
-            return Diagnostic {
-                message: stdlib.to_string(),
-                position,
-                hint: stdlib.hint().map(str::to_owned),
-                exit,
-            };
+            let mut diagnostic =
+                Diagnostic::new(stdlib.to_string(), Exit::from(&stdlib)).at(position);
+            diagnostic.hint = stdlib.hint().map(str::to_owned);
+            return diagnostic;
         }
         let (message, hint, exit) = match inner {
             EvalAltResult::ErrorTerminated(..) => ("interrupted".to_owned(), None, Exit::Interrupted),
@@ -138,16 +191,24 @@ impl Diagnostic {
                 (text, None, Exit::Usage)
             }
         };
-        Diagnostic {
-            message,
-            position,
-            hint,
-            exit,
-        }
+        let mut diagnostic = Diagnostic::new(message, exit).at(position);
+        diagnostic.hint = hint;
+        diagnostic
     }
 
-    /// Render for a terminal, with the source line and a caret when known.
-    pub fn render(&self, file: Option<&Path>, source: Option<&str>) -> String {
+    /// Render for a terminal: this problem and the ones after it, each with
+    /// its script's line and a caret when known.
+    pub fn render(&self) -> String {
+        let mut out = self.render_with(self.file.as_deref(), self.source.as_deref());
+        for more in &self.more {
+            out.push('\n');
+            out.push_str(&more.render());
+        }
+        out
+    }
+
+    /// Render this problem alone against `file` and its `source`.
+    pub fn render_with(&self, file: Option<&Path>, source: Option<&str>) -> String {
         let mut out = format!("error: {}", self.message);
         if let (Some(line), Some(file)) = (self.position.line(), file) {
             let column = self.position.position().unwrap_or(1);

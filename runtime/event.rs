@@ -1,10 +1,13 @@
 //! The event stream of a run. The printer renders it, `--output json` prints
 //! it, and the journal stores it, so the three cannot disagree.
 
+use runbook_stdlib::{Effect, Level};
 use serde::{Deserialize, Serialize};
 
+use crate::error::Exit;
+
 /// One thing that happened in a run.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "event", rename_all = "snake_case")]
 pub enum Event {
     /// The run started.
@@ -42,7 +45,7 @@ pub enum Event {
     /// A stdlib call with an effect on the world (reads and writes).
     Call {
         function: String,
-        effect: String,
+        effect: Effect,
         args: Vec<String>,
         at: String,
         #[serde(skip_serializing_if = "Option::is_none")]
@@ -83,7 +86,7 @@ pub enum Event {
     },
     /// A log line from the script (`log::*`, `print`).
     Log {
-        level: String,
+        level: LogLevel,
         message: String,
         #[serde(skip_serializing_if = "Option::is_none")]
         step: Option<String>,
@@ -109,7 +112,7 @@ pub enum Event {
     },
     /// The run ended.
     End {
-        status: RunStatus,
+        status: Exit,
         exit_code: i32,
         duration_ms: u64,
         #[serde(skip_serializing_if = "Option::is_none")]
@@ -117,6 +120,24 @@ pub enum Event {
         planned_changes: usize,
         time: String,
     },
+}
+
+impl Event {
+    /// When it happened (RFC 3339, UTC): every event carries its time.
+    pub fn time(&self) -> &str {
+        match self {
+            Event::Run { time, .. }
+            | Event::StepStart { time, .. }
+            | Event::StepEnd { time, .. }
+            | Event::Call { time, .. }
+            | Event::Host { time, .. }
+            | Event::Gate { time, .. }
+            | Event::Log { time, .. }
+            | Event::Rollback { time, .. }
+            | Event::Resume { time, .. }
+            | Event::End { time, .. } => time,
+        }
+    }
 }
 
 /// How a run was started.
@@ -132,6 +153,15 @@ pub enum Mode {
 impl Mode {
     pub fn is_dry(self) -> bool {
         !matches!(self, Mode::Live)
+    }
+
+    /// The mode as people write it: `live`, `dry-run`, `dry-run-offline`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Mode::Live => "live",
+            Mode::DryRun => "dry-run",
+            Mode::DryRunOffline => "dry-run-offline",
+        }
     }
 }
 
@@ -167,15 +197,27 @@ pub enum GateDecision {
     Planned,
 }
 
+/// The level of a [`Event::Log`] line: the stdlib's levels, plus `print`
+/// for the script's own `print` output in `--output json`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
-pub enum RunStatus {
-    Ok,
-    Failed,
-    Refused,
-    Interrupted,
-    Locked,
+pub enum LogLevel {
+    Debug,
+    Info,
+    Warn,
     Error,
+    Print,
+}
+
+impl From<Level> for LogLevel {
+    fn from(level: Level) -> Self {
+        match level {
+            Level::Debug => LogLevel::Debug,
+            Level::Info => LogLevel::Info,
+            Level::Warn => LogLevel::Warn,
+            Level::Error => LogLevel::Error,
+        }
+    }
 }
 
 /// Now, as RFC 3339 with milliseconds, UTC.

@@ -33,6 +33,11 @@ impl Fixtures {
         Ok(Fixtures { values })
     }
 
+    /// Whether a fixture answers this call.
+    pub fn has(&self, call: &CallInfo) -> bool {
+        self.values.contains_key(&call.signature()) || self.values.contains_key(&call.function)
+    }
+
     /// The fixture for a call, merged over the placeholder so that a map
     /// fixture may give only the fields that matter.
     pub fn lookup(&self, call: &CallInfo, placeholder: Dynamic) -> Option<Dynamic> {

@@ -10,12 +10,13 @@ use std::time::Duration;
 use rhai::{Dynamic, FnPtr, Position};
 use runbook_stdlib::redact::Redactor;
 use runbook_stdlib::{
-    CallInfo, Decision, Effect, Host, Level, Outcome, Progress, Secret, StdlibError,
+    CallInfo, Decision as HostDecision, Effect, Host, Level, Outcome, Progress, Secret, StdlibError,
 };
 use tokio_util::sync::CancellationToken;
 
 use crate::approval::ApprovalPolicy;
 use crate::context::Context;
+use crate::decision::{Decision, Skip, decide};
 use crate::event::{CallOutcome, Event, Mode};
 use crate::fixtures::Fixtures;
 use crate::header::Header;
@@ -335,35 +336,50 @@ impl RunHost {
     }
 }
 
+impl RunHost {
+    /// The effect table's answer for this call in this run.
+    fn decision(&self, call: &CallInfo) -> Decision {
+        decide(
+            call.effect,
+            self.mode,
+            self.fixtures.has(call),
+            call.has_preview,
+        )
+    }
+
+    /// A write that is not run: a numbered change in the plan.
+    fn plan_change(&self, call: &CallInfo) {
+        let signature = self.printer.redactor().mask(&call.signature()).into_owned();
+        lock(&self.plan).push(PlanItem::Change {
+            call: signature,
+            at: self.location(call.position),
+            step: self.current_step(),
+            detail: None,
+        });
+    }
+}
+
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 impl Host for RunHost {
-    fn decide(&self, call: &CallInfo, placeholder: &dyn Fn() -> Dynamic) -> Decision {
-        match (call.effect, self.mode) {
-            (Effect::Local, _)
-            | (Effect::Read, Mode::Live | Mode::DryRun)
-            | (Effect::Write, Mode::Live) => Decision::Run,
-            (Effect::Read, Mode::DryRunOffline) => {
+    fn decide(&self, call: &CallInfo, placeholder: &dyn Fn() -> Dynamic) -> HostDecision {
+        match self.decision(call) {
+            Decision::Run => HostDecision::Run,
+            Decision::Preview => {
+                self.plan_change(call);
+                HostDecision::Preview
+            }
+            Decision::Skip(Skip::Planned) => {
+                self.plan_change(call);
+                HostDecision::Skip(placeholder())
+            }
+            Decision::Skip(Skip::Fixture) => {
                 let value = placeholder();
-                Decision::Skip(self.fixtures.lookup(call, value.clone()).unwrap_or(value))
+                HostDecision::Skip(self.fixtures.lookup(call, value.clone()).unwrap_or(value))
             }
-            (Effect::Write, Mode::DryRun | Mode::DryRunOffline) => {
-                let signature = self.printer.redactor().mask(&call.signature()).into_owned();
-                lock(&self.plan).push(PlanItem::Change {
-                    call: signature,
-                    at: self.location(call.position),
-                    step: self.current_step(),
-                    detail: None,
-                });
-                // Online, a backend with its own dry run (Kubernetes) is asked.
-                if call.has_preview && self.mode == Mode::DryRun {
-                    Decision::Preview
-                } else {
-                    Decision::Skip(placeholder())
-                }
-            }
+            Decision::Skip(Skip::Placeholder) => HostDecision::Skip(placeholder()),
         }
     }
 
@@ -378,15 +394,17 @@ impl Host for RunHost {
         let (outcome, error) = match outcome {
             Outcome::Ok(_) => (CallOutcome::Ok, None),
             Outcome::Err(message) => (CallOutcome::Error, Some(message.to_owned())),
-            Outcome::Skipped if call.effect == Effect::Write => (CallOutcome::Planned, None),
-            Outcome::Skipped if self.fixtures.lookup(call, Dynamic::UNIT).is_some() => {
-                (CallOutcome::Fixture, None)
-            }
-            Outcome::Skipped => (CallOutcome::Placeholder, None),
+            Outcome::Skipped => match self.decision(call) {
+                Decision::Skip(Skip::Fixture) => (CallOutcome::Fixture, None),
+                Decision::Skip(Skip::Placeholder) => (CallOutcome::Placeholder, None),
+                Decision::Skip(Skip::Planned) | Decision::Preview | Decision::Run => {
+                    (CallOutcome::Planned, None)
+                }
+            },
         };
         let event = Event::Call {
             function: call.function.clone(),
-            effect: call.effect.as_str().to_owned(),
+            effect: call.effect,
             args: call.args.clone(),
             at: self.location(call.position),
             step: self.current_step(),
@@ -494,9 +512,13 @@ impl Host for RunHost {
         }
     }
 
+    fn actor(&self) -> String {
+        crate::identity::approver()
+    }
+
     fn log(&self, level: Level, message: &str) {
         self.emit(&Event::Log {
-            level: level.as_str().to_owned(),
+            level: level.into(),
             message: self.redactor().mask(message).into_owned(),
             step: self.current_step(),
             time: crate::event::now(),

@@ -46,6 +46,17 @@ pub enum JournalError {
     },
 }
 
+impl From<JournalError> for crate::error::Diagnostic {
+    fn from(error: JournalError) -> Self {
+        let hint = match &error {
+            JournalError::Io { .. } => "set RUNBOOK_STATE_DIR to a writable folder",
+            JournalError::UnknownRun(_) => "`runbook runs` lists the recorded runs",
+            JournalError::Corrupt { .. } => "`runbook audit verify RUN` checks the whole journal",
+        };
+        crate::error::Diagnostic::new(error.to_string(), crate::error::Exit::Usage).hint(hint)
+    }
+}
+
 /// `$RUNBOOK_STATE_DIR`, else `$XDG_STATE_HOME/runbook`, else `~/.local/state/runbook`.
 pub fn state_dir() -> PathBuf {
     if let Some(dir) = std::env::var_os("RUNBOOK_STATE_DIR").filter(|dir| !dir.is_empty()) {
@@ -124,11 +135,7 @@ impl Journal {
             source,
         };
         let text = std::fs::read_to_string(path).map_err(io)?;
-        let (whole, cut) = match text.rfind('\n') {
-            Some(end) if end + 1 < text.len() => (&text[..=end], text.len() - end - 1),
-            Some(_) => (text.as_str(), 0),
-            None => ("", text.len()),
-        };
+        let (whole, cut) = whole_lines(&text);
         if cut > 0 {
             std::fs::write(path, whole).map_err(io)?;
         }
@@ -180,23 +187,63 @@ impl Journal {
     }
 }
 
-/// Read every event of a journal as JSON values (for show, resume, runs).
-pub fn read(path: &Path) -> Result<Vec<Value>, JournalError> {
+/// A journal as read back: its events in order, and the bytes of a last
+/// line that was cut off (what a process killed mid-write leaves behind).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Recorded {
+    pub events: Vec<Event>,
+    pub cut_bytes: usize,
+}
+
+/// One journal line: the event and its place in the chain (the trailing
+/// `hash` is checked by [`verify`] on the line's text).
+#[derive(Debug, serde::Deserialize)]
+struct Line {
+    seq: u64,
+    prev: String,
+    #[serde(flatten)]
+    event: Event,
+}
+
+/// Parse one line; the problem names what is wrong with it.
+fn parse_line(line: &str) -> Result<Line, String> {
+    let value: Value =
+        serde_json::from_str(line).map_err(|error| format!("not valid JSON: {error}"))?;
+    serde_json::from_value(value).map_err(|error| format!("not a journal event: {error}"))
+}
+
+/// The whole lines of a journal's text, and how many bytes follow the last newline.
+fn whole_lines(text: &str) -> (&str, usize) {
+    match text.rfind('\n') {
+        Some(end) => (&text[..=end], text.len() - end - 1),
+        None => ("", text.len()),
+    }
+}
+
+/// Read every event of a journal, typed (for show, resume, runs). A line
+/// that is not an event is an error naming the line; a cut-off last line
+/// is left out and counted in [`Recorded::cut_bytes`].
+pub fn read(path: &Path) -> Result<Recorded, JournalError> {
     let text = std::fs::read_to_string(path).map_err(|source| JournalError::Io {
         path: path.to_owned(),
         source,
     })?;
-    text.lines()
+    let (whole, cut_bytes) = whole_lines(&text);
+    let events = whole
+        .lines()
         .enumerate()
         .filter(|(_, line)| !line.trim().is_empty())
         .map(|(index, line)| {
-            serde_json::from_str(line).map_err(|error| JournalError::Corrupt {
-                path: path.to_owned(),
-                line: index + 1,
-                problem: format!("not valid JSON: {error}"),
-            })
+            parse_line(line)
+                .map(|line| line.event)
+                .map_err(|problem| JournalError::Corrupt {
+                    path: path.to_owned(),
+                    line: index + 1,
+                    problem,
+                })
         })
-        .collect()
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(Recorded { events, cut_bytes })
 }
 
 /// The result of `audit verify`.
@@ -216,67 +263,43 @@ pub fn verify(path: &Path) -> Result<Verdict, JournalError> {
     })?;
     let mut prev = GENESIS.to_owned();
     let mut count = 0;
-    let mut last_event = String::new();
+    let mut complete = false;
     for (index, line) in text.split_inclusive('\n').enumerate() {
         let number = index + 1;
-        let Some(line) = line.strip_suffix('\n') else {
-            return Ok(Verdict::Broken {
+        let broken = |problem: String| {
+            Ok(Verdict::Broken {
                 line: number,
-                problem: "the line is cut off (no newline)".into(),
-            });
+                problem,
+            })
         };
-        let value: Value = match serde_json::from_str(line) {
-            Ok(value) => value,
-            Err(error) => {
-                return Ok(Verdict::Broken {
-                    line: number,
-                    problem: format!("not valid JSON: {error}"),
-                });
-            }
+        let Some(line) = line.strip_suffix('\n') else {
+            return broken("the line is cut off (no newline)".into());
+        };
+        let parsed = match parse_line(line) {
+            Ok(parsed) => parsed,
+            Err(problem) => return broken(problem),
         };
         let Some((body, hash)) = split_hash(line) else {
-            return Ok(Verdict::Broken {
-                line: number,
-                problem: "the line has no hash at its end".into(),
-            });
+            return broken("the line has no hash at its end".into());
         };
         if sha256_hex(body.as_bytes()) != hash {
-            return Ok(Verdict::Broken {
-                line: number,
-                problem: "the line was edited (its hash does not match its text)".into(),
-            });
+            return broken("the line was edited (its hash does not match its text)".into());
         }
-        let recorded = value
-            .get("prev")
-            .and_then(Value::as_str)
-            .unwrap_or_default();
-        if recorded != prev {
-            let problem = if number == 1 {
+        if parsed.prev != prev {
+            return broken(if number == 1 {
                 "the first line does not start the chain (lines before it were removed?)".to_owned()
             } else {
                 format!(
                     "does not follow line {}: lines were removed or reordered",
                     number - 1
                 )
-            };
-            return Ok(Verdict::Broken {
-                line: number,
-                problem,
             });
         }
-        let seq = value.get("seq").and_then(Value::as_u64);
-        if seq != Some(index as u64) {
-            return Ok(Verdict::Broken {
-                line: number,
-                problem: format!("sequence number {seq:?}, expected {index}"),
-            });
+        if parsed.seq != index as u64 {
+            return broken(format!("sequence number {}, expected {index}", parsed.seq));
         }
         prev = hash.to_owned();
-        last_event = value
-            .get("event")
-            .and_then(Value::as_str)
-            .unwrap_or_default()
-            .to_owned();
+        complete = matches!(parsed.event, Event::End { .. });
         count = number;
     }
     if count == 0 {
@@ -287,7 +310,7 @@ pub fn verify(path: &Path) -> Result<Verdict, JournalError> {
     }
     Ok(Verdict::Intact {
         lines: count,
-        complete: last_event == "end",
+        complete,
     })
 }
 
@@ -321,6 +344,199 @@ mod tests {
                 .unwrap();
         }
         path
+    }
+
+    /// One event of every variant, with every enum the journal stores.
+    fn every_variant() -> Vec<Event> {
+        use crate::error::Exit;
+        use crate::event::{CallOutcome, GateDecision, LogLevel, Mode, StepStatus};
+        use runbook_stdlib::Effect;
+        let time = || "2026-12-02T10:00:00.000Z".to_owned();
+        let mut params = serde_json::Map::new();
+        params.insert("version".into(), Value::from("v2"));
+        let mut events = vec![Event::Run {
+            run_id: "20261202T100000Z-ab12".into(),
+            runbook: "runbooks/deploy.rhai".into(),
+            cwd: "/srv".into(),
+            sha256: "0".repeat(64),
+            params,
+            context: Some("lab".into()),
+            user: "alice".into(),
+            host: "ops1".into(),
+            version: "0.1.0".into(),
+            mode: Mode::DryRunOffline,
+            time: time(),
+        }];
+        events.push(Event::StepStart {
+            step: "s".into(),
+            time: time(),
+        });
+        for status in [StepStatus::Ok, StepStatus::Failed, StepStatus::Skipped] {
+            events.push(Event::StepEnd {
+                step: "s".into(),
+                status,
+                duration_ms: 3,
+                value: Some(serde_json::json!({"a": [1, "b", null]})),
+                redacted: status == StepStatus::Failed,
+                error: (status == StepStatus::Failed).then(|| "boom".into()),
+                time: time(),
+            });
+        }
+        for (effect, outcome) in [
+            (Effect::Local, CallOutcome::Ok),
+            (Effect::Read, CallOutcome::Error),
+            (Effect::Write, CallOutcome::Planned),
+            (Effect::Read, CallOutcome::Fixture),
+            (Effect::Read, CallOutcome::Placeholder),
+        ] {
+            events.push(Event::Call {
+                function: "shell::run".into(),
+                effect,
+                args: vec!["\"x\"".into()],
+                at: "f.rhai:1:1".into(),
+                step: Some("s".into()),
+                outcome,
+                duration_ms: 1,
+                error: (outcome == CallOutcome::Error).then(|| "no".into()),
+                time: time(),
+            });
+        }
+        events.push(Event::Host {
+            function: "ssh::exec_all".into(),
+            host: "host01".into(),
+            ok: false,
+            code: Some(2),
+            duration_ms: 5,
+            error: Some("exit 2".into()),
+            step: None,
+            output_tail: "tail".into(),
+            time: time(),
+        });
+        for decision in [
+            GateDecision::Approved,
+            GateDecision::Rejected,
+            GateDecision::Planned,
+        ] {
+            events.push(Event::Gate {
+                message: "ok?".into(),
+                confirm: Some("v2".into()),
+                decision,
+                approver: "alice@ops1".into(),
+                how: "terminal".into(),
+                at: "f.rhai:2:1".into(),
+                time: time(),
+            });
+        }
+        for level in [
+            LogLevel::Debug,
+            LogLevel::Info,
+            LogLevel::Warn,
+            LogLevel::Error,
+            LogLevel::Print,
+        ] {
+            events.push(Event::Log {
+                level,
+                message: "m".into(),
+                step: None,
+                time: time(),
+            });
+        }
+        events.push(Event::Rollback {
+            step: "s".into(),
+            status: StepStatus::Ok,
+            error: None,
+            time: time(),
+        });
+        events.push(Event::Resume {
+            user: "bob".into(),
+            host: "ops2".into(),
+            version: "0.1.0".into(),
+            force: true,
+            cut_bytes: 7,
+            time: time(),
+        });
+        for status in [
+            Exit::Ok,
+            Exit::StepFailed,
+            Exit::Usage,
+            Exit::Refused,
+            Exit::Locked,
+            Exit::Interrupted,
+        ] {
+            events.push(Event::End {
+                status,
+                exit_code: status.code(),
+                duration_ms: 9,
+                error: None,
+                planned_changes: 1,
+                time: time(),
+            });
+        }
+        events
+    }
+
+    #[test]
+    fn every_variant_round_trips_through_the_journal() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("journal.jsonl");
+        let mut journal = Journal {
+            path: path.clone(),
+            file: OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&path)
+                .unwrap(),
+            prev: GENESIS.into(),
+            seq: 0,
+            redactor: Redactor::new(),
+        };
+        let events = every_variant();
+        for event in &events {
+            journal.append(event, false).unwrap();
+        }
+        let recorded = read(&path).unwrap();
+        assert_eq!(recorded.events, events);
+        assert_eq!(recorded.cut_bytes, 0);
+        assert_eq!(
+            verify(&path).unwrap(),
+            Verdict::Intact {
+                lines: events.len(),
+                complete: true
+            }
+        );
+    }
+
+    #[test]
+    fn an_unknown_or_garbled_line_is_an_error_naming_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = write_journal(dir.path());
+        let good = std::fs::read_to_string(&path).unwrap();
+        for (bad, problem) in [
+            (
+                "{\"event\":\"teleport\",\"seq\":3,\"prev\":\"x\"}",
+                "not a journal event",
+            ),
+            ("{\"event\": \"step_start\"", "not valid JSON"),
+            ("\u{0}\u{1}garbage", "not valid JSON"),
+        ] {
+            std::fs::write(&path, format!("{good}{bad}\n")).unwrap();
+            match read(&path) {
+                Err(JournalError::Corrupt {
+                    line,
+                    problem: text,
+                    ..
+                }) => {
+                    assert_eq!(line, 4, "{bad}");
+                    assert!(text.contains(problem), "{bad}: {text}");
+                }
+                other => panic!("{bad}: expected a corrupt-line error, got {other:?}"),
+            }
+        }
+        // A cut-off last line (a process killed mid-write) is left out and counted.
+        std::fs::write(&path, format!("{good}{{\"event\":\"st")).unwrap();
+        let recorded = read(&path).unwrap();
+        assert_eq!(recorded.events.len(), 3);
+        assert_eq!(recorded.cut_bytes, 12);
     }
 
     #[test]

@@ -50,6 +50,19 @@ pub enum LockError {
     },
 }
 
+impl From<LockError> for crate::error::Diagnostic {
+    fn from(error: LockError) -> Self {
+        use crate::error::{Diagnostic, Exit};
+        let exit = match error {
+            LockError::Held { .. } => Exit::Locked,
+            LockError::Io { .. } => Exit::Usage,
+        };
+        Diagnostic::new(error.to_string(), exit).hint(
+            "wait for it to finish; a lock of a process that died is taken over automatically",
+        )
+    }
+}
+
 /// A held lock; released (file removed) on drop.
 #[derive(Debug)]
 pub struct RunLock {
@@ -103,8 +116,8 @@ pub fn acquire(runbook: &Path, context: Option<&str>, run_id: &str) -> Result<Ru
     let holder = Holder {
         pid,
         start_ticks: start_ticks(pid),
-        user: crate::approval::user(),
-        host: crate::approval::hostname(),
+        user: crate::identity::user(),
+        host: crate::identity::hostname(),
         run_id: run_id.to_owned(),
         runbook: runbook.display().to_string(),
         context: context.map(str::to_owned),

@@ -11,7 +11,11 @@ use console::Style;
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use runbook_stdlib::redact::Redactor;
 
-use crate::event::{CallOutcome, Event, GateDecision, Mode, RunStatus, StepStatus};
+use runbook_stdlib::Effect;
+
+use crate::error::Exit;
+use crate::event::{CallOutcome, Event, GateDecision, LogLevel, Mode, StepStatus};
+use crate::gate::PlanItem;
 
 /// `--output`: who reads the output.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Default)]
@@ -80,7 +84,7 @@ impl Printer {
         let dumb = std::env::var("TERM").is_ok_and(|term| term == "dumb");
         let stderr_tty = std::io::stderr().is_terminal() && !dumb;
         let color = stderr_tty && std::env::var_os("NO_COLOR").is_none_or(|value| value.is_empty());
-        let interactive = stderr_tty && format == OutputFormat::Human && !crate::approval::ci();
+        let interactive = stderr_tty && format == OutputFormat::Human && !crate::identity::ci();
         let progress = MultiProgress::with_draw_target(if interactive {
             ProgressDrawTarget::stderr()
         } else {
@@ -166,7 +170,7 @@ impl Printer {
         let text = self.redactor.mask(text);
         match self.format {
             OutputFormat::Json => self.emit(&Event::Log {
-                level: "print".into(),
+                level: LogLevel::Print,
                 message: text.into_owned(),
                 step: None,
                 time: crate::event::now(),
@@ -376,7 +380,7 @@ impl Printer {
                     )),
                     CallOutcome::Ok => {
                         // Local calls are in the journal only; reads show with -v.
-                        if effect == "write" || (self.verbose && effect != "local") {
+                        if *effect == Effect::Write || (self.verbose && *effect != Effect::Local) {
                             self.line(&format!(
                                 "  {} {call} {}",
                                 s.dim.apply_to("→"),
@@ -428,11 +432,11 @@ impl Printer {
                 };
                 self.line(&text);
             }
-            Event::Log { level, message, .. } => match level.as_str() {
-                "debug" if !self.verbose => {}
-                "warn" => self.line(&format!("{} {message}", s.warn.apply_to("warning:"))),
-                "error" => self.line(&format!("{} {message}", s.bad.apply_to("error:"))),
-                _ => self.line(message),
+            Event::Log { level, message, .. } => match level {
+                LogLevel::Debug if !self.verbose => {}
+                LogLevel::Warn => self.line(&format!("{} {message}", s.warn.apply_to("warning:"))),
+                LogLevel::Error => self.line(&format!("{} {message}", s.bad.apply_to("error:"))),
+                LogLevel::Debug | LogLevel::Info | LogLevel::Print => self.line(message),
             },
             Event::Rollback {
                 step,
@@ -475,23 +479,23 @@ impl Printer {
                 self.clear_spinners();
                 let took = human_ms(*duration_ms);
                 let text = match status {
-                    RunStatus::Ok => format!("{} finished in {took}", s.ok.apply_to("✓")),
-                    RunStatus::Failed => format!(
+                    Exit::Ok => format!("{} finished in {took}", s.ok.apply_to("✓")),
+                    Exit::StepFailed => format!(
                         "{} failed after {took} (exit {exit_code})",
                         s.bad.apply_to("✗")
                     ),
-                    RunStatus::Refused => format!(
+                    Exit::Refused => format!(
                         "{} stopped at an approval gate after {took} (exit {exit_code})",
                         s.bad.apply_to("✗")
                     ),
-                    RunStatus::Interrupted => format!(
+                    Exit::Interrupted => format!(
                         "{} interrupted after {took} (exit {exit_code})",
                         s.bad.apply_to("✗")
                     ),
-                    RunStatus::Locked => {
+                    Exit::Locked => {
                         format!("{} locked (exit {exit_code})", s.bad.apply_to("✗"))
                     }
-                    RunStatus::Error => {
+                    Exit::Usage => {
                         format!("{} script error (exit {exit_code})", s.bad.apply_to("✗"))
                     }
                 };
@@ -591,6 +595,56 @@ impl Printer {
     pub fn styles_bold(&self, text: &str) -> String {
         self.styles.bold.apply_to(text).to_string()
     }
+}
+
+/// The plan of a dry-run: every write that was not run, and every gate.
+pub fn render_plan(plan: &[PlanItem]) -> String {
+    let changes = plan
+        .iter()
+        .filter(|item| matches!(item, PlanItem::Change { .. }))
+        .count();
+    let gates = plan.len() - changes;
+    let mut out = format!(
+        "\nPlan: {changes} change{}, {gates} approval gate{} (dry-run: nothing was changed)\n",
+        if changes == 1 { "" } else { "s" },
+        if gates == 1 { "" } else { "s" }
+    );
+    for (index, item) in plan.iter().enumerate() {
+        let number = index + 1;
+        match item {
+            PlanItem::Change {
+                call,
+                at,
+                step,
+                detail,
+            } => {
+                let step = step
+                    .as_deref()
+                    .map(|step| format!("  [step: {step}]"))
+                    .unwrap_or_default();
+                out.push_str(&format!("  {number:>3}. {call}\n       at {at}{step}\n"));
+                if let Some(detail) = detail {
+                    for line in detail.lines() {
+                        out.push_str(&format!("         {line}\n"));
+                    }
+                }
+            }
+            PlanItem::Gate {
+                message,
+                at,
+                confirm,
+            } => {
+                let confirm = confirm
+                    .as_deref()
+                    .map(|text| format!(" (type `{text}`)"))
+                    .unwrap_or_default();
+                out.push_str(&format!(
+                    "  {number:>3}. gate: {message}{confirm}\n       at {at}\n"
+                ));
+            }
+        }
+    }
+    out
 }
 
 fn human_ms(millis: u64) -> String {

@@ -1,24 +1,22 @@
-//! `runbook repl`: the same stdlib and gates as a run, one line at a time.
-//! History lives under the XDG state dir; `:help NAME` shows a function's
-//! doc; input with open brackets continues on the next line.
+//! The REPL's machinery (the command is `commands/repl.rs`): line editing
+//! with completion and multi-line input, `:commands`, and evaluation of each
+//! input in one scope that keeps variables and functions across lines.
 
 use std::sync::{Arc, Mutex, PoisonError};
 
 use rhai::{AST, Dynamic, Engine, Scope};
 use runbook_stdlib::Function;
+use rustyline::Helper;
 use rustyline::completion::{Completer, Pair};
-use rustyline::error::ReadlineError;
 use rustyline::highlight::Highlighter;
 use rustyline::hint::Hinter;
-use rustyline::history::DefaultHistory;
 use rustyline::validate::{ValidationContext, ValidationResult, Validator};
-use rustyline::{Editor, Helper};
 
-use crate::error::{Diagnostic, Exit};
+use crate::error::Diagnostic;
 use crate::gate::RunHost;
 use crate::session::Session;
 
-const COMMANDS: &[(&str, &str)] = &[
+pub(crate) const COMMANDS: &[(&str, &str)] = &[
     (
         ":help",
         "this list; `:help NAME` shows a function or module (`:help k8s`, `:help step`)",
@@ -30,9 +28,9 @@ const COMMANDS: &[(&str, &str)] = &[
 ];
 
 /// Completion of function names, variables and commands; multi-line input.
-struct ReplHelper {
-    words: Vec<String>,
-    variables: Arc<Mutex<Vec<String>>>,
+pub(crate) struct ReplHelper {
+    pub(crate) words: Vec<String>,
+    pub(crate) variables: Arc<Mutex<Vec<String>>>,
 }
 
 impl Completer for ReplHelper {
@@ -123,8 +121,8 @@ pub fn is_incomplete(input: &str) -> bool {
     depth > 0 || matches!(quote, Some('`'))
 }
 
-struct Repl {
-    session: Session,
+pub(crate) struct Repl {
+    pub(crate) session: Session,
     engine: Arc<Engine>,
     functions: Vec<Function>,
     scope: Arc<Mutex<Scope<'static>>>,
@@ -134,11 +132,28 @@ struct Repl {
 }
 
 impl Repl {
+    pub(crate) fn new(
+        session: Session,
+        engine: Engine,
+        functions: Vec<Function>,
+        variables: Arc<Mutex<Vec<String>>>,
+    ) -> Repl {
+        Repl {
+            session,
+            engine: Arc::new(engine),
+            functions,
+            scope: Arc::new(Mutex::new(Scope::new())),
+            library: AST::empty(),
+            variables,
+        }
+    }
+
     fn host(&self) -> &Arc<RunHost> {
         &self.session.host
     }
 
-    fn command(&self, line: &str) -> bool {
+    /// Run a `:command`; `false` means leave.
+    pub(crate) fn command(&self, line: &str) -> bool {
         let mut words = line.split_whitespace();
         let command = words.next().unwrap_or_default();
         let argument = words.next();
@@ -162,14 +177,14 @@ impl Repl {
                 printer.data(&text);
             }
             (":help" | ":h" | ":doc", Some(topic)) => {
-                match crate::doc::topic(&self.functions, topic) {
+                match crate::reference::topic(&self.functions, topic) {
                     Some(text) => printer.data(&text),
                     None => printer.data(&format!(
                         "nothing called `{topic}`; `:doc` lists every function"
                     )),
                 }
             }
-            (":doc", None) => printer.data(&crate::doc::overview(&self.functions)),
+            (":doc", None) => printer.data(&crate::reference::overview(&self.functions)),
             (":context", _) => printer.data(&format_value(&self.host().context.to_dynamic())),
             (":vars", _) => {
                 let scope = self.scope.lock().unwrap_or_else(PoisonError::into_inner);
@@ -191,7 +206,8 @@ impl Repl {
         true
     }
 
-    fn evaluate(&mut self, input: &str) {
+    /// Evaluate one input; errors are shown and the session goes on.
+    pub(crate) fn evaluate(&mut self, input: &str) {
         let host = Arc::clone(self.host());
         host.reset_for_next_input();
         let ast = {
@@ -214,7 +230,7 @@ impl Repl {
                 let mut scope = scope.lock().unwrap_or_else(PoisonError::into_inner);
                 let result = engine.eval_ast_with_scope::<Dynamic>(&mut scope, &combined);
                 if result.is_err() {
-                    crate::run::roll_back(&task_host, &engine, &combined, false);
+                    crate::runner::roll_back(&task_host, &engine, &combined, false);
                 }
                 result
             })
@@ -245,7 +261,7 @@ impl Repl {
 }
 
 fn render_repl(diagnostic: &Diagnostic, input: &str) -> String {
-    diagnostic.render(Some(std::path::Path::new("<repl>")), Some(input))
+    diagnostic.render_with(Some(std::path::Path::new("<repl>")), Some(input))
 }
 
 /// Show a value: strings as they are, everything else in script notation.
@@ -260,101 +276,6 @@ fn format_value(value: &Dynamic) -> String {
     } else {
         runbook_stdlib::values::render(value)
     }
-}
-
-/// Run the REPL until `:quit` or Ctrl-D.
-pub fn run(context: Option<&str>) -> Exit {
-    let cwd = std::env::current_dir().unwrap_or_default();
-    let session = match Session::interactive(context, &[&cwd]) {
-        Ok(session) => session,
-        Err(diagnostic) => {
-            eprintln!("{}", diagnostic.render(None, None));
-            return diagnostic.exit;
-        }
-    };
-    let engine = crate::engine::build(&session.host);
-    let functions = crate::engine::all_functions(&session.host);
-    let mut words: Vec<String> = functions.iter().map(Function::qualified_name).collect();
-    words.extend(COMMANDS.iter().map(|(name, _)| (*name).to_owned()));
-    let variables = Arc::new(Mutex::new(Vec::new()));
-    let helper = ReplHelper {
-        words,
-        variables: Arc::clone(&variables),
-    };
-    let config = rustyline::Config::builder()
-        .auto_add_history(true)
-        .max_history_size(5000)
-        .map_or_else(
-            |_| rustyline::Config::default(),
-            rustyline::config::Builder::build,
-        );
-    let mut editor: Editor<ReplHelper, DefaultHistory> = match Editor::with_config(config) {
-        Ok(editor) => editor,
-        Err(error) => {
-            eprintln!("error: cannot start the line editor: {error}");
-            return Exit::Usage;
-        }
-    };
-    editor.set_helper(Some(helper));
-    let history = crate::journal::state_dir().join("history");
-    let _ = editor.load_history(&history);
-
-    // Ctrl-C while a line runs stops it (at the prompt, rustyline handles it).
-    let signal_host = Arc::clone(&session.host);
-    session.runtime.spawn(async move {
-        while tokio::signal::ctrl_c().await.is_ok() {
-            signal_host.interrupt();
-        }
-    });
-
-    let context_name = session
-        .host
-        .context
-        .name
-        .clone()
-        .unwrap_or_else(|| "no context".into());
-    session.host.printer.line(&format!(
-        "runbook {} REPL ({context_name}). `:help` for help, Ctrl-D to leave.",
-        env!("CARGO_PKG_VERSION")
-    ));
-    let prompt = format!("{context_name}> ");
-    let mut repl = Repl {
-        session,
-        engine: Arc::new(engine),
-        functions,
-        scope: Arc::new(Mutex::new(Scope::new())),
-        library: AST::empty(),
-        variables,
-    };
-    loop {
-        match editor.readline(&prompt) {
-            Ok(line) => {
-                let line = line.trim();
-                if line.is_empty() {
-                    continue;
-                }
-                if line.starts_with(':') {
-                    if !repl.command(line) {
-                        break;
-                    }
-                } else {
-                    repl.evaluate(line);
-                }
-            }
-            Err(ReadlineError::Interrupted) => {}
-            Err(ReadlineError::Eof) => break,
-            Err(error) => {
-                eprintln!("error: {error}");
-                break;
-            }
-        }
-    }
-    if let Some(parent) = history.parent() {
-        let _ = std::fs::create_dir_all(parent);
-    }
-    let _ = editor.save_history(&history);
-    repl.session.runtime.block_on(runbook_stdlib::finish_run());
-    Exit::Ok
 }
 
 #[cfg(test)]

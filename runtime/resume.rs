@@ -11,6 +11,7 @@ use std::path::Path;
 use rhai::Dynamic;
 use serde_json::Value;
 
+use crate::event::{Event, GateDecision, Mode, StepStatus};
 use crate::journal::JournalError;
 
 /// What a resumed run takes from its journal.
@@ -30,89 +31,86 @@ pub struct Original {
     pub sha256: String,
     pub params: Vec<(String, String)>,
     pub context: Option<String>,
-    pub mode: String,
+    pub mode: Mode,
     pub finished_ok: bool,
-}
-
-fn text(value: &Value, key: &str) -> String {
-    value
-        .get(key)
-        .and_then(Value::as_str)
-        .unwrap_or_default()
-        .to_owned()
 }
 
 /// Read what resuming needs from a journal's events.
 pub fn load(path: &Path) -> Result<(Original, ResumeState), JournalError> {
-    let events = crate::journal::read(path)?;
+    let events = crate::journal::read(path)?.events;
     let corrupt = |problem: &str| JournalError::Corrupt {
         path: path.to_owned(),
         line: 1,
         problem: problem.to_owned(),
     };
-    let first = events
-        .first()
-        .ok_or_else(|| corrupt("the journal is empty"))?;
-    if text(first, "event") != "run" {
-        return Err(corrupt("the first line is not a run record"));
-    }
-    let params = first
-        .get("params")
-        .and_then(Value::as_object)
-        .map(|map| {
-            map.iter()
-                .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_owned()))
-                .collect()
-        })
-        .unwrap_or_default();
-    let finished_ok = events
-        .iter()
-        .rev()
-        .find(|event| text(event, "event") == "end")
-        .is_some_and(|end| end.get("exit_code").and_then(Value::as_i64) == Some(0));
-    let original = Original {
-        run_id: text(first, "run_id"),
-        runbook: Path::new(&text(first, "cwd"))
-            .join(text(first, "runbook"))
-            .display()
-            .to_string(),
-        sha256: text(first, "sha256"),
+    let Some(Event::Run {
+        run_id,
+        runbook,
+        cwd,
+        sha256,
         params,
-        context: first
-            .get("context")
-            .and_then(Value::as_str)
-            .map(str::to_owned),
-        mode: text(first, "mode"),
+        context,
+        mode,
+        ..
+    }) = events.first()
+    else {
+        return Err(corrupt(if events.is_empty() {
+            "the journal is empty"
+        } else {
+            "the first line is not a run record"
+        }));
+    };
+    let finished_ok = events.iter().rev().find_map(|event| match event {
+        Event::End { exit_code, .. } => Some(*exit_code == 0),
+        _ => None,
+    }) == Some(true);
+    let original = Original {
+        run_id: run_id.clone(),
+        runbook: Path::new(cwd).join(runbook).display().to_string(),
+        sha256: sha256.clone(),
+        params: params
+            .iter()
+            .map(|(name, value)| (name.clone(), value.as_str().unwrap_or_default().to_owned()))
+            .collect(),
+        context: context.clone(),
+        mode: *mode,
         finished_ok,
     };
 
     let mut state = ResumeState::default();
-    let mut started: Vec<(usize, String)> = Vec::new();
+    let mut started: Vec<(usize, &str)> = Vec::new();
     for (index, event) in events.iter().enumerate() {
-        match text(event, "event").as_str() {
-            "step_start" => started.push((index, text(event, "step"))),
-            "step_end" => {
-                let status = text(event, "status");
-                let redacted = event
-                    .get("redacted")
-                    .and_then(Value::as_bool)
-                    .unwrap_or(false);
-                if (status == "ok" || status == "skipped") && !redacted {
-                    let value = event.get("value").cloned().unwrap_or(Value::Null);
-                    state.completed.insert(text(event, "step"), value);
-                }
+        match event {
+            Event::StepStart { step, .. } => started.push((index, step)),
+            Event::StepEnd {
+                step,
+                status: StepStatus::Ok | StepStatus::Skipped,
+                value,
+                redacted: false,
+                ..
+            } => {
+                state
+                    .completed
+                    .insert(step.clone(), value.clone().unwrap_or(Value::Null));
             }
             _ => {}
         }
     }
     let resume_point = started
         .iter()
-        .find(|(_, step)| !state.completed.contains_key(step))
+        .find(|(_, step)| !state.completed.contains_key(*step))
         .map_or(events.len(), |(index, _)| *index);
     state.approved_gates = events[..resume_point]
         .iter()
-        .filter(|event| text(event, "event") == "gate" && text(event, "decision") == "approved")
-        .map(|event| (text(event, "message"), text(event, "at")))
+        .filter_map(|event| match event {
+            Event::Gate {
+                message,
+                at,
+                decision: GateDecision::Approved,
+                ..
+            } => Some((message.clone(), at.clone())),
+            _ => None,
+        })
         .collect();
     Ok((original, state))
 }

@@ -15,7 +15,10 @@ use tokio_util::sync::CancellationToken;
 use crate::redact::Redactor;
 
 /// What a call does to the world. Declared once, where a function is registered.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "snake_case")]
 pub enum Effect {
     /// Computes locally and changes nothing outside the process (json, time, strings).
     Local,
@@ -170,6 +173,9 @@ pub trait Host: Send + Sync {
     fn context(&self) -> Dynamic;
     /// Resolve a secret named in the active context's `secrets` table.
     fn secret(&self, name: &str) -> Result<Secret, StdlibError>;
+    /// Who is acting (`alice@ops1`): the identity the journal and the gates
+    /// record, and what `k8s::lock` writes as the Lease holder.
+    fn actor(&self) -> String;
     /// Report a message (from `log::*`, or progress a function wants shown).
     fn log(&self, level: Level, message: &str);
     /// Attach detail (a diff of the live object against the would-be one) to

@@ -31,6 +31,15 @@ pub const MODULES: &[&str] = &[
     "", "log", "shell", "ssh", "k8s", "s3", "pg", "http", "notify", "secrets", "json", "yaml",
 ];
 
+/// The modules' names (without the built-ins), in doc order.
+pub fn module_names() -> Vec<&'static str> {
+    MODULES
+        .iter()
+        .copied()
+        .filter(|name| !name.is_empty())
+        .collect()
+}
+
 /// End of a run: close ssh master connections, release Kubernetes leases.
 /// The runtime calls this once, after the last event.
 pub async fn finish_run() {

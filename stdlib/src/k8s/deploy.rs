@@ -6,6 +6,7 @@ use k8s_openapi::api::apps::v1::Deployment;
 use kube::api::Api;
 use rhai::Dynamic;
 
+use super::Mode;
 use super::client::{Kube, connect};
 use super::error::{Subject, api};
 use super::objects::{to_script, to_value};
@@ -101,10 +102,10 @@ pub(crate) fn finish(
     call: &Call<'_>,
     subject: &Subject,
     updated: &Updated<Deployment>,
-    dry_run: bool,
+    mode: Mode,
 ) -> Dynamic {
     let (live, after) = (to_value(&updated.live), to_value(&updated.after));
-    if dry_run {
+    if mode.is_preview() {
         call.host.plan_detail(&diff::detail(
             &subject.describe(),
             Some(&live),
@@ -164,24 +165,20 @@ fn modify(
     call: &mut Call<'_>,
     name: &str,
     namespace: Option<String>,
-    dry_run: bool,
+    mode: Mode,
     mut change: impl FnMut(&mut Deployment, &Subject) -> Result<bool, StdlibError>,
 ) -> Result<Dynamic, Failure> {
     let settings = settings(call);
     let (subject, updated) = call.block_on(async {
         let kube = connect(&settings, namespace).await?;
         let subject = subject(&kube, name);
-        let updated = update(
-            &kube,
-            &deployments(&kube),
-            &subject,
-            dry_run,
-            |deployment| change(deployment, &subject),
-        )
+        let updated = update(&kube, &deployments(&kube), &subject, mode, |deployment| {
+            change(deployment, &subject)
+        })
         .await?;
         Ok((subject, updated))
     })?;
-    Ok(finish(call, &subject, &updated, dry_run))
+    Ok(finish(call, &subject, &updated, mode))
 }
 
 fn no_spec(subject: &Subject) -> StdlibError {
@@ -189,14 +186,14 @@ fn no_spec(subject: &Subject) -> StdlibError {
 }
 
 /// `k8s::set_image(deployment, image, opts?)`.
-pub(crate) fn set_image(call: &mut Call<'_>, dry_run: bool) -> Result<Dynamic, Failure> {
+pub(crate) fn set_image(call: &mut Call<'_>, mode: Mode) -> Result<Dynamic, Failure> {
     let name = call.string(0)?;
     let image = call.string(1)?;
     let options = call.options(2, OPTIONS)?;
     let container = options.string("container")?;
     check_image(&image)?;
     let namespace = namespace_of(&options)?;
-    modify(call, &name, namespace, dry_run, |deployment, subject| {
+    modify(call, &name, namespace, mode, |deployment, subject| {
         let index = container_index(deployment, container.as_deref()).map_err(|problem| {
             subject.failed(
                 &problem,
@@ -220,7 +217,7 @@ pub(crate) fn set_image(call: &mut Call<'_>, dry_run: bool) -> Result<Dynamic, F
 }
 
 /// `k8s::scale(deployment, replicas, opts?)`.
-pub(crate) fn scale(call: &mut Call<'_>, dry_run: bool) -> Result<Dynamic, Failure> {
+pub(crate) fn scale(call: &mut Call<'_>, mode: Mode) -> Result<Dynamic, Failure> {
     let name = call.string(0)?;
     let replicas = call.int(1)?;
     let replicas = i32::try_from(replicas)
@@ -229,7 +226,7 @@ pub(crate) fn scale(call: &mut Call<'_>, dry_run: bool) -> Result<Dynamic, Failu
         .ok_or_else(|| call.bad_arg(1, format!("must be 0 or more, got {replicas}")))?;
     let options = call.options(2, SCALE_OPTIONS)?;
     let namespace = namespace_of(&options)?;
-    modify(call, &name, namespace, dry_run, |deployment, subject| {
+    modify(call, &name, namespace, mode, |deployment, subject| {
         let spec = deployment.spec.as_mut().ok_or_else(|| no_spec(subject))?;
         if spec.replicas == Some(replicas) {
             return Ok(false);
@@ -240,12 +237,12 @@ pub(crate) fn scale(call: &mut Call<'_>, dry_run: bool) -> Result<Dynamic, Failu
 }
 
 /// `k8s::restart(deployment, opts?)`: like `kubectl rollout restart`.
-pub(crate) fn restart(call: &mut Call<'_>, dry_run: bool) -> Result<Dynamic, Failure> {
+pub(crate) fn restart(call: &mut Call<'_>, mode: Mode) -> Result<Dynamic, Failure> {
     let name = call.string(0)?;
     let options = call.options(1, SCALE_OPTIONS)?;
     let namespace = namespace_of(&options)?;
     let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
-    modify(call, &name, namespace, dry_run, |deployment, subject| {
+    modify(call, &name, namespace, mode, |deployment, subject| {
         let spec = deployment.spec.as_mut().ok_or_else(|| no_spec(subject))?;
         spec.template
             .metadata

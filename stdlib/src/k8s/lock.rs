@@ -21,46 +21,23 @@ use super::error::{
 };
 use super::objects::to_value;
 use super::rollout::rfc3339;
-use super::{FIELD_MANAGER, diff, settings};
+use super::{FIELD_MANAGER, Mode, diff, settings};
 use crate::function::{Call, Failure};
 use crate::host::{Level, StdlibError};
 
 /// Who this process is, as written into `holderIdentity`:
-/// `alice@ops1 pid 4242 started 2026-11-22T01:00:00Z`.
-pub(crate) fn identity() -> &'static str {
+/// `alice@ops1 pid 4242 started 2026-11-22T01:00:00Z`. The person comes
+/// from the Host (the same identity the journal and the gates record); the
+/// pid and start time tell this process from another run of the same person.
+/// Fixed at the first lock of the process.
+pub(crate) fn identity(actor: &str) -> &'static str {
     static IDENTITY: OnceLock<String> = OnceLock::new();
     IDENTITY.get_or_init(|| {
-        let user = std::env::var("USER")
-            .or_else(|_| std::env::var("LOGNAME"))
-            .ok()
-            .filter(|name| !name.trim().is_empty())
-            .or_else(user_of_process)
-            .unwrap_or_else(|| "unknown".into());
-        let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
-            .ok()
-            .or_else(|| std::env::var("HOSTNAME").ok())
-            .map(|name| name.trim().to_owned())
-            .filter(|name| !name.is_empty())
-            .unwrap_or_else(|| "localhost".into());
         format!(
-            "{user}@{host} pid {} started {}",
+            "{actor} pid {} started {}",
             std::process::id(),
             rfc3339(Timestamp::now().as_second())
         )
-    })
-}
-
-/// The name of the user running this process, from /etc/passwd (for when
-/// `$USER` is not set: cron, containers).
-fn user_of_process() -> Option<String> {
-    use std::os::unix::fs::MetadataExt;
-    let uid = std::fs::metadata("/proc/self").ok()?.uid();
-    let passwd = std::fs::read_to_string("/etc/passwd").ok()?;
-    passwd.lines().find_map(|line| {
-        let mut fields = line.split(':');
-        let name = fields.next()?;
-        let id: u32 = fields.nth(1)?.parse().ok()?;
-        (id == uid).then(|| name.to_owned())
     })
 }
 
@@ -119,7 +96,13 @@ pub(crate) fn assess(spec: Option<&LeaseSpec>, me: &str, now: Timestamp) -> Hold
 }
 
 /// The spec that says we hold it, now, for `ttl` seconds.
-fn our_spec(live: Option<&LeaseSpec>, ttl: i32, now: Timestamp, ours_already: bool) -> LeaseSpec {
+fn our_spec(
+    live: Option<&LeaseSpec>,
+    me: &str,
+    ttl: i32,
+    now: Timestamp,
+    ours_already: bool,
+) -> LeaseSpec {
     let mut spec = live.cloned().unwrap_or_default();
     let transitions = spec.lease_transitions.unwrap_or(0);
     if !ours_already {
@@ -132,7 +115,7 @@ fn our_spec(live: Option<&LeaseSpec>, ttl: i32, now: Timestamp, ours_already: bo
             spec.lease_transitions = Some(transitions + 1);
         }
     }
-    spec.holder_identity = Some(identity().to_owned());
+    spec.holder_identity = Some(me.to_owned());
     spec.renew_time = Some(MicroTime(now));
     spec.lease_duration_seconds = Some(ttl);
     spec
@@ -142,6 +125,8 @@ fn our_spec(live: Option<&LeaseSpec>, ttl: i32, now: Timestamp, ours_already: bo
 struct Held {
     kube: Kube,
     name: String,
+    /// Our holder identity, as written into the lease.
+    me: &'static str,
     renewer: tokio::task::JoinHandle<()>,
 }
 
@@ -174,9 +159,11 @@ async fn acquire(
     kube: &Kube,
     subject: &Subject,
     ttl: i32,
-    dry_run: bool,
+    mode: Mode,
+    me: &'static str,
     report: &Report<'_>,
 ) -> Result<Lease, StdlibError> {
+    let dry_run = mode == Mode::Preview;
     let name = subject.name.clone().unwrap_or_default();
     let leases: Api<Lease> = Api::namespaced(kube.client.clone(), &kube.namespace);
     let params = PostParams {
@@ -190,11 +177,7 @@ async fn acquire(
             .await
             .map_err(|error| api(kube, subject, "read", &error))?;
         let now = Timestamp::now();
-        let state = assess(
-            live.as_ref().and_then(|lease| lease.spec.as_ref()),
-            identity(),
-            now,
-        );
+        let state = assess(live.as_ref().and_then(|lease| lease.spec.as_ref()), me, now);
         if let Holder::Other(holder, since) = &state {
             let message = locked_message(subject, holder, since.as_deref());
             if dry_run {
@@ -214,13 +197,13 @@ async fn acquire(
                         namespace: Some(kube.namespace.clone()),
                         ..ObjectMeta::default()
                     },
-                    spec: Some(our_spec(None, ttl, now, false)),
+                    spec: Some(our_spec(None, me, ttl, now, false)),
                 };
                 leases.create(&params, &lease).await
             }
             Some(live) => {
                 let mut lease = live.clone();
-                lease.spec = Some(our_spec(live.spec.as_ref(), ttl, now, ours));
+                lease.spec = Some(our_spec(live.spec.as_ref(), me, ttl, now, ours));
                 leases.replace(&name, &params, &lease).await
             }
         };
@@ -263,7 +246,7 @@ async fn acquire(
 }
 
 /// Renew our lease once: `false` when it is no longer ours (or gone).
-async fn renew(kube: &Kube, name: &str, ttl: i32) -> bool {
+async fn renew(kube: &Kube, name: &str, me: &str, ttl: i32) -> bool {
     let leases: Api<Lease> = Api::namespaced(kube.client.clone(), &kube.namespace);
     for _ in 0..CONFLICT_ATTEMPTS {
         let live = match leases.get_opt(name).await {
@@ -273,11 +256,11 @@ async fn renew(kube: &Kube, name: &str, ttl: i32) -> bool {
             Err(_) => return true,
         };
         let now = Timestamp::now();
-        if assess(live.spec.as_ref(), identity(), now) != Holder::Ours {
+        if assess(live.spec.as_ref(), me, now) != Holder::Ours {
             return false;
         }
         let mut lease = live.clone();
-        lease.spec = Some(our_spec(live.spec.as_ref(), ttl, now, true));
+        lease.spec = Some(our_spec(live.spec.as_ref(), me, ttl, now, true));
         match leases.replace(name, &PostParams::default(), &lease).await {
             Ok(_) => return true,
             Err(error) if is_conflict(&error) => continue,
@@ -288,14 +271,19 @@ async fn renew(kube: &Kube, name: &str, ttl: i32) -> bool {
 }
 
 /// Keep renewing every ttl/3 until the lease is no longer ours.
-fn spawn_renewer(kube: Kube, name: String, ttl: i32) -> tokio::task::JoinHandle<()> {
+fn spawn_renewer(
+    kube: Kube,
+    name: String,
+    me: &'static str,
+    ttl: i32,
+) -> tokio::task::JoinHandle<()> {
     let every = Duration::from_secs(u64::try_from(ttl).unwrap_or(1).max(1))
         .div_f64(3.0)
         .max(Duration::from_millis(200));
     tokio::spawn(async move {
         loop {
             tokio::time::sleep(every).await;
-            if !renew(&kube, &name, ttl).await {
+            if !renew(&kube, &name, me, ttl).await {
                 return;
             }
         }
@@ -303,7 +291,7 @@ fn spawn_renewer(kube: Kube, name: String, ttl: i32) -> tokio::task::JoinHandle<
 }
 
 /// Release one lease: delete it if it is still ours.
-async fn release(kube: &Kube, name: &str) {
+async fn release(kube: &Kube, name: &str, me: &str) {
     let leases: Api<Lease> = Api::namespaced(kube.client.clone(), &kube.namespace);
     for attempt in 0..CONFLICT_ATTEMPTS {
         let Ok(Some(live)) = leases.get_opt(name).await else {
@@ -313,7 +301,7 @@ async fn release(kube: &Kube, name: &str) {
             .spec
             .as_ref()
             .and_then(|spec| spec.holder_identity.as_deref())
-            != Some(identity())
+            != Some(me)
         {
             return;
         }
@@ -341,12 +329,13 @@ pub(crate) async fn release_all() {
     };
     for lease in taken {
         lease.renewer.abort();
-        release(&lease.kube, &lease.name).await;
+        release(&lease.kube, &lease.name, lease.me).await;
     }
 }
 
 /// `k8s::lock(name, ttl, opts?)`.
-pub(crate) fn lock(call: &mut Call<'_>, dry_run: bool) -> Result<Dynamic, Failure> {
+pub(crate) fn lock(call: &mut Call<'_>, mode: Mode) -> Result<Dynamic, Failure> {
+    let dry_run = mode == Mode::Preview;
     let name = call.string(0)?;
     let ttl = call.duration(1)?;
     let ttl_seconds = i32::try_from(ttl.as_secs_f64().ceil() as i64)
@@ -357,6 +346,7 @@ pub(crate) fn lock(call: &mut Call<'_>, dry_run: bool) -> Result<Dynamic, Failur
     let settings = settings(call);
     let namespace = options.string("namespace")?;
     let host = call.host;
+    let me = identity(&host.actor());
     let plan = |detail: &str| host.plan_detail(detail);
     let debug = |message: &str| host.log(Level::Debug, message);
     let report = Report {
@@ -366,9 +356,9 @@ pub(crate) fn lock(call: &mut Call<'_>, dry_run: bool) -> Result<Dynamic, Failur
     let (kube, lease) = call.block_on(async {
         let kube = connect(&settings, namespace).await?;
         let subject = Subject::new("lease", &name, Some(&kube.namespace));
-        let lease = acquire(&kube, &subject, ttl_seconds, dry_run, &report).await?;
+        let lease = acquire(&kube, &subject, ttl_seconds, mode, me, &report).await?;
         if !dry_run {
-            let renewer = spawn_renewer(kube.clone(), name.clone(), ttl_seconds);
+            let renewer = spawn_renewer(kube.clone(), name.clone(), me, ttl_seconds);
             let mut held = held().lock().unwrap_or_else(PoisonError::into_inner);
             // Taken again by the same run: one renewer is enough.
             if let Some(index) = held
@@ -380,6 +370,7 @@ pub(crate) fn lock(call: &mut Call<'_>, dry_run: bool) -> Result<Dynamic, Failur
             held.push(Held {
                 kube: kube.clone(),
                 name: name.clone(),
+                me,
                 renewer,
             });
         }
@@ -478,8 +469,9 @@ mod tests {
     }
 
     #[test]
-    fn our_identity_names_user_host_and_pid() {
-        let me = identity();
+    fn our_identity_names_the_actor_and_pid() {
+        let me = identity("alice@ops1");
+        assert!(me.starts_with("alice@ops1 pid "), "{me}");
         assert!(
             me.contains(&format!(" pid {} started ", std::process::id())),
             "{me}"
@@ -490,16 +482,17 @@ mod tests {
     #[test]
     fn taking_over_counts_a_transition_and_keeps_renewals_cheap() {
         let now = at(1_800_000_000);
-        let taken = our_spec(Some(&spec(ALICE, 1, 2, 60)), 30, now, false);
-        assert_eq!(taken.holder_identity.as_deref(), Some(identity()));
+        let me = "bob@ops2 pid 7 started 2026-11-22T01:00:00Z";
+        let taken = our_spec(Some(&spec(ALICE, 1, 2, 60)), me, 30, now, false);
+        assert_eq!(taken.holder_identity.as_deref(), Some(me));
         assert_eq!(taken.lease_transitions, Some(1));
         assert_eq!(taken.acquire_time, Some(MicroTime(now)));
         assert_eq!(taken.lease_duration_seconds, Some(30));
-        let renewed = our_spec(Some(&taken), 30, at(1_800_000_010), true);
+        let renewed = our_spec(Some(&taken), me, 30, at(1_800_000_010), true);
         assert_eq!(renewed.acquire_time, Some(MicroTime(now)));
         assert_eq!(renewed.lease_transitions, Some(1));
         assert_eq!(renewed.renew_time, Some(MicroTime(at(1_800_000_010))));
-        let fresh = our_spec(None, 30, now, false);
+        let fresh = our_spec(None, me, 30, now, false);
         assert_eq!(fresh.lease_transitions, None);
     }
 }

@@ -63,13 +63,29 @@ pub(crate) fn secret_value(call: &Call<'_>, text: String) -> crate::host::Secret
     crate::host::Secret::new(text)
 }
 
-type Write = fn(&mut Call<'_>, bool) -> Result<Dynamic, Failure>;
+/// How a write runs: for real, or as the server's own dry run (`dryRun=All`),
+/// which is what an online `--dry-run` shows in its plan.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Mode {
+    Live,
+    Preview,
+}
+
+impl Mode {
+    pub(crate) fn is_preview(self) -> bool {
+        self == Mode::Preview
+    }
+}
+
+type Write = fn(&mut Call<'_>, Mode) -> Result<Dynamic, Failure>;
 
 /// A write whose online dry run asks the server (`dryRun=All`): `body(call,
-/// false)` runs live, `body(call, true)` is the preview.
+/// Mode::Live)` runs live, `body(call, Mode::Preview)` is the preview.
 fn with_preview(function: Function, body: Write) -> Function {
     Function {
-        preview: Some(Arc::new(move |call: &mut Call<'_>| body(call, true))),
+        preview: Some(Arc::new(move |call: &mut Call<'_>| {
+            body(call, Mode::Preview)
+        })),
         ..function
     }
 }
@@ -125,7 +141,7 @@ pub(crate) fn functions() -> Vec<Function> {
                 /// });
                 /// ```
                 write fn k8s::apply("manifest: map | string", "opts?: map") -> "map | array<map>"
-                |call| objects::apply(call, false)
+                |call| objects::apply(call, Mode::Live)
             },
             objects::apply,
         ),
@@ -138,7 +154,7 @@ pub(crate) fn functions() -> Vec<Function> {
                 /// k8s::delete("job", "db-migrate", #{missing_ok: true});
                 /// ```
                 write fn k8s::delete("kind: string", "name: string", "opts?: map") -> "bool"
-                |call| objects::delete(call, false)
+                |call| objects::delete(call, Mode::Live)
             },
             objects::delete,
         ),
@@ -164,7 +180,7 @@ pub(crate) fn functions() -> Vec<Function> {
                 /// k8s::set_image("backend", "registry.example.com/backend:v1.4.2");
                 /// ```
                 write fn k8s::set_image("deployment: string", "image: string", "opts?: map") -> "map"
-                |call| deploy::set_image(call, false)
+                |call| deploy::set_image(call, Mode::Live)
             },
             deploy::set_image,
         ),
@@ -177,7 +193,7 @@ pub(crate) fn functions() -> Vec<Function> {
                 /// k8s::scale("backend", 3);
                 /// ```
                 write fn k8s::scale("deployment: string", "replicas: int", "opts?: map") -> "map"
-                |call| deploy::scale(call, false)
+                |call| deploy::scale(call, Mode::Live)
             },
             deploy::scale,
         ),
@@ -191,7 +207,7 @@ pub(crate) fn functions() -> Vec<Function> {
                 /// k8s::restart("backend");
                 /// ```
                 write fn k8s::restart("deployment: string", "opts?: map") -> "map"
-                |call| deploy::restart(call, false)
+                |call| deploy::restart(call, Mode::Live)
             },
             deploy::restart,
         ),
@@ -235,7 +251,7 @@ pub(crate) fn functions() -> Vec<Function> {
                 /// k8s::rollout_undo("backend", 3);
                 /// ```
                 write fn k8s::rollout_undo("name: string", "revision?: int", "opts?: map") -> "map"
-                |call| rollout::rollout_undo(call, false)
+                |call| rollout::rollout_undo(call, Mode::Live)
             },
             rollout::rollout_undo,
         ),
@@ -288,7 +304,7 @@ pub(crate) fn functions() -> Vec<Function> {
                 /// k8s::set_secret("app-secrets", #{jwt_secret: token});
                 /// ```
                 write fn k8s::set_secret("name: string", "values: map", "opts?: map") -> "#{name: string, namespace: string, keys: array<string>, created: bool}"
-                |call| secrets::set_secret(call, false)
+                |call| secrets::set_secret(call, Mode::Live)
             },
             secrets::set_secret,
         ),
@@ -305,7 +321,7 @@ pub(crate) fn functions() -> Vec<Function> {
                 /// k8s::lock("deploy-backend", "15m");
                 /// ```
                 write fn k8s::lock("name: string", "ttl: string", "opts?: map") -> "#{lease: string, namespace: string, holder: string, ttl: int}"
-                |call| lock::lock(call, false)
+                |call| lock::lock(call, Mode::Live)
             },
             lock::lock,
         ),

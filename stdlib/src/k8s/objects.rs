@@ -6,6 +6,7 @@ use kube::core::DynamicObject;
 use rhai::{Array, Dynamic, Map};
 use serde_json::Value;
 
+use super::Mode;
 use super::client::{Kube, connect};
 use super::error::{Subject, api, is_not_found};
 use super::resources::{Kind, of_manifest, resolve};
@@ -268,7 +269,7 @@ fn identity(
 }
 
 /// `k8s::apply(manifest, opts?)`: server-side apply of each document.
-pub(crate) fn apply(call: &mut Call<'_>, dry_run: bool) -> Result<Dynamic, Failure> {
+pub(crate) fn apply(call: &mut Call<'_>, mode: Mode) -> Result<Dynamic, Failure> {
     let (manifests, several) = documents(call)?;
     for manifest in &manifests {
         remember_secret_values(call, manifest);
@@ -295,8 +296,8 @@ pub(crate) fn apply(call: &mut Call<'_>, dry_run: bool) -> Result<Dynamic, Failu
                 metadata.insert("namespace".into(), Value::String(namespace.clone()));
             }
             let mut params = PatchParams::apply(FIELD_MANAGER).force();
-            params.dry_run = dry_run;
-            let live = if dry_run {
+            params.dry_run = mode.is_preview();
+            let live = if mode.is_preview() {
                 match objects.get(&name).await {
                     Ok(object) => Some(to_value(&object)),
                     Err(error) if is_not_found(&error) => None,
@@ -310,7 +311,7 @@ pub(crate) fn apply(call: &mut Call<'_>, dry_run: bool) -> Result<Dynamic, Failu
                 .await
                 .map_err(|error| api(&kube, &subject, "apply", &error))?;
             let applied = to_value(&applied);
-            if dry_run {
+            if mode.is_preview() {
                 details.push(diff::detail(
                     &subject.describe(),
                     live.as_ref(),
@@ -320,7 +321,7 @@ pub(crate) fn apply(call: &mut Call<'_>, dry_run: bool) -> Result<Dynamic, Failu
             }
             results.push(applied);
         }
-        if dry_run {
+        if mode.is_preview() {
             host.plan_detail(&details.join("\n"));
         }
         Ok(results)
@@ -337,7 +338,7 @@ pub(crate) fn apply(call: &mut Call<'_>, dry_run: bool) -> Result<Dynamic, Failu
 }
 
 /// `k8s::delete(kind, name, opts?)`.
-pub(crate) fn delete(call: &mut Call<'_>, dry_run: bool) -> Result<Dynamic, Failure> {
+pub(crate) fn delete(call: &mut Call<'_>, mode: Mode) -> Result<Dynamic, Failure> {
     let kind = resolve(&call.string(0)?)?;
     let name = call.string(1)?;
     let options = call.options(2, DELETE_OPTIONS)?;
@@ -350,7 +351,7 @@ pub(crate) fn delete(call: &mut Call<'_>, dry_run: bool) -> Result<Dynamic, Fail
         let ns = kind.namespaced.then_some(kube.namespace.as_str());
         let subject = Subject::new(&kind.name, &name, ns);
         let objects = dynamic_api(&kube, &kind, &kube.namespace);
-        let live = if dry_run {
+        let live = if mode.is_preview() {
             match objects.get(&name).await {
                 Ok(object) => Some(to_value(&object)),
                 Err(error) if is_not_found(&error) && missing_ok => None,
@@ -360,12 +361,12 @@ pub(crate) fn delete(call: &mut Call<'_>, dry_run: bool) -> Result<Dynamic, Fail
             None
         };
         let params = DeleteParams {
-            dry_run,
+            dry_run: mode.is_preview(),
             ..DeleteParams::background()
         };
         match objects.delete(&name, &params).await {
             Ok(_) => {
-                if dry_run {
+                if mode.is_preview() {
                     host.plan_detail(&diff::detail(
                         &subject.describe(),
                         live.as_ref(),
@@ -376,7 +377,7 @@ pub(crate) fn delete(call: &mut Call<'_>, dry_run: bool) -> Result<Dynamic, Fail
                 Ok(true)
             }
             Err(error) if is_not_found(&error) && missing_ok => {
-                if dry_run {
+                if mode.is_preview() {
                     host.plan_detail(&format!(
                         "{}: does not exist; nothing to delete",
                         subject.describe()

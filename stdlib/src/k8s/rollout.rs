@@ -10,6 +10,7 @@ use k8s_openapi::api::core::v1::{Pod, PodTemplateSpec};
 use kube::api::{Api, ListParams};
 use rhai::{Array, Dynamic, Map};
 
+use super::Mode;
 use super::client::{Kube, connect};
 use super::deploy::{deployments, finish};
 use super::error::{Subject, api};
@@ -445,7 +446,7 @@ pub(crate) fn template_for_deployment(template: &PodTemplateSpec) -> PodTemplate
 
 /// `k8s::rollout_undo(deployment)` / `(deployment, revision)` / either with
 /// trailing options.
-pub(crate) fn rollout_undo(call: &mut Call<'_>, dry_run: bool) -> Result<Dynamic, Failure> {
+pub(crate) fn rollout_undo(call: &mut Call<'_>, mode: Mode) -> Result<Dynamic, Failure> {
     let name = call.string(0)?;
     let second = call.arg(1);
     let (wanted, options_index) = if second.is_map() || second.is_unit() {
@@ -491,8 +492,7 @@ pub(crate) fn rollout_undo(call: &mut Call<'_>, dry_run: bool) -> Result<Dynamic
                     subject.describe()
                 ),
             );
-            let updated =
-                update(&kube, &deployments(&kube), &subject, dry_run, |_| Ok(false)).await?;
+            let updated = update(&kube, &deployments(&kube), &subject, mode, |_| Ok(false)).await?;
             return Ok((subject, updated));
         };
         let Some(template) = target.template.as_ref().map(template_for_deployment) else {
@@ -504,26 +504,20 @@ pub(crate) fn rollout_undo(call: &mut Call<'_>, dry_run: bool) -> Result<Dynamic
                 "roll back with `k8s::set_image` instead",
             ));
         };
-        let updated = update(
-            &kube,
-            &deployments(&kube),
-            &subject,
-            dry_run,
-            |deployment| {
-                let Some(spec) = deployment.spec.as_mut() else {
-                    return Err(subject.failed("has no spec", "check the object with `k8s::get`"));
-                };
-                if spec.template == template {
-                    return Ok(false);
-                }
-                spec.template = template.clone();
-                Ok(true)
-            },
-        )
+        let updated = update(&kube, &deployments(&kube), &subject, mode, |deployment| {
+            let Some(spec) = deployment.spec.as_mut() else {
+                return Err(subject.failed("has no spec", "check the object with `k8s::get`"));
+            };
+            if spec.template == template {
+                return Ok(false);
+            }
+            spec.template = template.clone();
+            Ok(true)
+        })
         .await?;
         Ok((subject, updated))
     })?;
-    Ok(finish(call, &subject, &updated, dry_run))
+    Ok(finish(call, &subject, &updated, mode))
 }
 
 #[cfg(test)]

@@ -8,6 +8,7 @@ use k8s_openapi::api::core::v1::Secret as KubeSecret;
 use kube::api::{Api, ObjectMeta, PostParams};
 use rhai::{Array, Dynamic, Map};
 
+use super::Mode;
 use super::client::connect;
 use super::error::{
     CONFLICT_ATTEMPTS, Subject, api, conflict_pause, is_already_exists, is_conflict,
@@ -68,7 +69,7 @@ fn values(call: &Call<'_>) -> Result<BTreeMap<String, ByteString>, StdlibError> 
 
 /// `k8s::set_secret(name, values, opts?)`: create the Secret, or set the
 /// given keys in it (`replace: true` drops the keys not given).
-pub(crate) fn set_secret(call: &mut Call<'_>, dry_run: bool) -> Result<Dynamic, Failure> {
+pub(crate) fn set_secret(call: &mut Call<'_>, mode: Mode) -> Result<Dynamic, Failure> {
     let name = call.string(0)?;
     let values = values(call)?;
     let options = call.options(2, &["namespace", "replace"])?;
@@ -81,7 +82,7 @@ pub(crate) fn set_secret(call: &mut Call<'_>, dry_run: bool) -> Result<Dynamic, 
         let subject = Subject::new("secret", &name, Some(&kube.namespace));
         let secrets: Api<KubeSecret> = Api::namespaced(kube.client.clone(), &kube.namespace);
         let params = PostParams {
-            dry_run,
+            dry_run: mode.is_preview(),
             field_manager: Some(FIELD_MANAGER.to_owned()),
         };
         let mut conflicts = 0;
@@ -113,7 +114,7 @@ pub(crate) fn set_secret(call: &mut Call<'_>, dry_run: bool) -> Result<Dynamic, 
                     };
                     data.extend(values.clone());
                     if live.data.as_ref() == Some(&data) && live.string_data.is_none() {
-                        if dry_run {
+                        if mode.is_preview() {
                             host.plan_detail(&format!("{}: no change", subject.describe()));
                         }
                         return Ok((kube.namespace.clone(), false, conflicts));
@@ -129,7 +130,7 @@ pub(crate) fn set_secret(call: &mut Call<'_>, dry_run: bool) -> Result<Dynamic, 
             };
             match result {
                 Ok(stored) => {
-                    if dry_run {
+                    if mode.is_preview() {
                         let live = live.as_ref().map(to_value);
                         host.plan_detail(&diff::detail(
                             &subject.describe(),

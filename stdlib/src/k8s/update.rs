@@ -8,11 +8,11 @@ use kube::api::{Api, PostParams};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use super::FIELD_MANAGER;
 use super::client::Kube;
 use super::error::{
     CONFLICT_ATTEMPTS, Subject, api, conflict_pause, is_conflict, too_many_conflicts,
 };
+use super::{FIELD_MANAGER, Mode};
 use crate::host::StdlibError;
 
 /// The outcome of [`update`].
@@ -28,13 +28,13 @@ pub(crate) struct Updated<K> {
 }
 
 /// Apply `change` to the object named by `subject` and write it back (with
-/// `dryRun=All` when `dry_run`). `change` returns whether it changed
+/// `dryRun=All` in `Mode::Preview`). `change` returns whether it changed
 /// anything; when it did not, nothing is written.
 pub(crate) async fn update<K, F>(
     kube: &Kube,
     objects: &Api<K>,
     subject: &Subject,
-    dry_run: bool,
+    mode: Mode,
     mut change: F,
 ) -> Result<Updated<K>, StdlibError>
 where
@@ -43,7 +43,7 @@ where
 {
     let name = subject.name.clone().unwrap_or_default();
     let params = PostParams {
-        dry_run,
+        dry_run: mode.is_preview(),
         field_manager: Some(FIELD_MANAGER.to_owned()),
     };
     let mut conflicts = 0;

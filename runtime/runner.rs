@@ -1,6 +1,8 @@
-//! `runbook run`: prepare (params, context, compile, check), execute on a
-//! blocking thread, roll back on failure, and report: the end event, the
-//! summary, and in a dry-run the plan.
+//! The machinery of a run, shared by `runbook run` and `runbook resume`:
+//! prepare (params, context, compile, check), execute on a blocking thread,
+//! roll back on failure, and report: the end event, the summary, and in a
+//! dry-run the plan. Problems before the run starts are returned as a
+//! [`Diagnostic`]; how the run itself ended is its [`Exit`].
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -9,12 +11,12 @@ use std::time::Instant;
 
 use rhai::{Dynamic, Engine, Scope};
 
+use crate::analysis::{Known, check};
 use crate::approval::ApprovalPolicy;
-use crate::check::{Known, check};
 use crate::error::{Diagnostic, Exit};
-use crate::event::{Event, Mode, RunStatus, StepStatus};
+use crate::event::{Event, Mode, StepStatus};
 use crate::fixtures::Fixtures;
-use crate::gate::{PlanItem, RunHost, Setup};
+use crate::gate::{RunHost, Setup};
 use crate::header::{Header, Requirement};
 use crate::printer::{OutputFormat, Printer};
 
@@ -50,8 +52,9 @@ struct Prepared {
     params: BTreeMap<String, String>,
 }
 
-fn prepare(options: &RunOptions) -> Result<Prepared, Vec<Diagnostic>> {
-    let source = crate::engine::read_source(&options.file).map_err(|error| vec![error])?;
+fn prepare(options: &RunOptions) -> Result<Prepared, Diagnostic> {
+    let source = crate::engine::read_source(&options.file)
+        .map_err(|error| error.in_script(&options.file, None))?;
     let header = Header::parse(&source);
     let mut params = BTreeMap::new();
     let mut problems = Vec::new();
@@ -89,14 +92,13 @@ fn prepare(options: &RunOptions) -> Result<Prepared, Vec<Diagnostic>> {
             );
         }
     }
-    if problems.is_empty() {
-        Ok(Prepared {
+    match Diagnostic::many(problems) {
+        None => Ok(Prepared {
             source,
             header,
             params,
-        })
-    } else {
-        Err(problems)
+        }),
+        Some(problems) => Err(problems.in_script(&options.file, Some(&source))),
     }
 }
 
@@ -113,49 +115,25 @@ fn millis(started: Instant) -> u64 {
     u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX)
 }
 
-/// Run a runbook; returns the exit code.
-pub fn run(options: &RunOptions) -> Exit {
+/// Run a runbook; returns how it ended.
+pub fn run(options: &RunOptions) -> Result<Exit, Diagnostic> {
     run_with(options, None)
 }
 
-/// Run a runbook, possibly continuing an earlier run; returns the exit code.
-pub fn run_with(options: &RunOptions, resumed: Option<Resumed>) -> Exit {
+/// Run a runbook, possibly continuing an earlier run; returns how it ended.
+pub fn run_with(options: &RunOptions, resumed: Option<Resumed>) -> Result<Exit, Diagnostic> {
     let redactor = runbook_stdlib::redact::Redactor::new();
     let printer = Arc::new(Printer::new(options.output, redactor, options.verbose));
-    let report = |diagnostics: &[Diagnostic], source: Option<&str>| {
-        for diagnostic in diagnostics {
-            printer.error(&diagnostic.render(Some(&options.file), source));
-        }
-    };
-    let prepared = match prepare(options) {
-        Ok(prepared) => prepared,
-        Err(problems) => {
-            let source = std::fs::read_to_string(&options.file).ok();
-            report(&problems, source.as_deref());
-            return Exit::Usage;
-        }
-    };
+    let prepared = prepare(options)?;
+    let in_script =
+        |diagnostic: Diagnostic| diagnostic.in_script(&options.file, Some(&prepared.source));
     let folder = options.file.parent().map(PathBuf::from).unwrap_or_default();
     let cwd = std::env::current_dir().unwrap_or_default();
-    let context = match crate::context::resolve(options.context.as_deref(), &[&folder, &cwd]) {
-        Ok(context) => context,
-        Err(error) => {
-            let mut diagnostic = Diagnostic::new(error.to_string(), Exit::Usage);
-            if let Some(hint) = error.hint() {
-                diagnostic = diagnostic.hint(hint);
-            }
-            printer.error(&diagnostic.render(None, None));
-            return Exit::Usage;
-        }
-    };
+    let context = crate::context::resolve(options.context.as_deref(), &[&folder, &cwd])?;
     let fixtures = match &options.fixtures {
-        Some(path) => match Fixtures::load(path) {
-            Ok(fixtures) => fixtures,
-            Err(problem) => {
-                printer.error(&Diagnostic::new(problem, Exit::Usage).render(None, None));
-                return Exit::Usage;
-            }
-        },
+        Some(path) => {
+            Fixtures::load(path).map_err(|problem| Diagnostic::new(problem, Exit::Usage))?
+        }
         None => Fixtures::default(),
     };
     let mode = match (options.dry_run, options.offline) {
@@ -163,17 +141,16 @@ pub fn run_with(options: &RunOptions, resumed: Option<Resumed>) -> Exit {
         (true, false) => Mode::DryRun,
         (true, true) => Mode::DryRunOffline,
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
+    let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
-    {
-        Ok(runtime) => runtime,
-        Err(error) => {
-            printer.error(&format!("error: cannot start the async runtime: {error}"));
-            return Exit::StepFailed;
-        }
-    };
+        .map_err(|error| {
+            Diagnostic::new(
+                format!("cannot start the async runtime: {error}"),
+                Exit::StepFailed,
+            )
+        })?;
     let setup = Setup {
         mode,
         file: Some(options.file.clone()),
@@ -189,18 +166,11 @@ pub fn run_with(options: &RunOptions, resumed: Option<Resumed>) -> Exit {
         runtime.handle().clone(),
     ));
     let engine = crate::engine::build(&host);
-    let ast = match crate::engine::compile(&engine, &prepared.source, &Scope::new()) {
-        Ok(ast) => ast,
-        Err(diagnostic) => {
-            report(&[diagnostic], Some(&prepared.source));
-            return Exit::Usage;
-        }
-    };
+    let ast =
+        crate::engine::compile(&engine, &prepared.source, &Scope::new()).map_err(in_script)?;
     let known = Known::new(&engine, &crate::engine::all_functions(&host));
-    let problems = check(&ast, &prepared.header, &known);
-    if !problems.is_empty() {
-        report(&problems, Some(&prepared.source));
-        return Exit::Usage;
+    if let Some(problems) = Diagnostic::many(check(&ast, &prepared.header, &known)) {
+        return Err(in_script(problems));
     }
 
     let run_id = resumed
@@ -208,20 +178,11 @@ pub fn run_with(options: &RunOptions, resumed: Option<Resumed>) -> Exit {
         .map_or_else(run_id, |resumed| resumed.run_id.clone());
     // One live run of a runbook per context on this machine; dry-runs change nothing.
     let _lock = if mode == Mode::Live {
-        match crate::lock::acquire(&options.file, host.context.name.as_deref(), &run_id) {
-            Ok(lock) => Some(lock),
-            Err(error) => {
-                let exit = if matches!(error, crate::lock::LockError::Held { .. }) {
-                    Exit::Locked
-                } else {
-                    Exit::Usage
-                };
-                let diagnostic = Diagnostic::new(error.to_string(), exit)
-                    .hint("wait for it to finish; a lock of a process that died is taken over automatically");
-                printer.error(&diagnostic.render(None, None));
-                return exit;
-            }
-        }
+        Some(crate::lock::acquire(
+            &options.file,
+            host.context.name.as_deref(),
+            &run_id,
+        )?)
     } else {
         None
     };
@@ -234,25 +195,15 @@ pub fn run_with(options: &RunOptions, resumed: Option<Resumed>) -> Exit {
         None => crate::journal::Journal::create(&run_id, printer.redactor().clone())
             .map(|journal| (journal, 0)),
     };
-    let (journal, cut_bytes) = match journal {
-        Ok(opened) => opened,
-        Err(error) => {
-            printer.error(
-                &Diagnostic::new(error.to_string(), Exit::Usage)
-                    .hint("set RUNBOOK_STATE_DIR to a writable folder")
-                    .render(None, None),
-            );
-            return Exit::Usage;
-        }
-    };
+    let (journal, cut_bytes) = journal?;
     let journal_path = journal.path().to_owned();
     host.attach_journal(journal);
     match resumed {
         Some(resumed) => {
             host.set_resume(resumed.state);
             host.emit(&Event::Resume {
-                user: crate::approval::user(),
-                host: crate::approval::hostname(),
+                user: crate::identity::user(),
+                host: crate::identity::hostname(),
                 version: env!("CARGO_PKG_VERSION").to_owned(),
                 force: resumed.force,
                 cut_bytes,
@@ -273,8 +224,8 @@ pub fn run_with(options: &RunOptions, resumed: Option<Resumed>) -> Exit {
                 .map(|(k, v)| (k.clone(), serde_json::Value::String(v.clone())))
                 .collect(),
             context: host.context.name.clone(),
-            user: crate::approval::user(),
-            host: crate::approval::hostname(),
+            user: crate::identity::user(),
+            host: crate::identity::hostname(),
             version: env!("CARGO_PKG_VERSION").to_owned(),
             mode,
             time: crate::event::now(),
@@ -321,17 +272,10 @@ pub fn run_with(options: &RunOptions, resumed: Option<Resumed>) -> Exit {
     };
     printer.summary();
     if let Some(diagnostic) = &failure {
-        report(std::slice::from_ref(diagnostic), Some(&prepared.source));
+        printer.error(&in_script(diagnostic.clone()).render());
     }
     host.emit(&Event::End {
-        status: match exit {
-            Exit::Ok => RunStatus::Ok,
-            Exit::StepFailed => RunStatus::Failed,
-            Exit::Usage => RunStatus::Error,
-            Exit::Refused => RunStatus::Refused,
-            Exit::Locked => RunStatus::Locked,
-            Exit::Interrupted => RunStatus::Interrupted,
-        },
+        status: exit,
         exit_code: exit.code(),
         duration_ms: millis(started),
         error: failure.map(|diagnostic| diagnostic.message),
@@ -345,10 +289,10 @@ pub fn run_with(options: &RunOptions, resumed: Option<Resumed>) -> Exit {
         journal_path.display()
     ));
     if mode.is_dry() && printer.format() == OutputFormat::Human {
-        printer.data(&render_plan(&host.plan()));
+        printer.data(&crate::printer::render_plan(&host.plan()));
     }
     runtime.shutdown_background();
-    exit
+    Ok(exit)
 }
 
 /// Run the script; on failure run the compensations. Returns the failure, if any.
@@ -415,60 +359,4 @@ pub fn roll_back(host: &RunHost, engine: &Engine, ast: &rhai::AST, skip: bool) {
             time: crate::event::now(),
         });
     }
-}
-
-/// The plan of a dry-run: every write that was not run, and every gate.
-pub fn render_plan(plan: &[PlanItem]) -> String {
-    let changes: Vec<&PlanItem> = plan
-        .iter()
-        .filter(|item| matches!(item, PlanItem::Change { .. }))
-        .collect();
-    let gates: Vec<&PlanItem> = plan
-        .iter()
-        .filter(|item| matches!(item, PlanItem::Gate { .. }))
-        .collect();
-    let mut out = format!(
-        "\nPlan: {} change{}, {} approval gate{} (dry-run: nothing was changed)\n",
-        changes.len(),
-        if changes.len() == 1 { "" } else { "s" },
-        gates.len(),
-        if gates.len() == 1 { "" } else { "s" }
-    );
-    let mut number = 0;
-    for item in plan {
-        number += 1;
-        match item {
-            PlanItem::Change {
-                call,
-                at,
-                step,
-                detail,
-            } => {
-                let step = step
-                    .as_deref()
-                    .map(|step| format!("  [step: {step}]"))
-                    .unwrap_or_default();
-                out.push_str(&format!("  {number:>3}. {call}\n       at {at}{step}\n"));
-                if let Some(detail) = detail {
-                    for line in detail.lines() {
-                        out.push_str(&format!("         {line}\n"));
-                    }
-                }
-            }
-            PlanItem::Gate {
-                message,
-                at,
-                confirm,
-            } => {
-                let confirm = confirm
-                    .as_deref()
-                    .map(|text| format!(" (type `{text}`)"))
-                    .unwrap_or_default();
-                out.push_str(&format!(
-                    "  {number:>3}. gate: {message}{confirm}\n       at {at}\n"
-                ));
-            }
-        }
-    }
-    out
 }

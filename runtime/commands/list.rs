@@ -1,9 +1,33 @@
-//! `runbook list`: the runbooks in a folder with their one-line description
-//! and params, read from each file's header.
+//! `runbook list [DIR]`: the runbooks in a folder with their one-line
+//! description and params, read from each file's header.
 
 use std::path::{Path, PathBuf};
 
+use crate::error::{Diagnostic, Exit};
 use crate::header::{Header, Requirement};
+
+pub fn list(dir: Option<PathBuf>) -> Result<Exit, Diagnostic> {
+    let dir = dir.unwrap_or_else(|| {
+        let runbooks = PathBuf::from("runbooks");
+        if runbooks.is_dir() {
+            runbooks
+        } else {
+            PathBuf::from(".")
+        }
+    });
+    let found = runbooks(&dir).map_err(|error| {
+        Diagnostic::new(
+            format!("cannot read `{}`: {error}", dir.display()),
+            Exit::Usage,
+        )
+    })?;
+    if found.is_empty() {
+        eprintln!("no .rhai files in {}", dir.display());
+    } else {
+        print!("{}", render(&found));
+    }
+    Ok(Exit::Ok)
+}
 
 pub fn runbooks(folder: &Path) -> std::io::Result<Vec<(PathBuf, Header)>> {
     let mut found = Vec::new();

@@ -1,0 +1,13 @@
+//! One file per subcommand. Each command returns `Result<Exit, Diagnostic>`:
+//! how it ended, or the error that kept it from doing its job, which `cli`
+//! renders once and maps to the exit code.
+
+pub mod audit;
+pub mod check;
+pub mod doc;
+pub mod list;
+pub mod repl;
+pub mod resume;
+pub mod run;
+pub mod runs;
+pub mod show;

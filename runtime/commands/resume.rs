@@ -1,0 +1,100 @@
+//! `runbook resume RUN`: continue a run from its journal (see `resume.rs`
+//! for what is taken from it).
+
+use std::path::PathBuf;
+
+use crate::error::{Diagnostic, Exit};
+use crate::event::Mode;
+use crate::journal::{self, Verdict};
+use crate::printer::OutputFormat;
+use crate::runner::{Resumed, RunOptions};
+
+/// Options for `runbook resume`.
+#[derive(Debug, Clone, Default)]
+pub struct ResumeOptions {
+    pub run: String,
+    pub force: bool,
+    pub approve: bool,
+    pub confirm: Option<String>,
+    pub output: OutputFormat,
+    pub no_rollback: bool,
+    pub verbose: bool,
+}
+
+pub fn resume(options: &ResumeOptions) -> Result<Exit, Diagnostic> {
+    let path = journal::locate(&options.run)?;
+    if let Verdict::Broken { line, problem } = journal::verify(&path)? {
+        // A cut-off last line is what a kill leaves behind; anything else is tampering.
+        let last_line = std::fs::read_to_string(&path)
+            .map(|text| text.split_inclusive('\n').count())
+            .unwrap_or(0);
+        if !(line == last_line && problem.contains("cut off")) {
+            return Err(Diagnostic::new(
+                format!("the journal fails verification at line {line}: {problem}"),
+                Exit::Usage,
+            )
+            .hint("`runbook audit verify RUN` shows the problem; a journal that was edited cannot be resumed"));
+        }
+    }
+    let (original, state) = crate::resume::load(&path)?;
+    if original.mode != Mode::Live {
+        return Err(Diagnostic::new(
+            format!(
+                "run {} was a {}; there is nothing to resume",
+                original.run_id,
+                original.mode.name()
+            ),
+            Exit::Usage,
+        ));
+    }
+    if original.finished_ok {
+        return Err(Diagnostic::new(
+            format!(
+                "run {} finished successfully; there is nothing to resume",
+                original.run_id
+            ),
+            Exit::Usage,
+        ));
+    }
+    let file = PathBuf::from(&original.runbook);
+    let source = std::fs::read(&file).map_err(|error| {
+        Diagnostic::new(
+            format!("cannot read the runbook `{}`: {error}", file.display()),
+            Exit::Usage,
+        )
+        .hint(
+            "resume from the folder the run was started in (the journal records the path as given)",
+        )
+    })?;
+    if journal::sha256_hex(&source) != original.sha256 && !options.force {
+        return Err(Diagnostic::new(
+            format!(
+                "`{}` changed since run {} started",
+                file.display(),
+                original.run_id
+            ),
+            Exit::Usage,
+        )
+        .hint("resuming a changed runbook may skip or repeat the wrong steps; pass --force if you are sure"));
+    }
+    let run_options = RunOptions {
+        file,
+        params: original.params.clone(),
+        context: original.context.clone(),
+        approve: options.approve,
+        confirm: options.confirm.clone(),
+        output: options.output,
+        no_rollback: options.no_rollback,
+        verbose: options.verbose,
+        ..RunOptions::default()
+    };
+    crate::runner::run_with(
+        &run_options,
+        Some(Resumed {
+            run_id: original.run_id,
+            journal: path,
+            state,
+            force: options.force,
+        }),
+    )
+}

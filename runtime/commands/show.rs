@@ -1,0 +1,29 @@
+//! `runbook show RUN`: a journal rendered for people, or raw with `--output json`.
+
+use crate::error::{Diagnostic, Exit};
+use crate::event::Event;
+use crate::journal;
+use crate::printer::{OutputFormat, Printer};
+
+pub fn show(run: &str, output: OutputFormat) -> Result<Exit, Diagnostic> {
+    let path = journal::locate(run)?;
+    if output == OutputFormat::Json {
+        let text = std::fs::read_to_string(&path).map_err(|error| {
+            Diagnostic::new(
+                format!("cannot read `{}`: {error}", path.display()),
+                Exit::Usage,
+            )
+        })?;
+        print!("{text}");
+        return Ok(Exit::Ok);
+    }
+    let recorded = journal::read(&path)?;
+    let printer = Printer::replay(runbook_stdlib::redact::Redactor::new());
+    for event in &recorded.events {
+        if matches!(event, Event::End { .. }) {
+            printer.summary();
+        }
+        printer.replay_event(event, event.time());
+    }
+    Ok(Exit::Ok)
+}
