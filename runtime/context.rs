@@ -11,25 +11,6 @@ use runbook_stdlib::{Secret, StdlibError};
 /// The file name searched for upward from the runbook's folder, then the working directory.
 pub const FILE_NAME: &str = "runbook.toml";
 
-/// Keys a context may have; anything else is a typo worth reporting.
-const KNOWN_KEYS: &[&str] = &[
-    "description",
-    "protected",
-    "namespace",
-    "kube_context",
-    "kubeconfig",
-    "hosts",
-    "groups",
-    "ssh",
-    "s3",
-    "pg",
-    "hcloud",
-    "notify",
-    "http",
-    "secrets",
-    "vars",
-];
-
 #[derive(Debug, thiserror::Error)]
 pub enum ContextError {
     #[error("cannot read `{path}`: {source}")]
@@ -150,15 +131,15 @@ impl Config {
                                 problem: "must be a table `[context.NAME]`".into(),
                             });
                         };
-                        if let Some(key) = context
-                            .keys()
-                            .find(|key| !KNOWN_KEYS.contains(&key.as_str()))
+                        // Keys come from the module registry; anything else is a typo worth reporting.
+                        let known = runbook_stdlib::context_keys();
+                        if let Some(key) = context.keys().find(|key| !known.contains(&key.as_str()))
                         {
                             return Err(ContextError::UnknownKey {
                                 path: path.to_owned(),
                                 context: name,
                                 key: key.clone(),
-                                known: KNOWN_KEYS.join(", "),
+                                known: known.join(", "),
                             });
                         }
                         contexts.insert(name, context);

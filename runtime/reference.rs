@@ -24,12 +24,7 @@ fn grouped(functions: &[Function]) -> Vec<(&'static str, Vec<&Function>)> {
             None => groups.push((function.module, vec![function])),
         }
     }
-    groups.sort_by_key(|(module, _)| {
-        runbook_stdlib::MODULES
-            .iter()
-            .position(|known| known == module)
-            .unwrap_or(usize::MAX)
-    });
+    groups.sort_by_key(|(module, _)| runbook_stdlib::module_order(module));
     groups
 }
 

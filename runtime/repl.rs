@@ -168,12 +168,7 @@ impl Repl {
                     text.push_str(&format!("  {name:<10} {what}\n"));
                 }
                 text.push_str("Modules: ");
-                let modules: Vec<&str> = runbook_stdlib::MODULES
-                    .iter()
-                    .filter(|m| !m.is_empty())
-                    .copied()
-                    .collect();
-                text.push_str(&modules.join(", "));
+                text.push_str(&runbook_stdlib::module_names().join(", "));
                 printer.data(&text);
             }
             (":help" | ":h" | ":doc", Some(topic)) => {

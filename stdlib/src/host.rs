@@ -173,6 +173,11 @@ pub trait Host: Send + Sync {
     fn context(&self) -> Dynamic;
     /// Resolve a secret named in the active context's `secrets` table.
     fn secret(&self, name: &str) -> Result<Secret, StdlibError>;
+    /// The active context's table `key` (`"s3"`; `""` for its top level),
+    /// for a module's settings.
+    fn section(&self, key: &'static str) -> crate::settings::Section {
+        crate::settings::Section::of(&self.context(), key)
+    }
     /// Who is acting (`alice@ops1`): the identity the journal and the gates
     /// record, and what `k8s::lock` writes as the Lease holder.
     fn actor(&self) -> String;

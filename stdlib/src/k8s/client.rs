@@ -12,10 +12,10 @@ use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Client, Config};
-use rhai::{Dynamic, Map};
 use tokio::sync::OnceCell;
 
 use crate::host::StdlibError;
+use crate::settings::Section;
 
 /// Where the cluster is, as the active context says.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
@@ -30,32 +30,15 @@ pub(crate) struct Settings {
     pub(crate) context_name: Option<String>,
 }
 
-fn string_of(map: &Map, key: &str) -> Option<String> {
-    map.get(key)
-        .and_then(|value| value.clone().into_string().ok())
-        .map(|text| text.trim().to_owned())
-        .filter(|text| !text.is_empty())
-}
-
 impl Settings {
-    /// Read `kubeconfig`, `kube_context` and `namespace` from the context map.
-    pub(crate) fn from_context(context: &Dynamic) -> Settings {
-        let Some(map) = context.read_lock::<Map>() else {
-            return Settings::default();
-        };
-        Settings {
-            kubeconfig: string_of(&map, "kubeconfig").map(|path| expand_home(&path)),
-            kube_context: string_of(&map, "kube_context"),
-            namespace: string_of(&map, "namespace"),
-            context_name: string_of(&map, "name"),
-        }
-    }
-}
-
-fn expand_home(path: &str) -> PathBuf {
-    match (path.strip_prefix("~/"), std::env::var_os("HOME")) {
-        (Some(rest), Some(home)) => PathBuf::from(home).join(rest),
-        _ => PathBuf::from(path),
+    /// Read `kubeconfig`, `kube_context` and `namespace` from the context's top level.
+    pub(crate) fn from_section(top: &Section) -> Result<Settings, StdlibError> {
+        Ok(Settings {
+            kubeconfig: top.path("kubeconfig")?,
+            kube_context: top.string("kube_context")?,
+            namespace: top.string("namespace")?,
+            context_name: Some(top.context_name().to_owned()).filter(|name| name != "(none)"),
+        })
     }
 }
 
@@ -120,7 +103,10 @@ async fn connect_uncached(settings: &Settings) -> Result<Connected, StdlibError>
     }
     .map_err(|error| {
         StdlibError::failed(
-            format!("cannot read the kubeconfig {source}: {}", chain(&error)),
+            format!(
+                "cannot read the kubeconfig {source}: {}",
+                crate::text::error_chain(&error)
+            ),
             config_hint(settings),
         )
     })?;
@@ -162,7 +148,7 @@ async fn connect_uncached(settings: &Settings) -> Result<Connected, StdlibError>
             StdlibError::failed(
                 format!(
                     "cannot use kube context `{kube_context}` of {source}: {}",
-                    chain(&error)
+                    crate::text::error_chain(&error)
                 ),
                 config_hint(settings),
             )
@@ -173,7 +159,7 @@ async fn connect_uncached(settings: &Settings) -> Result<Connected, StdlibError>
         StdlibError::failed(
             format!(
                 "cannot set up a client for `{server}` (kube context `{kube_context}`): {}",
-                chain(&error)
+                crate::text::error_chain(&error)
             ),
             config_hint(settings),
         )
@@ -215,24 +201,10 @@ pub(crate) async fn connect(
     })
 }
 
-/// An error and its sources on one line.
-pub(crate) fn chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        let cause_text = cause.to_string();
-        if !text.contains(&cause_text) {
-            text.push_str(": ");
-            text.push_str(&cause_text);
-        }
-        source = cause.source();
-    }
-    text.replace('\n', " ")
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use rhai::{Dynamic, Map};
 
     #[test]
     fn settings_come_from_the_context_map() {
@@ -242,19 +214,19 @@ mod tests {
         map.insert("namespace".into(), Dynamic::from("staging".to_owned()));
         map.insert("name".into(), Dynamic::from("lab".to_owned()));
         map.insert("hosts".into(), Dynamic::from_map(Map::new()));
-        let settings = Settings::from_context(&Dynamic::from_map(map));
+        let settings = Settings::from_section(&Section::of(&Dynamic::from_map(map), "")).unwrap();
         assert_eq!(settings.kubeconfig, Some(PathBuf::from("/tmp/kc")));
         assert_eq!(settings.kube_context.as_deref(), Some("lab"));
         assert_eq!(settings.namespace.as_deref(), Some("staging"));
         assert_eq!(settings.context_name.as_deref(), Some("lab"));
 
-        let empty = Settings::from_context(&Dynamic::UNIT);
+        let empty = Settings::from_section(&Section::of(&Dynamic::UNIT, "")).unwrap();
         assert_eq!(empty, Settings::default());
         let mut blank = Map::new();
         blank.insert("namespace".into(), Dynamic::from(" ".to_owned()));
         blank.insert("kube_context".into(), Dynamic::UNIT);
         assert_eq!(
-            Settings::from_context(&Dynamic::from_map(blank)),
+            Settings::from_section(&Section::of(&Dynamic::from_map(blank), "")).unwrap(),
             Settings::default()
         );
     }

@@ -136,7 +136,7 @@ pub(crate) fn image(call: &mut Call<'_>) -> Result<Dynamic, Failure> {
     let name = call.string(0)?;
     let options = call.options(1, OPTIONS)?;
     let container = options.string("container")?;
-    let settings = settings(call);
+    let settings = settings(call)?;
     let namespace = options.string("namespace")?;
     let image = call.block_on(async {
         let kube = connect(&settings, namespace).await?;
@@ -168,7 +168,7 @@ fn modify(
     mode: Mode,
     mut change: impl FnMut(&mut Deployment, &Subject) -> Result<bool, StdlibError>,
 ) -> Result<Dynamic, Failure> {
-    let settings = settings(call);
+    let settings = settings(call)?;
     let (subject, updated) = call.block_on(async {
         let kube = connect(&settings, namespace).await?;
         let subject = subject(&kube, name);

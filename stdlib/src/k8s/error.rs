@@ -5,8 +5,9 @@ use std::time::Duration;
 
 use kube::core::Status;
 
-use super::client::{Kube, chain};
+use super::client::Kube;
 use crate::host::StdlibError;
+use crate::text::error_chain as chain;
 
 /// What a call works on: `deployment `backend` in namespace `staging``.
 #[derive(Debug, Clone)]

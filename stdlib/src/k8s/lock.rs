@@ -343,7 +343,7 @@ pub(crate) fn lock(call: &mut Call<'_>, mode: Mode) -> Result<Dynamic, Failure> 
         .filter(|seconds| *seconds >= 1)
         .ok_or_else(|| call.bad_arg(1, "must be at least 1s (and below 68 years)"))?;
     let options = call.options(2, &["namespace"])?;
-    let settings = settings(call);
+    let settings = settings(call)?;
     let namespace = options.string("namespace")?;
     let host = call.host;
     let me = identity(&host.actor());

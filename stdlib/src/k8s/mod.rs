@@ -42,8 +42,8 @@ use crate::function::{Call, Failure, Function};
 pub(crate) const FIELD_MANAGER: &str = "runbook";
 
 /// Where the active context says the cluster is.
-pub(crate) fn settings(call: &Call<'_>) -> client::Settings {
-    client::Settings::from_context(&call.host.context())
+pub(crate) fn settings(call: &Call<'_>) -> Result<client::Settings, crate::host::StdlibError> {
+    client::Settings::from_section(&call.host.section(""))
 }
 
 /// Secret values shorter than this are not searched for in output: masking

@@ -105,7 +105,7 @@ pub(crate) fn get(call: &mut Call<'_>) -> Result<Dynamic, Failure> {
     let kind = resolve(&call.string(0)?)?;
     let name = call.string(1)?;
     let options = call.options(2, READ_OPTIONS)?;
-    let settings = settings(call);
+    let settings = settings(call)?;
     let namespace = options.string("namespace")?;
     let value = call.block_on(async {
         let kube = connect(&settings, namespace).await?;
@@ -124,7 +124,7 @@ pub(crate) fn get(call: &mut Call<'_>) -> Result<Dynamic, Failure> {
 pub(crate) fn list(call: &mut Call<'_>) -> Result<Dynamic, Failure> {
     let kind = resolve(&call.string(0)?)?;
     let options = call.options(1, LIST_OPTIONS)?;
-    let settings = settings(call);
+    let settings = settings(call)?;
     let namespace = options.string("namespace")?;
     let mut params = ListParams::default();
     if let Some(selector) = options.string("selector")? {
@@ -275,7 +275,7 @@ pub(crate) fn apply(call: &mut Call<'_>, mode: Mode) -> Result<Dynamic, Failure>
         remember_secret_values(call, manifest);
     }
     let options = call.options(1, READ_OPTIONS)?;
-    let settings = settings(call);
+    let settings = settings(call)?;
     let namespace = options.string("namespace")?;
     let host = call.host;
     let results = call.block_on(async {
@@ -343,7 +343,7 @@ pub(crate) fn delete(call: &mut Call<'_>, mode: Mode) -> Result<Dynamic, Failure
     let name = call.string(1)?;
     let options = call.options(2, DELETE_OPTIONS)?;
     let missing_ok = options.bool("missing_ok")?.unwrap_or(false);
-    let settings = settings(call);
+    let settings = settings(call)?;
     let namespace = options.string("namespace")?;
     let host = call.host;
     let deleted = call.block_on(async {

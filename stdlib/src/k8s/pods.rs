@@ -78,7 +78,7 @@ pub(crate) fn logs(call: &mut Call<'_>) -> Result<Dynamic, Failure> {
     if let Some(since) = options.duration("since")? {
         params.since_seconds = Some(i64::try_from(since.as_secs().max(1)).unwrap_or(i64::MAX));
     }
-    let settings = settings(call);
+    let settings = settings(call)?;
     let namespace = options.string("namespace")?;
     let text = call.block_on(async {
         let kube = connect(&settings, namespace).await?;
@@ -208,7 +208,7 @@ pub(crate) fn exec(call: &mut Call<'_>) -> Result<Dynamic, Failure> {
     let options = call.options(2, EXEC_OPTIONS)?;
     let container = options.string("container")?;
     let check = options.bool("check")?.unwrap_or(true);
-    let settings = settings(call);
+    let settings = settings(call)?;
     let namespace = options.string("namespace")?;
     let shown = command.first().cloned().unwrap_or_default();
     let (stdout, stderr, code, message, subject) = call.block_on(async {

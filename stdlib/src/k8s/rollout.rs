@@ -209,7 +209,7 @@ pub(crate) fn rollout_wait(call: &mut Call<'_>) -> Result<Dynamic, Failure> {
     let name = call.string(0)?;
     let timeout = call.duration(1)?;
     let options = call.options(2, &["namespace"])?;
-    let settings = settings(call);
+    let settings = settings(call)?;
     let namespace = options.string("namespace")?;
     let deployment = call.block_on(async {
         let kube = connect(&settings, namespace).await?;
@@ -374,7 +374,7 @@ pub(crate) fn history(call: &mut Call<'_>) -> Result<Dynamic, Failure> {
     let name = call.string(0)?;
     let options = call.options(1, &["namespace", "container"])?;
     let container = options.string("container")?;
-    let settings = settings(call);
+    let settings = settings(call)?;
     let namespace = options.string("namespace")?;
     let (_, history) = call.block_on(async {
         let kube = connect(&settings, namespace).await?;
@@ -467,7 +467,7 @@ pub(crate) fn rollout_undo(call: &mut Call<'_>, mode: Mode) -> Result<Dynamic, F
         (Some(revision), 2)
     };
     let options = call.options(options_index, &["namespace"])?;
-    let settings = settings(call);
+    let settings = settings(call)?;
     let namespace = options.string("namespace")?;
     let host = call.host;
     let (subject, updated) = call.block_on(async {

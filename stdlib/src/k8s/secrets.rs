@@ -23,7 +23,7 @@ use crate::host::{Level, StdlibError};
 pub(crate) fn secret(call: &mut Call<'_>) -> Result<Dynamic, Failure> {
     let name = call.string(0)?;
     let options = call.options(1, &["namespace"])?;
-    let settings = settings(call);
+    let settings = settings(call)?;
     let namespace = options.string("namespace")?;
     let data = call.block_on(async {
         let kube = connect(&settings, namespace).await?;
@@ -74,7 +74,7 @@ pub(crate) fn set_secret(call: &mut Call<'_>, mode: Mode) -> Result<Dynamic, Fai
     let values = values(call)?;
     let options = call.options(2, &["namespace", "replace"])?;
     let replace = options.bool("replace")?.unwrap_or(false);
-    let settings = settings(call);
+    let settings = settings(call)?;
     let namespace = options.string("namespace")?;
     let host = call.host;
     let (namespace, created, conflicts) = call.block_on(async {

@@ -12,7 +12,6 @@ use std::path::PathBuf;
 use std::str::FromStr;
 use std::time::Duration;
 
-use rhai::{Dynamic, Map};
 use tokio_postgres::config::{Host, SslMode};
 use tokio_postgres::{Client, NoTls};
 
@@ -37,46 +36,15 @@ impl std::fmt::Debug for Database {
     }
 }
 
-fn context_map(call: &Call<'_>) -> Map {
-    call.host
-        .context()
-        .read_lock::<Map>()
-        .map(|map| map.clone())
-        .unwrap_or_default()
-}
-
-fn has_secret(context: &Map, name: &str) -> bool {
-    context
-        .get("secrets")
-        .and_then(|secrets| {
-            secrets
-                .read_lock::<rhai::Array>()
-                .map(|names| names.iter().any(|n| n.to_string() == name))
-        })
-        .unwrap_or(false)
-}
-
 impl Database {
     /// The database named by `value` (a URL, a key-value string, a bare name,
     /// or `None`/empty for the context's `pg.url`).
     pub(crate) fn resolve(call: &Call<'_>, value: Option<&Text>) -> Result<Database, StdlibError> {
-        let context = context_map(call);
-        let name = context
-            .get("name")
-            .and_then(|name| name.clone().into_string().ok())
-            .unwrap_or_else(|| "(none)".into());
-        let table = context
-            .get("pg")
-            .and_then(|value| value.read_lock::<Map>().map(|map| map.clone()))
-            .unwrap_or_default();
-        let text = |key: &str| {
-            table
-                .get(key)
-                .and_then(|value: &Dynamic| value.clone().into_string().ok())
-                .filter(|value| !value.is_empty())
-        };
+        let top = call.host.section("");
+        let table = call.host.section("pg");
+        let name = table.context_name().to_owned();
         let context_url = || {
-            text("url").ok_or_else(|| {
+            table.string("url")?.ok_or_else(|| {
                 StdlibError::usage(
                     format!("context `{name}` has no PostgreSQL url"),
                     format!(
@@ -105,7 +73,7 @@ impl Database {
         if let Some(database) = rename {
             config.dbname(&database);
         }
-        if config.get_password().is_none() && has_secret(&context, "pg_password") {
+        if config.get_password().is_none() && top.has_secret("pg_password") {
             let password = call.host.secret("pg_password")?.expose();
             call.host.redactor().add(&password);
             config.password(password);
@@ -120,7 +88,7 @@ impl Database {
         Ok(Database {
             config,
             context: name,
-            bin_dir: text("bin_dir").map(PathBuf::from),
+            bin_dir: table.path("bin_dir")?,
         })
     }
 
@@ -218,7 +186,7 @@ impl Database {
                 }
                 text
             }
-            None => crate::s3::client::chain(error),
+            None => crate::text::error_chain(error),
         };
         let lower = detail.to_lowercase();
         let hint = if lower.contains("password authentication failed")

@@ -184,7 +184,7 @@ impl Out {
                 }
                 Ok(Written {
                     bytes,
-                    sha256: transfer::hex(&hasher.finalize()),
+                    sha256: crate::text::hex(&hasher.finalize()),
                 })
             }
             Out::Gone => Err(StdlibError::message("internal: the output is gone")),

@@ -20,7 +20,7 @@ use super::conn::{Database, quote_ident};
 use super::dump::{Format, Place};
 use crate::host::StdlibError;
 use crate::s3::client::{Bucket, path};
-use crate::s3::transfer::{self, READ_BUFFER};
+use crate::s3::transfer::READ_BUFFER;
 
 /// Everything `pg::restore` was asked.
 #[derive(Debug)]
@@ -170,7 +170,7 @@ impl<W: AsyncWrite + Unpin> Feeder<W> {
         expected: Option<&str>,
         from: &Place,
     ) -> Result<(u64, String, W), FeedError> {
-        let sha256 = transfer::hex(&std::mem::take(&mut self.hasher).finalize());
+        let sha256 = crate::text::hex(&std::mem::take(&mut self.hasher).finalize());
         if let Some(expected) = expected
             && expected != sha256
         {

@@ -137,7 +137,7 @@ fn uuid(raw: &[u8]) -> Result<String, BoxError> {
     if raw.len() != 16 {
         return Err("bad uuid".into());
     }
-    let hex = crate::s3::transfer::hex(raw);
+    let hex = crate::text::hex(raw);
     Ok(format!(
         "{}-{}-{}-{}-{}",
         &hex[0..8],
@@ -160,7 +160,7 @@ pub(crate) fn to_array(rows: &[Row]) -> Result<Array, StdlibError> {
                         "pg: column `{}` (type `{}`) cannot be read: {}",
                         column.name(),
                         column.type_().name(),
-                        crate::s3::client::chain(&error)
+                        crate::text::error_chain(&error)
                     ),
                     format!("cast it in the query, e.g. `{}::text`", column.name()),
                 )

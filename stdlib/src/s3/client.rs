@@ -15,10 +15,10 @@ use std::time::Duration;
 use object_store::aws::{AmazonS3, AmazonS3Builder};
 use object_store::path::Path;
 use object_store::{BackoffConfig, ClientOptions, RetryConfig};
-use rhai::{Dynamic, Map};
 
 use crate::function::Call;
 use crate::host::StdlibError;
+use crate::settings::Section;
 
 /// Retries of one request (5xx, 429/503 throttling, connection errors).
 const MAX_RETRIES: usize = 5;
@@ -49,27 +49,11 @@ impl Location {
             .unwrap_or_else(|| format!("AWS S3 ({})", self.region))
     }
 
-    fn from_context(context: &Dynamic) -> Result<Location, StdlibError> {
-        let context = context
-            .read_lock::<Map>()
-            .map(|map| map.clone())
-            .unwrap_or_default();
-        let name = context
-            .get("name")
-            .and_then(|name| name.clone().into_string().ok())
-            .unwrap_or_else(|| "(none)".into());
-        let table = context
-            .get("s3")
-            .and_then(|value| value.read_lock::<Map>().map(|map| map.clone()))
-            .unwrap_or_default();
-        let text = |key: &str| {
-            table
-                .get(key)
-                .and_then(|value| value.clone().into_string().ok())
-                .filter(|value| !value.is_empty())
-        };
+    fn from_section(table: &Section) -> Result<Location, StdlibError> {
+        let name = table.context_name().to_owned();
+        let text = |key: &str| table.string(key);
         let env = |name: &str| std::env::var(name).ok().filter(|value| !value.is_empty());
-        let bucket = text("bucket").ok_or_else(|| {
+        let bucket = text("bucket")?.ok_or_else(|| {
             StdlibError::usage(
                 format!("context `{name}` names no S3 bucket"),
                 format!(
@@ -77,24 +61,16 @@ impl Location {
                 ),
             )
         })?;
-        let endpoint = text("endpoint")
+        let endpoint = text("endpoint")?
             .or_else(|| env("AWS_ENDPOINT_URL_S3"))
             .or_else(|| env("AWS_ENDPOINT_URL"))
             .map(|endpoint| endpoint.trim_end_matches('/').to_owned());
-        let region = text("region")
+        let region = text("region")?
             .or_else(|| env("AWS_REGION"))
             .or_else(|| env("AWS_DEFAULT_REGION"))
             .unwrap_or_else(|| "us-east-1".into());
-        let path_style = match table.get("path_style") {
-            Some(value) => value.as_bool().map_err(|_| {
-                StdlibError::usage(
-                    format!("`context.{name}.s3.path_style` must be true or false"),
-                    "path_style = true addresses objects as ENDPOINT/BUCKET/KEY",
-                )
-            })?,
-            // S3-compatible servers all take path-style; AWS prefers virtual hosts.
-            None => endpoint.is_some(),
-        };
+        // S3-compatible servers all take path-style; AWS prefers virtual hosts.
+        let path_style = table.bool("path_style")?.unwrap_or(endpoint.is_some());
         Ok(Location {
             endpoint,
             bucket,
@@ -113,24 +89,9 @@ struct Credentials {
     source: String,
 }
 
-fn context_has_secret(context: &Dynamic, name: &str) -> bool {
-    context
-        .read_lock::<Map>()
-        .and_then(|map| {
-            map.get("secrets").and_then(|secrets| {
-                secrets
-                    .read_lock::<rhai::Array>()
-                    .map(|names| names.iter().any(|n| n.to_string() == name))
-            })
-        })
-        .unwrap_or(false)
-}
-
 fn credentials(call: &Call<'_>, location: &Location) -> Result<Credentials, StdlibError> {
-    let context = call.host.context();
-    if context_has_secret(&context, "s3_access_key")
-        || context_has_secret(&context, "s3_secret_key")
-    {
+    let top = call.host.section("");
+    if top.has_secret("s3_access_key") || top.has_secret("s3_secret_key") {
         let key_id = call.host.secret("s3_access_key")?.expose();
         let secret = call.host.secret("s3_secret_key")?.expose();
         call.host.redactor().add(&secret);
@@ -230,7 +191,7 @@ pub(crate) struct Bucket {
 impl Bucket {
     /// The context's bucket with the call's credentials.
     pub(crate) fn from_call(call: &Call<'_>) -> Result<Bucket, StdlibError> {
-        let location = Location::from_context(&call.host.context())?;
+        let location = Location::from_section(&call.host.section("s3"))?;
         let credentials = credentials(call, &location)?;
         let mut builder = AmazonS3Builder::new()
             .with_bucket_name(&location.bucket)
@@ -279,7 +240,7 @@ impl Bucket {
                     "cannot set up the S3 client for bucket `{}` at {}: {}",
                     location.bucket,
                     location.endpoint_display(),
-                    chain(&error)
+                    crate::text::error_chain(&error)
                 ),
                 format!("check `[context.{}.s3]` in runbook.toml", location.context),
             )
@@ -304,7 +265,7 @@ impl Bucket {
         key: &str,
         error: &object_store::Error,
     ) -> StdlibError {
-        let detail = chain(error);
+        let detail = crate::text::error_chain(error);
         let lower = detail.to_lowercase();
         let bucket = &self.location.bucket;
         let endpoint = self.location.endpoint_display();
@@ -371,27 +332,6 @@ pub(crate) fn path(key: &str) -> Result<Path, StdlibError> {
             "keys are `/`-separated parts without `.`/`..` parts",
         )
     })
-}
-
-/// An error with its causes, on one line.
-pub(crate) fn chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        let cause = cause.to_string();
-        if !text.contains(&cause) {
-            text.push_str(": ");
-            text.push_str(&cause);
-        }
-        source = cause_source(source);
-    }
-    text.replace('\n', " ")
-}
-
-fn cause_source<'a>(
-    error: Option<&'a (dyn std::error::Error + 'static)>,
-) -> Option<&'a (dyn std::error::Error + 'static)> {
-    error.and_then(std::error::Error::source)
 }
 
 fn shorten(text: &str) -> String {

@@ -53,7 +53,7 @@ fn put(call: &mut Call<'_>) -> Result<Dynamic, Failure> {
     };
     let bucket = Bucket::from_call(call)?;
     let written = transfer::Written {
-        sha256: transfer::hex(&<sha2::Sha256 as sha2::Digest>::digest(&data)),
+        sha256: crate::text::hex(&<sha2::Sha256 as sha2::Digest>::digest(&data)),
         bytes: call.block_on(bucket.put(&key, data))?,
     };
     Ok(written_map(&key, &written))

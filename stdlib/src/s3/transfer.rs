@@ -34,15 +34,6 @@ pub(crate) struct Written {
     pub(crate) sha256: String,
 }
 
-/// Lower-case hex of a digest.
-pub(crate) fn hex(digest: &[u8]) -> String {
-    use std::fmt::Write as _;
-    digest.iter().fold(String::new(), |mut out, byte| {
-        let _ = write!(out, "{byte:02x}");
-        out
-    })
-}
-
 /// A multipart upload being written: bytes go in, parts go up
 /// [`PARTS_IN_FLIGHT`] at a time. Dropped without [`Sink::finish`], the
 /// upload is aborted, so no object appears.
@@ -108,7 +99,7 @@ impl Sink {
         }
         Ok(Written {
             bytes: self.bytes,
-            sha256: hex(&std::mem::take(&mut self.hasher).finalize()),
+            sha256: crate::text::hex(&std::mem::take(&mut self.hasher).finalize()),
         })
     }
 
@@ -156,7 +147,7 @@ pub(crate) async fn upload(
     if size <= MULTIPART_THRESHOLD {
         let mut data = Vec::with_capacity(usize::try_from(size).unwrap_or(0));
         file.read_to_end(&mut data).await.map_err(cannot)?;
-        let sha256 = hex(&Sha256::digest(&data));
+        let sha256 = crate::text::hex(&Sha256::digest(&data));
         let bytes = bucket.put(key, Bytes::from(data)).await?;
         return Ok(Written { bytes, sha256 });
     }
@@ -266,6 +257,6 @@ pub(crate) async fn checksum(bucket: &Bucket, key: &str) -> Result<Written, Stdl
     }
     Ok(Written {
         bytes,
-        sha256: hex(&hasher.finalize()),
+        sha256: crate::text::hex(&hasher.finalize()),
     })
 }

@@ -8,7 +8,7 @@ use rhai::{Array, Dynamic};
 use crate::function;
 use crate::function::{Call, Failure, Function, Text};
 
-pub(crate) use process::{Command, stderr_tail};
+pub(crate) use process::Command;
 
 const OPTIONS: &[&str] = &["check", "timeout", "env", "cwd", "stdin"];
 

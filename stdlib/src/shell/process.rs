@@ -141,26 +141,11 @@ impl Command {
                 format!(
                     "`{}` exited with code {code}{}",
                     self.display(),
-                    stderr_tail(&result.stderr)
+                    crate::text::stderr_tail(&result.stderr)
                 ),
                 "pass `#{check: false}` to handle the exit code yourself",
             ));
         }
         Ok(result)
     }
-}
-
-/// The last lines of stderr, for error messages.
-pub(crate) fn stderr_tail(stderr: &str) -> String {
-    let lines: Vec<&str> = stderr.trim_end().lines().collect();
-    if lines.is_empty() {
-        return String::new();
-    }
-    let start = lines.len().saturating_sub(5);
-    let mut out = String::from("; stderr:");
-    for line in &lines[start..] {
-        out.push_str("\n    ");
-        out.push_str(line);
-    }
-    out
 }

@@ -161,7 +161,7 @@ impl Exec {
                     "`{}`: `{}` exited with code {code}{}",
                     target.name,
                     self.display(),
-                    crate::shell::stderr_tail(&result.stderr)
+                    crate::text::stderr_tail(&result.stderr)
                 ),
                 "pass `#{check: false}` to handle the exit code yourself",
             ));

@@ -4,9 +4,10 @@
 
 use std::path::PathBuf;
 
-use rhai::{Array, Dynamic, Map};
+use rhai::{Array, Map};
 
 use crate::host::StdlibError;
+use crate::settings::Section;
 
 /// One host to connect to.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -47,20 +48,6 @@ pub(crate) struct Inventory {
     context: String,
 }
 
-fn table(context: &Map, key: &str) -> Map {
-    context
-        .get(key)
-        .and_then(|value| value.read_lock::<Map>().map(|map| map.clone()))
-        .unwrap_or_default()
-}
-
-fn path(table: &Map, key: &str) -> Option<PathBuf> {
-    table
-        .get(key)
-        .and_then(|value| value.clone().into_string().ok())
-        .map(PathBuf::from)
-}
-
 /// Parse `user@host:port`, `host:port`, `user@host` or `host`.
 pub(crate) fn parse_destination(name: &str, text: &str) -> Result<Target, StdlibError> {
     let (user, rest) = match text.rsplit_once('@') {
@@ -94,25 +81,18 @@ pub(crate) fn parse_destination(name: &str, text: &str) -> Result<Target, Stdlib
 }
 
 impl Inventory {
-    pub(crate) fn from_context(context: &Dynamic) -> Inventory {
-        let context = context
-            .read_lock::<Map>()
-            .map(|map| map.clone())
-            .unwrap_or_default();
-        let ssh = table(&context, "ssh");
-        Inventory {
-            hosts: table(&context, "hosts"),
-            groups: table(&context, "groups"),
+    /// The inventory of a context: its top level (`hosts`, `groups`) and its `ssh` table.
+    pub(crate) fn from_sections(top: &Section, ssh: &Section) -> Result<Inventory, StdlibError> {
+        Ok(Inventory {
+            hosts: top.table("hosts")?,
+            groups: top.table("groups")?,
             options: SshOptions {
-                config: path(&ssh, "config"),
-                known_hosts: path(&ssh, "known_hosts"),
-                identity: path(&ssh, "identity"),
+                config: ssh.path("config")?,
+                known_hosts: ssh.path("known_hosts")?,
+                identity: ssh.path("identity")?,
             },
-            context: context
-                .get("name")
-                .and_then(|name| name.clone().into_string().ok())
-                .unwrap_or_else(|| "(none)".into()),
-        }
+            context: top.context_name().to_owned(),
+        })
     }
 
     /// The host names of a group, in inventory order.
@@ -188,6 +168,7 @@ impl Inventory {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use rhai::Dynamic;
 
     #[test]
     fn parses_destinations() {
@@ -214,7 +195,10 @@ mod tests {
         let mut context = Map::new();
         context.insert("hosts".into(), Dynamic::from_map(hosts));
         context.insert("groups".into(), Dynamic::from_map(groups));
-        let inventory = Inventory::from_context(&Dynamic::from_map(context));
+        let context = Dynamic::from_map(context);
+        let inventory =
+            Inventory::from_sections(&Section::of(&context, ""), &Section::of(&context, "ssh"))
+                .unwrap();
         assert_eq!(inventory.resolve("web").unwrap().len(), 2);
         assert_eq!(inventory.resolve_host("a").unwrap().address, "127.0.0.1");
         assert_eq!(

@@ -39,8 +39,8 @@ const FANOUT_OPTIONS: &[&str] = &[
 /// Lines of output shown per host on screen; the value holds everything.
 const TAIL_LINES: usize = 5;
 
-fn inventory(call: &Call<'_>) -> Inventory {
-    Inventory::from_context(&call.host.context())
+fn inventory(call: &Call<'_>) -> Result<Inventory, StdlibError> {
+    Inventory::from_sections(&call.host.section(""), &call.host.section("ssh"))
 }
 
 fn exec_from(
@@ -96,7 +96,7 @@ fn tail(text: &str, lines: usize) -> String {
 fn exec_one(call: &mut Call<'_>) -> Result<Dynamic, Failure> {
     let host = call.string(0)?;
     let (exec, _) = exec_from(call, 2, EXEC_OPTIONS)?;
-    let inventory = inventory(call);
+    let inventory = inventory(call)?;
     let target = inventory.resolve_host(&host)?;
     let output = call.block_on(async {
         let session = pool::session(&target, &inventory.options).await?;
@@ -212,7 +212,7 @@ impl HostResult {
 }
 
 fn exec_all(call: &mut Call<'_>) -> Result<Dynamic, Failure> {
-    let inventory = inventory(call);
+    let inventory = inventory(call)?;
     let targets = targets(call, &inventory)?;
     let (mut exec, options) = exec_from(call, 2, FANOUT_OPTIONS)?;
     let check = exec.check;
@@ -349,7 +349,7 @@ fn exec_all(call: &mut Call<'_>) -> Result<Dynamic, Failure> {
 fn transfer(call: &mut Call<'_>, upload: bool) -> Result<Dynamic, Failure> {
     let host = call.string(0)?;
     let (from, to) = (call.string(1)?, call.string(2)?);
-    let inventory = inventory(call);
+    let inventory = inventory(call)?;
     let target = inventory.resolve_host(&host)?;
     let bytes = call.block_on(async {
         let session = pool::session(&target, &inventory.options).await?;
@@ -444,7 +444,7 @@ pub(crate) fn functions() -> Vec<Function> {
             local fn ssh::hosts("group: string") -> "array<string>"
             |call| {
                 let group = call.string(0)?;
-                let names = inventory(call).group(&group)?;
+                let names = inventory(call)?.group(&group)?;
                 Ok(Dynamic::from_array(names.into_iter().map(Dynamic::from).collect()))
             }
         },

@@ -320,26 +320,6 @@ impl Lab {
 mod tests {
     use super::*;
 
-    /// What runbook's context loader accepts (runtime/context.rs); kept here
-    /// so a lab config that runbook would reject fails this crate's tests.
-    const KNOWN_KEYS: &[&str] = &[
-        "description",
-        "protected",
-        "namespace",
-        "kube_context",
-        "kubeconfig",
-        "hosts",
-        "groups",
-        "ssh",
-        "s3",
-        "pg",
-        "hcloud",
-        "notify",
-        "http",
-        "secrets",
-        "vars",
-    ];
-
     fn config(lab: &Lab) -> toml::Table {
         std::fs::read_to_string(lab.config_path())
             .unwrap()
@@ -360,8 +340,10 @@ mod tests {
         assert_eq!(names, ["lab", "lab-protected"]);
         for (name, protected) in [("lab", false), ("lab-protected", true)] {
             let context = contexts[name].as_table().unwrap();
+            // What runbook's context loader accepts: the stdlib's module registry.
+            let known = runbook_stdlib::context_keys();
             for key in context.keys() {
-                assert!(KNOWN_KEYS.contains(&key.as_str()), "unknown key {key}");
+                assert!(known.contains(&key.as_str()), "unknown key {key}");
             }
             assert_eq!(context["protected"].as_bool(), Some(protected));
             assert_eq!(
@@ -453,8 +435,10 @@ mod tests {
         };
         for name in ["lab", "lab-protected"] {
             let context = config["context"][name].as_table().unwrap();
+            // What runbook's context loader accepts: the stdlib's module registry.
+            let known = runbook_stdlib::context_keys();
             for key in context.keys() {
-                assert!(KNOWN_KEYS.contains(&key.as_str()), "unknown key {key}");
+                assert!(known.contains(&key.as_str()), "unknown key {key}");
             }
             let hosts = context["hosts"].as_table().unwrap();
             let listed: Vec<(String, String)> = hosts

@@ -1,5 +1,5 @@
-//! `json::*` and `yaml::*`: parsing and writing data. Writing a value that
-//! holds a secret gives a secret, so the text stays masked.
+//! `json::*`: parsing and writing JSON. Writing a value that holds a secret
+//! gives a secret, so the text stays masked.
 
 use rhai::Dynamic;
 
@@ -9,7 +9,7 @@ use crate::host::StdlibError;
 use crate::values::{contains_secret, from_json, to_json};
 
 /// Text built from `value`: a secret if any part of `value` is one.
-fn text_result(call: &Call<'_>, value: &Dynamic, text: String) -> Dynamic {
+pub(crate) fn text_result(call: &Call<'_>, value: &Dynamic, text: String) -> Dynamic {
     if contains_secret(value) {
         Dynamic::from(call.secret(text))
     } else {
@@ -23,17 +23,6 @@ fn parse_json(call: &mut Call<'_>) -> Result<Dynamic, Failure> {
         StdlibError::failed(
             format!("not valid JSON: {error}"),
             "check the text with `log::info(text)`; `json::parse` needs one JSON document",
-        )
-    })?;
-    Ok(from_json(value))
-}
-
-fn parse_yaml(call: &mut Call<'_>) -> Result<Dynamic, Failure> {
-    let text = call.text(0)?;
-    let value: serde_json::Value = serde_saphyr::from_str(&text.expose()).map_err(|error| {
-        StdlibError::failed(
-            format!("not valid YAML: {error}"),
-            "`yaml::parse` reads one YAML document",
         )
     })?;
     Ok(from_json(value))
@@ -64,30 +53,6 @@ pub(crate) fn functions() -> Vec<Function> {
                 let json = to_json(&value, true);
                 let text = if pretty { serde_json::to_string_pretty(&json) } else { serde_json::to_string(&json) }
                     .map_err(|error| StdlibError::message(format!("cannot write JSON: {error}")))?;
-                Ok(text_result(call, &value, text))
-            }
-        },
-        function! {
-            /// Parse one YAML document (e.g. a Kubernetes manifest) into a value.
-            ///
-            /// ```rhai
-            /// let v = yaml::parse("kind: Deployment\nspec:\n  replicas: 2\n");
-            /// assert(v.spec.replicas == 2, "parse failed");
-            /// ```
-            local fn yaml::parse("text: string") -> "any"
-            parse_yaml
-        },
-        function! {
-            /// Write a value as YAML.
-            ///
-            /// ```rhai
-            /// let text = yaml::stringify(#{kind: "ConfigMap", data: #{a: "1"}});
-            /// ```
-            local fn yaml::stringify("value: any") -> "string"
-            |call| {
-                let value = call.arg(0);
-                let text = serde_saphyr::to_string(&to_json(&value, true))
-                    .map_err(|error| StdlibError::message(format!("cannot write YAML: {error}")))?;
                 Ok(text_result(call, &value, text))
             }
         },
