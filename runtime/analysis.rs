@@ -39,7 +39,7 @@ impl Known {
         let mut modules: BTreeMap<String, BTreeMap<String, BTreeSet<usize>>> = BTreeMap::new();
         let mut builtins: BTreeMap<String, BTreeSet<usize>> = BTreeMap::new();
         for function in functions {
-            let arities: BTreeSet<usize> = function.arities().collect();
+            let arities: BTreeSet<usize> = function.arities().into_iter().collect();
             if function.module.is_empty() {
                 builtins
                     .entry(function.name.to_owned())

@@ -70,7 +70,7 @@ pub fn functions(host: &Arc<RunHost>) -> Vec<Function> {
             /// let n = step("count", || 40 + 2);
             /// let m = step("flaky", #{retries: 2, backoff: "10ms", timeout: "5s"}, || n + 1);
             /// ```
-            local fn step("name: string", "opts?: map", "fn: closure") -> "any"
+            local fn step("name: string", "fn: closure") | ("name: string", "opts: map", "fn: closure") -> "any"
             move |call| step(&step_host, call)
         },
         function! {

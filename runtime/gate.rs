@@ -1,5 +1,7 @@
-//! The one place where effect, dry-run, fixtures, approval and the event
-//! stream meet: [`RunHost`] implements the stdlib's `Host` for a run.
+//! [`RunHost`] implements the stdlib's `Host` for a run: it asks the effect
+//! table (`decision.rs`) about every call and wraps the answer with the plan,
+//! the fixtures, the step frames (cancellation, timeouts), compensations and
+//! the event stream (printer and journal).
 
 use std::collections::{BTreeMap, HashSet};
 use std::path::PathBuf;
@@ -21,25 +23,9 @@ use crate::event::{CallOutcome, Event, Mode};
 use crate::fixtures::Fixtures;
 use crate::header::Header;
 use crate::journal::Journal;
+use crate::plan::PlanItem;
 use crate::printer::Printer;
 use crate::resume::ResumeState;
-
-/// A write not run in a dry-run, or a gate that would be asked.
-#[derive(Debug, Clone)]
-pub enum PlanItem {
-    Change {
-        call: String,
-        at: String,
-        step: Option<String>,
-        /// What the server's own dry run said would change (a diff), if it has one.
-        detail: Option<String>,
-    },
-    Gate {
-        message: String,
-        at: String,
-        confirm: Option<String>,
-    },
-}
 
 /// A step in progress.
 #[derive(Debug, Clone)]

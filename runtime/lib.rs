@@ -17,6 +17,7 @@ pub mod header;
 pub mod identity;
 pub mod journal;
 pub mod lock;
+pub mod plan;
 pub mod printer;
 pub mod reference;
 pub mod repl;

@@ -15,7 +15,7 @@ use runbook_stdlib::Effect;
 
 use crate::error::Exit;
 use crate::event::{CallOutcome, Event, GateDecision, LogLevel, Mode, StepStatus};
-use crate::gate::PlanItem;
+use crate::plan::PlanItem;
 
 /// `--output`: who reads the output.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Default)]

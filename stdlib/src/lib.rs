@@ -35,7 +35,7 @@ mod yaml;
 use std::future::Future;
 use std::pin::Pin;
 
-pub use function::{Call, Failure, Function, Options, Text, install};
+pub use function::{Call, Failure, Function, Options, Param, Text, install};
 pub use host::{CallInfo, Decision, Effect, Host, Level, Outcome, Progress, Secret, StdlibError};
 
 /// Work a module does when a run ends.
@@ -194,6 +194,10 @@ mod tests {
                     function.qualified_name()
                 );
             }
+        }
+        for function in functions() {
+            let problems = function.spec_problems();
+            assert!(problems.is_empty(), "{problems:?}");
         }
         let keys = context_keys();
         let mut unique = keys.clone();

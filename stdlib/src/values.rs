@@ -125,6 +125,67 @@ pub fn placeholder(returns: &str) -> Dynamic {
     }
 }
 
+/// The simple types of the return-type notation.
+const SIMPLE_TYPES: &[&str] = &[
+    "()", "string", "int", "float", "bool", "secret", "blob", "map", "array", "any", "closure",
+];
+
+/// Whether `text` is a return type in the notation [`placeholder`] reads;
+/// the error says what does not parse.
+pub fn check_shape(text: &str) -> Result<(), String> {
+    let text = text.trim();
+    if text.is_empty() {
+        return Err("an empty type".into());
+    }
+    let mut depth: i64 = 0;
+    for c in text.chars() {
+        match c {
+            '{' | '<' | '[' => depth += 1,
+            '}' | '>' | ']' => depth -= 1,
+            _ => {}
+        }
+        if depth < 0 {
+            return Err(format!("`{c}` closes nothing"));
+        }
+    }
+    if depth != 0 {
+        return Err("a bracket is not closed".into());
+    }
+    let alternatives = split_top_level(text, '|');
+    if alternatives.len() > 1 {
+        return alternatives.into_iter().try_for_each(check_shape);
+    }
+    if let Some(fields) = text
+        .strip_prefix("#{")
+        .and_then(|rest| rest.strip_suffix('}'))
+    {
+        for field in split_top_level(fields, ',') {
+            let Some((name, ty)) = field.split_once(':') else {
+                return Err(format!("field `{}` has no `: type`", field.trim()));
+            };
+            if !rhai::is_valid_identifier(name.trim()) {
+                return Err(format!("`{}` is not a field name", name.trim()));
+            }
+            check_shape(ty)?;
+        }
+        return Ok(());
+    }
+    if let Some(item) = text
+        .strip_prefix("array<")
+        .and_then(|rest| rest.strip_suffix('>'))
+    {
+        return check_shape(item);
+    }
+    if SIMPLE_TYPES.contains(&text) {
+        Ok(())
+    } else {
+        Err(format!(
+            "unknown type `{text}` (known: {})",
+            SIMPLE_TYPES.join(", ")
+        ))
+    }
+}
+
 fn split_top_level(text: &str, separator: char) -> Vec<&str> {
     let mut parts = Vec::new();
     let mut depth = 0usize;
@@ -281,6 +342,21 @@ pub fn register_types(engine: &mut Engine) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn return_types_are_checked() {
+        for good in [
+            "()",
+            "string | blob",
+            "#{stdout: string, code: int, items: array<map>} | ()",
+            "array<#{revision: int, image: string}>",
+        ] {
+            assert_eq!(check_shape(good), Ok(()), "{good}");
+        }
+        for bad in ["", "strng", "#{a string}", "array<int", "#{a: }", "map |"] {
+            assert!(check_shape(bad).is_err(), "{bad}");
+        }
+    }
 
     #[test]
     fn placeholders_follow_the_declared_shape() {

@@ -459,3 +459,20 @@ shell::run("touch AFTER");
     );
     assert!(!scratch.exists("AFTER"), "the script went on after Ctrl-C");
 }
+
+#[test]
+fn a_wrong_argument_names_the_parameter_of_the_form_that_was_called() {
+    let scratch = Scratch::new();
+    scratch.write("s.rhai", "//! Bad step.\nstep(\"x\", 42);\n");
+    let output = scratch.run("s.rhai").output();
+    output
+        .assert_exit(2)
+        .assert_contains("`step`: argument `fn` must be a closure `|| { ... }`, got an integer")
+        .assert_contains("s.rhai:2:1");
+    scratch.write("o.rhai", "//! Bad options.\nstep(\"x\", 42, || 1);\n");
+    scratch
+        .run("o.rhai")
+        .output()
+        .assert_exit(2)
+        .assert_contains("`step`: argument `opts` must be a map");
+}

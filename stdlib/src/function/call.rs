@@ -46,9 +46,8 @@ impl<'a> Call<'a> {
 
     fn param_name(&self, index: usize) -> String {
         self.function
-            .param_names()
-            .get(index)
-            .map_or_else(|| format!("#{}", index + 1), |n| (*n).to_owned())
+            .param(self.args.len(), index)
+            .map_or_else(|| format!("#{}", index + 1), |param| param.name.to_owned())
     }
 
     /// An error about argument `index`.

@@ -42,9 +42,12 @@ fn register_one(module: &mut Module, host: &Arc<dyn Host>, function: &Function, 
         let args: Vec<Dynamic> = args.iter().map(|arg| (**arg).clone()).collect();
         gate(host.as_ref(), &context, &spec, args)
     };
-    let mut params: Vec<String> = function.params[..arity]
+    let mut params: Vec<String> = function
+        .form(arity)
+        .unwrap_or_default()
         .iter()
-        .map(|p| p.replace('?', ""))
+        .take(arity)
+        .map(|param| format!("{}: {}", param.name, param.ty))
         .collect();
     params.push(function.returns.to_owned());
     let comments: Vec<String> = function

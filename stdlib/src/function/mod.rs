@@ -64,8 +64,10 @@ pub struct Function {
     pub module: &'static str,
     /// Function name within the module.
     pub name: &'static str,
-    /// Parameters as `name: type`; a trailing `name?: type` is optional.
-    pub params: &'static [&'static str],
+    /// The forms it can be called in, each a parameter list (most functions
+    /// have one; `step(name, fn)` and `step(name, opts, fn)` are two).
+    /// Optional parameters (`name?: type`) come last in a form.
+    pub forms: Arc<[Arc<[Param]>]>,
     /// Return type in the notation of [`values::placeholder`], e.g. `#{stdout: string, code: int}`.
     pub returns: &'static str,
     /// What the call does to the world.
@@ -100,14 +102,21 @@ impl Function {
         }
     }
 
-    /// `shell::run(cmd: string | array, opts?: map) -> #{...}`
+    /// `shell::run(cmd: string | array, opts?: map) -> #{...}`, one line per form.
     pub fn signature(&self) -> String {
-        format!(
-            "{}({}) -> {}",
-            self.qualified_name(),
-            self.params.join(", "),
-            self.returns
-        )
+        self.forms
+            .iter()
+            .map(|form| {
+                let params: Vec<String> = form.iter().map(ToString::to_string).collect();
+                format!(
+                    "{}({}) -> {}",
+                    self.qualified_name(),
+                    params.join(", "),
+                    self.returns
+                )
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
     }
 
     /// The doc comment with the leading space of each `///` line removed.
@@ -135,11 +144,25 @@ impl Function {
         }
     }
 
-    /// Parameters for overviews: names, with `?` on optional ones.
+    /// Parameters for overviews: the longest form's names, with `?` on
+    /// those that may be left out (optional, or missing from another form).
     pub fn param_list(&self) -> String {
-        self.params
+        let Some(longest) = self.forms.iter().max_by_key(|form| form.len()) else {
+            return String::new();
+        };
+        longest
             .iter()
-            .map(|param| param.split(':').next().unwrap_or(param).trim())
+            .map(|param| {
+                let everywhere = self
+                    .forms
+                    .iter()
+                    .all(|form| form.iter().any(|other| other.name == param.name));
+                if param.optional || !everywhere {
+                    format!("{}?", param.name)
+                } else {
+                    param.name.to_owned()
+                }
+            })
             .collect::<Vec<_>>()
             .join(", ")
     }
@@ -163,36 +186,105 @@ impl Function {
         examples
     }
 
-    /// Parameter names, without types or the optional mark.
-    pub fn param_names(&self) -> Vec<&'static str> {
-        self.params
+    /// The form a call with `arity` arguments uses.
+    pub fn form(&self, arity: usize) -> Option<&[Param]> {
+        self.forms
             .iter()
-            .map(|param| {
-                param
-                    .split(':')
-                    .next()
-                    .unwrap_or(param)
-                    .trim()
-                    .trim_end_matches('?')
+            .find(|form| {
+                let required = form.iter().filter(|param| !param.optional).count();
+                (required..=form.len()).contains(&arity)
             })
-            .collect()
+            .map(|form| &form[..])
     }
 
-    /// The arities the function accepts (optional trailing parameters make several).
-    pub fn arities(&self) -> std::ops::RangeInclusive<usize> {
-        let required = self
-            .params
+    /// The parameter argument `index` binds to in a call with `arity` arguments.
+    pub fn param(&self, arity: usize, index: usize) -> Option<&Param> {
+        self.form(arity).and_then(|form| form.get(index))
+    }
+
+    /// The arities the function accepts, ascending (optional trailing
+    /// parameters and several forms make several).
+    pub fn arities(&self) -> Vec<usize> {
+        let mut arities: Vec<usize> = self
+            .forms
             .iter()
-            .filter(|param| {
-                !param
-                    .split(':')
-                    .next()
-                    .unwrap_or(param)
-                    .trim()
-                    .ends_with('?')
+            .flat_map(|form| {
+                let required = form.iter().filter(|param| !param.optional).count();
+                required..=form.len()
             })
-            .count();
-        required..=self.params.len()
+            .collect();
+        arities.sort_unstable();
+        arities.dedup();
+        arities
+    }
+
+    /// Problems with the declaration itself: an optional parameter before a
+    /// required one, two forms taking the same number of arguments, a return
+    /// type that does not parse. A test runs this over every function.
+    pub fn spec_problems(&self) -> Vec<String> {
+        let name = self.qualified_name();
+        let mut problems = Vec::new();
+        for form in self.forms.iter() {
+            if let Some(first) = form.iter().position(|param| param.optional)
+                && form[first..].iter().any(|param| !param.optional)
+            {
+                problems.push(format!(
+                    "{name}: optional parameter `{}` is followed by a required one",
+                    form[first].name
+                ));
+            }
+        }
+        let mut seen = Vec::new();
+        for form in self.forms.iter() {
+            let required = form.iter().filter(|param| !param.optional).count();
+            for arity in required..=form.len() {
+                if seen.contains(&arity) {
+                    problems.push(format!("{name}: two forms take {arity} arguments"));
+                }
+                seen.push(arity);
+            }
+        }
+        if let Err(problem) = crate::values::check_shape(self.returns) {
+            problems.push(format!("{name}: return type `{}`: {problem}", self.returns));
+        }
+        problems
+    }
+}
+
+/// One parameter of a form, parsed once from its declaration `"name?: type"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Param {
+    pub name: &'static str,
+    /// In the notation of [`crate::values::placeholder`]; `any` when not given.
+    pub ty: &'static str,
+    /// May be left out (a trailing `?` on the name).
+    pub optional: bool,
+}
+
+impl Param {
+    /// `"opts?: map"` → `opts`, `map`, optional.
+    pub fn parse(spec: &'static str) -> Param {
+        let (name, ty) = match spec.split_once(':') {
+            Some((name, ty)) => (name.trim(), ty.trim()),
+            None => (spec.trim(), "any"),
+        };
+        let (name, optional) = match name.strip_suffix('?') {
+            Some(name) => (name.trim_end(), true),
+            None => (name, false),
+        };
+        Param { name, ty, optional }
+    }
+
+    /// Every parameter of one form.
+    pub fn form(specs: &[&'static str]) -> Arc<[Param]> {
+        specs.iter().map(|spec| Param::parse(spec)).collect()
+    }
+}
+
+impl std::fmt::Display for Param {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let optional = if self.optional { "?" } else { "" };
+        write!(f, "{}{optional}: {}", self.name, self.ty)
     }
 }
 
@@ -207,17 +299,23 @@ impl Function {
 ///     |call| { ... }
 /// }
 /// ```
+///
+/// A function called in several forms lists them with `|`:
+/// `local fn step("name: string", "fn: closure") | ("name: string", "opts: map", "fn: closure") -> "any"`.
 #[macro_export]
 macro_rules! function {
     (
         $(#[doc = $doc:literal])+
-        $effect:ident fn $module:ident :: $name:ident ( $($param:literal),* $(,)? ) -> $returns:literal
+        $effect:ident fn $module:ident :: $name:ident ( $($param:literal),* $(,)? ) $( | ( $($alt:literal),* $(,)? ) )* -> $returns:literal
         $body:expr
     ) => {
         $crate::function::Function {
             module: stringify!($module),
             name: stringify!($name),
-            params: &[$($param),*],
+            forms: ::std::sync::Arc::from([
+                $crate::function::Param::form(&[$($param),*])
+                $(, $crate::function::Param::form(&[$($alt),*]))*
+            ]),
             returns: $returns,
             effect: $crate::function!(@effect $effect),
             doc: concat!($($doc, "\n"),+),
@@ -227,13 +325,16 @@ macro_rules! function {
     };
     (
         $(#[doc = $doc:literal])+
-        $effect:ident fn $name:ident ( $($param:literal),* $(,)? ) -> $returns:literal
+        $effect:ident fn $name:ident ( $($param:literal),* $(,)? ) $( | ( $($alt:literal),* $(,)? ) )* -> $returns:literal
         $body:expr
     ) => {
         $crate::function::Function {
             module: "",
             name: stringify!($name),
-            params: &[$($param),*],
+            forms: ::std::sync::Arc::from([
+                $crate::function::Param::form(&[$($param),*])
+                $(, $crate::function::Param::form(&[$($alt),*]))*
+            ]),
             returns: $returns,
             effect: $crate::function!(@effect $effect),
             doc: concat!($($doc, "\n"),+),
