@@ -4,7 +4,7 @@
 
 use std::path::PathBuf;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 
 use crate::error::{Diagnostic, Exit};
 use crate::printer::OutputFormat;
@@ -15,10 +15,6 @@ use crate::runner::RunOptions;
     name = "runbook",
     version,
     about = "Run operations runbooks written in Rhai: plans before changes, approval gates, an audit trail.",
-    long_about = "Run operations runbooks written in Rhai.\n\n\
-        Runbooks call a standard library (shell, ssh, k8s, s3, pg, http, notify, secrets, json, yaml) whose every \
-        function is declared local, read or write. `--dry-run` runs the reads and lists the writes as a \
-        numbered plan without running them; approval gates stop for a person; secrets print as ***.",
     after_help = MAIN_AFTER,
 )]
 pub struct Cli {
@@ -217,7 +213,11 @@ fn parse_param(text: &str) -> Result<(String, String), String> {
 
 /// Parse arguments and run; returns the process exit code.
 pub fn main() -> i32 {
-    let cli = match Cli::try_parse() {
+    let parsed = Cli::command()
+        .long_about(long_about())
+        .try_get_matches()
+        .and_then(|matches| Cli::from_arg_matches(&matches));
+    let cli = match parsed {
         Ok(cli) => cli,
         Err(error) => {
             let _ = error.print();
@@ -232,6 +232,17 @@ pub fn main() -> i32 {
         Ok(exit) => exit.code(),
         Err(diagnostic) => report(&diagnostic),
     }
+}
+
+/// `runbook --help`'s description; the module list comes from the registry.
+fn long_about() -> String {
+    format!(
+        "Run operations runbooks written in Rhai.\n\n\
+         Runbooks call a standard library ({}) whose every function is declared local, read or \
+         write. `--dry-run` runs the reads and lists the writes as a numbered plan without running \
+         them; approval gates stop for a person; secrets print as ***.",
+        runbook_stdlib::module_names().join(", ")
+    )
 }
 
 /// The one place a command's error is shown; returns its exit code.

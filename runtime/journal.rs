@@ -253,6 +253,9 @@ pub enum Verdict {
     Intact { lines: usize, complete: bool },
     /// The first line that does not fit, 1-based, and why.
     Broken { line: usize, problem: String },
+    /// Every whole line chains, but the last line is cut off (no newline):
+    /// what a process killed mid-write leaves behind.
+    CutOff { lines: usize },
 }
 
 /// Check the hash chain of a journal.
@@ -273,6 +276,9 @@ pub fn verify(path: &Path) -> Result<Verdict, JournalError> {
             })
         };
         let Some(line) = line.strip_suffix('\n') else {
+            if count == number - 1 && count > 0 {
+                return Ok(Verdict::CutOff { lines: count });
+            }
             return broken("the line is cut off (no newline)".into());
         };
         let parsed = match parse_line(line) {

@@ -15,6 +15,14 @@ pub fn verify(run: &str) -> Result<Exit, Diagnostic> {
             }
             Ok(Exit::Ok)
         }
+        Verdict::CutOff { lines } => {
+            println!(
+                "BROKEN: {} line {}: the line is cut off (no newline)",
+                path.display(),
+                lines + 1
+            );
+            Ok(Exit::StepFailed)
+        }
         Verdict::Broken { line, problem } => {
             println!("BROKEN: {} line {line}: {problem}", path.display());
             Ok(Exit::StepFailed)

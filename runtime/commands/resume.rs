@@ -23,18 +23,14 @@ pub struct ResumeOptions {
 
 pub fn resume(options: &ResumeOptions) -> Result<Exit, Diagnostic> {
     let path = journal::locate(&options.run)?;
+    // A cut-off last line is what a kill leaves behind (reopening cuts it);
+    // anything else is tampering.
     if let Verdict::Broken { line, problem } = journal::verify(&path)? {
-        // A cut-off last line is what a kill leaves behind; anything else is tampering.
-        let last_line = std::fs::read_to_string(&path)
-            .map(|text| text.split_inclusive('\n').count())
-            .unwrap_or(0);
-        if !(line == last_line && problem.contains("cut off")) {
-            return Err(Diagnostic::new(
-                format!("the journal fails verification at line {line}: {problem}"),
-                Exit::Usage,
-            )
-            .hint("`runbook audit verify RUN` shows the problem; a journal that was edited cannot be resumed"));
-        }
+        return Err(Diagnostic::new(
+            format!("the journal fails verification at line {line}: {problem}"),
+            Exit::Usage,
+        )
+        .hint("`runbook audit verify RUN` shows the problem; a journal that was edited cannot be resumed"));
     }
     let (original, state) = crate::resume::load(&path)?;
     if original.mode != Mode::Live {
