@@ -269,6 +269,33 @@ fn a_timeout_kills_the_remote_command() {
 }
 
 #[test]
+fn a_step_timeout_kills_the_remote_commands_on_every_host() {
+    let lab = lab(8);
+    let scratch = Scratch::new();
+    let marker = scratch.file("marker");
+    // Each host touches its own marker after 3 s; the step gives up after 1 s.
+    let script = format!(
+        r#"step("slow", #{{timeout: "1s"}}, || ssh::exec_all("all", "sleep 3; touch {}-$$"));"#,
+        marker.display()
+    );
+    run_in(&lab, &scratch, &script)
+        .output()
+        .assert_exit(1)
+        .assert_contains("timed out after 1.0s");
+    std::thread::sleep(std::time::Duration::from_millis(3500));
+    let touched: Vec<String> = std::fs::read_dir(scratch.path())
+        .unwrap()
+        .filter_map(|entry| entry.ok())
+        .map(|entry| entry.file_name().to_string_lossy().into_owned())
+        .filter(|name| name.starts_with("marker"))
+        .collect();
+    assert!(
+        touched.is_empty(),
+        "remote commands outlived the step: {touched:?}"
+    );
+}
+
+#[test]
 fn upload_then_download_round_trips_five_megabytes() {
     let lab = lab(1);
     let scratch = Scratch::new();

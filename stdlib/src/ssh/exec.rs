@@ -4,6 +4,12 @@
 //! included) travel on the command's stdin, never in its argv, so they do not
 //! show up in the host's process list. A timeout runs the command under
 //! `timeout -s KILL`, which kills its whole process group on the host.
+//!
+//! The command dies with its call: it runs in a session of its own
+//! (`setsid`) beside a watcher that holds the channel's stdin, which runbook
+//! keeps open until the command ends. When the call is cancelled (Ctrl-C, a
+//! step timeout) or runbook dies, the channel's stdin closes and the watcher
+//! kills the command's whole process group on the host.
 
 use openssh::Stdio;
 use std::time::{Duration, Instant};
@@ -19,6 +25,21 @@ use crate::host::StdlibError;
 /// Quote for a POSIX shell: `'...'` with embedded quotes escaped.
 pub(crate) fn quote(text: &str) -> String {
     format!("'{}'", text.replace('\'', "'\\''"))
+}
+
+/// `command` in a session of its own, killed (its whole process group) when
+/// the channel's stdin closes; the exit code is the command's.
+fn supervise(command: &str) -> String {
+    let quoted = quote(command);
+    format!(
+        "exec 3<&0; \
+         if command -v setsid >/dev/null 2>&1; then setsid sh -c {quoted} </dev/null 3<&- & \
+         else sh -c {quoted} </dev/null 3<&- & fi; \
+         pid=$!; \
+         {{ cat >/dev/null; kill -KILL -$pid 2>/dev/null || kill -KILL $pid 2>/dev/null; }} <&3 >/dev/null 2>&1 & \
+         watcher=$!; exec 3<&-; \
+         wait $pid; code=$?; kill $watcher 2>/dev/null; exit $code"
+    )
 }
 
 /// A command to run on hosts.
@@ -84,18 +105,16 @@ impl Exec {
             stdin.push_str(&value);
             stdin.push('\n');
         }
-        let mut script = format!("{prelude}{}", self.command.expose());
+        let mut command = self.command.expose();
+        if let Some(limit) = self.timeout {
+            let seconds = limit.as_secs_f64().max(0.1);
+            command = format!("timeout -s KILL {seconds:.1} sh -c {}", quote(&command));
+        }
+        let mut script = format!("{prelude}{}", supervise(&command));
         if self.sudo {
             script = format!("sudo -n sh -c {}", quote(&script));
         }
-        if let Some(limit) = self.timeout {
-            let seconds = limit.as_secs_f64().max(0.1);
-            script = format!("timeout -s KILL {seconds:.1} sh -c {}", quote(&script));
-        }
-        Ok((
-            format!("sh -c {}", quote(&script)),
-            (!stdin.is_empty()).then_some(stdin),
-        ))
+        Ok((format!("sh -c {}", quote(&script)), Some(stdin)))
     }
 
     /// Run on one host.
@@ -108,11 +127,7 @@ impl Exec {
         let (script, stdin) = self.script()?;
         let mut command = session.raw_command(script);
         command
-            .stdin(if stdin.is_some() {
-                Stdio::piped()
-            } else {
-                Stdio::null()
-            })
+            .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
         let work = async {
@@ -120,19 +135,31 @@ impl Exec {
                 .spawn()
                 .await
                 .map_err(|error| super::pool::connect_error(target, &error))?;
-            if let (Some(text), Some(mut pipe)) = (stdin, child.stdin().take()) {
+            // Held open until the command ends: closing it (a cancelled call
+            // drops this future) makes the host kill the command.
+            let mut keepalive = child.stdin().take();
+            if let (Some(text), Some(pipe)) =
+                (stdin.filter(|text| !text.is_empty()), keepalive.as_mut())
+            {
                 pipe.write_all(text.as_bytes()).await.map_err(|error| {
                     StdlibError::message(format!(
                         "`{}`: cannot send the environment: {error}",
                         target.name
                     ))
                 })?;
-                drop(pipe);
+                pipe.flush().await.map_err(|error| {
+                    StdlibError::message(format!(
+                        "`{}`: cannot send the environment: {error}",
+                        target.name
+                    ))
+                })?;
             }
-            child
+            let output = child
                 .wait_with_output()
                 .await
-                .map_err(|error| super::pool::connect_error(target, &error))
+                .map_err(|error| super::pool::connect_error(target, &error));
+            drop(keepalive);
+            output
         };
         let output = match self.timeout {
             // The remote `timeout` kills first; this is the backstop for a dead connection.
@@ -206,6 +233,7 @@ mod tests {
         let (script, stdin) = exec.script().unwrap();
         assert!(!script.contains("s3cr3t"));
         assert_eq!(stdin.as_deref(), Some("s3cr3t\n"));
+        assert!(script.contains("setsid"), "{script}");
         assert!(script.contains("timeout -s KILL 5.0"));
     }
 }
