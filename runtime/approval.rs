@@ -141,6 +141,28 @@ pub fn approves(answer: Option<&str>, expected: Option<&str>) -> bool {
     }
 }
 
+/// Where a question is asked: a run asks on stdin, a REPL session through
+/// its line editor (so the answer does not fight the editor for the terminal).
+pub trait Prompter: Send + Sync {
+    /// Show `prompt` and read one answer; `None` at end of input, on Ctrl-C
+    /// or when the timeout passes.
+    fn ask(&self, prompt: &str, timeout: Option<Duration>) -> Option<String>;
+}
+
+/// Questions on stderr, answers from stdin.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct StdinPrompter;
+
+impl Prompter for StdinPrompter {
+    fn ask(&self, prompt: &str, timeout: Option<Duration>) -> Option<String> {
+        use std::io::Write as _;
+        let mut stderr = std::io::stderr();
+        let _ = stderr.write_all(prompt.as_bytes());
+        let _ = stderr.flush();
+        read_answer(timeout)
+    }
+}
+
 /// A line from stdin, or `None` at end of input or when the timeout passes.
 pub fn read_answer(timeout: Option<Duration>) -> Option<String> {
     let (sender, receiver) = std::sync::mpsc::channel();

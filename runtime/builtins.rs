@@ -5,8 +5,6 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use std::io::Write as _;
-
 use rhai::{Dynamic, EvalAltResult};
 use runbook_stdlib::{Call, Effect, Failure, Function, Host as _, StdlibError, function};
 
@@ -58,7 +56,7 @@ pub fn functions(host: &Arc<RunHost>) -> Vec<Function> {
             /// if !dry_run() { log::info("live run"); }
             /// ```
             local fn dry_run() -> "bool"
-            move |_call| Ok(Dynamic::from_bool(mode_host.mode.is_dry()))
+            move |_call| Ok(Dynamic::from_bool(mode_host.mode().is_dry()))
         },
         function! {
             /// A named unit of progress, journaling and resume: runs `fn` and returns
@@ -106,13 +104,14 @@ pub fn functions(host: &Arc<RunHost>) -> Vec<Function> {
 
 fn param(host: &RunHost, call: &mut Call<'_>) -> Result<Dynamic, Failure> {
     let name = call.string(0)?;
-    if let Some(value) = host.params.get(&name) {
-        return Ok(Dynamic::from(value.clone()));
+    let (given, spec) = host.param(&name);
+    if let Some(value) = given {
+        return Ok(Dynamic::from(value));
     }
     if call.len() > 1 {
         return Ok(call.arg(1));
     }
-    match host.header.param(&name).map(|spec| &spec.requirement) {
+    match spec.as_ref().map(|spec| &spec.requirement) {
         Some(Requirement::Default(value)) => Ok(Dynamic::from(value.clone())),
         Some(Requirement::Optional) => Ok(Dynamic::UNIT),
         _ => Err(StdlibError::usage(
@@ -290,7 +289,7 @@ fn pass_gate(host: &RunHost, gate: &Gate) -> Result<(), StdlibError> {
         at: at.clone(),
         time: crate::event::now(),
     };
-    if let Decision::Skip(_) = decide(Effect::Write, host.mode, false, false) {
+    if let Decision::Skip(_) = decide(Effect::Write, host.mode(), false, false) {
         host.record_gate(&gate.message, gate.position, gate.confirm.clone());
         host.emit(&event(GateDecision::Planned, String::new(), "dry-run"));
         return Ok(());
@@ -330,12 +329,7 @@ fn pass_gate(host: &RunHost, gate: &Gate) -> Result<(), StdlibError> {
         host.printer.styles_bold("approval needed:"),
         host.printer.redactor().mask(&gate.message)
     );
-    let answer = host.printer.suspend(|| {
-        let mut stderr = std::io::stderr();
-        let _ = stderr.write_all(prompt.as_bytes());
-        let _ = stderr.flush();
-        approval::read_answer(gate.timeout)
-    });
+    let answer = host.ask(&prompt, gate.timeout);
     if approval::approves(answer.as_deref(), expected.as_deref()) {
         host.emit(&event(GateDecision::Approved, host.actor(), "terminal"));
         return Ok(());

@@ -81,12 +81,24 @@ enum Command {
     },
     /// Recent runs recorded in the state dir: id, status, context, who, when, runbook.
     #[command(
-        after_help = "Journals live in $RUNBOOK_STATE_DIR/runs/RUN/journal.jsonl (default: $XDG_STATE_HOME/runbook, else ~/.local/state/runbook)."
+        after_help = "Runs of runbooks and REPL sessions (kind `repl`) alike.\n\nExamples:\n  runbook runs\n  runbook runs --kind repl --context production --since 12h\n  runbook runs --status failed --since 2026-12-01\n\nJournals live in $RUNBOOK_STATE_DIR/runs/RUN/journal.jsonl (default: $XDG_STATE_HOME/runbook, else ~/.local/state/runbook)."
     )]
     Runs {
         /// How many to show.
         #[arg(long, default_value_t = 20)]
         limit: usize,
+        /// Only runs of runbooks (`run`) or REPL sessions (`repl`).
+        #[arg(long, value_enum)]
+        kind: Option<crate::event::Kind>,
+        /// Only runs in this context.
+        #[arg(long, value_name = "NAME")]
+        context: Option<String>,
+        /// Only runs started since: a duration back from now (`2h`, `7d`) or a UTC date/time (`2026-12-01`, `2026-12-01T08:00`).
+        #[arg(long, value_name = "WHEN")]
+        since: Option<String>,
+        /// Only runs that ended so: ok, failed, error, refused, locked, interrupted, incomplete.
+        #[arg(long, value_name = "STATUS")]
+        status: Option<String>,
     },
     /// Show a run's journal for people (or raw with --output json).
     #[command(
@@ -279,7 +291,19 @@ fn dispatch(command: Command) -> Result<Exit, Diagnostic> {
         } => commands::doc::doc(topic.as_deref(), markdown, out.as_deref()),
         Command::List { dir } => commands::list::list(dir),
         Command::Repl { context } => commands::repl::repl(context.as_deref()),
-        Command::Runs { limit } => commands::runs::runs(limit),
+        Command::Runs {
+            limit,
+            kind,
+            context,
+            since,
+            status,
+        } => commands::runs::runs(&commands::runs::Filter {
+            limit,
+            kind,
+            context,
+            since,
+            status,
+        }),
         Command::Show { run, output } => commands::show::show(&run, output),
         Command::Resume {
             run,

@@ -24,8 +24,13 @@ pub enum Event {
         host: String,
         version: String,
         mode: Mode,
+        /// A runbook's run, or an interactive session (`runbook repl`).
+        #[serde(default)]
+        kind: Kind,
         time: String,
     },
+    /// A line typed in a REPL session (commands included), as it was typed.
+    Input { line: String, time: String },
     /// A step started.
     StepStart { step: String, time: String },
     /// A step ended.
@@ -127,6 +132,7 @@ impl Event {
     pub fn time(&self) -> &str {
         match self {
             Event::Run { time, .. }
+            | Event::Input { time, .. }
             | Event::StepStart { time, .. }
             | Event::StepEnd { time, .. }
             | Event::Call { time, .. }
@@ -136,6 +142,24 @@ impl Event {
             | Event::Rollback { time, .. }
             | Event::Resume { time, .. }
             | Event::End { time, .. } => time,
+        }
+    }
+}
+
+/// What was journaled: a runbook's run or a REPL session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+pub enum Kind {
+    #[default]
+    Run,
+    Repl,
+}
+
+impl Kind {
+    pub fn name(self) -> &'static str {
+        match self {
+            Kind::Run => "run",
+            Kind::Repl => "repl",
         }
     }
 }

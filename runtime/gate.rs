@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, HashSet};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rhai::{Dynamic, FnPtr, Position};
 use runbook_stdlib::redact::Redactor;
@@ -16,10 +16,10 @@ use runbook_stdlib::{
 };
 use tokio_util::sync::CancellationToken;
 
-use crate::approval::ApprovalPolicy;
+use crate::approval::{ApprovalPolicy, Prompter, StdinPrompter};
 use crate::context::Context;
 use crate::decision::{Decision, Skip, decide};
-use crate::event::{CallOutcome, Event, Mode};
+use crate::event::{CallOutcome, Event, GateDecision, Kind, Mode};
 use crate::fixtures::Fixtures;
 use crate::header::Header;
 use crate::journal::Journal;
@@ -46,6 +46,7 @@ pub struct Compensation {
 #[derive(Debug, Clone, Default)]
 pub struct Setup {
     pub mode: Mode,
+    pub kind: Kind,
     pub file: Option<PathBuf>,
     pub header: Header,
     pub params: BTreeMap<String, String>,
@@ -56,10 +57,14 @@ pub struct Setup {
 
 /// Everything a run needs to decide on calls and report them.
 pub struct RunHost {
-    pub mode: Mode,
+    /// Live or dry-run; a REPL session switches it with `:dry-run on|off`.
+    mode: Mutex<Mode>,
+    pub kind: Kind,
     pub file: Option<PathBuf>,
-    pub header: Header,
-    pub params: BTreeMap<String, String>,
+    /// The runbook's header and params (a REPL session's `:run` sets them).
+    runbook: Mutex<(Header, BTreeMap<String, String>)>,
+    /// `:run --step`: ask before every step.
+    stepping: AtomicBool,
     pub context: Context,
     pub approvals: ApprovalPolicy,
     pub printer: Arc<Printer>,
@@ -79,15 +84,30 @@ pub struct RunHost {
     step_names: Mutex<HashSet<String>>,
     plan: Mutex<Vec<PlanItem>>,
     compensations: Mutex<Vec<Compensation>>,
+    /// Writes that ran (a REPL session's `:plan` lists them).
+    executed: Mutex<Vec<Executed>>,
+    /// A protected REPL session's writes run without asking until then (`:unlock`).
+    unlocked_until: Mutex<Option<Instant>>,
+    /// Where questions are asked: stdin, or the REPL's line editor.
+    prompter: Mutex<Arc<dyn Prompter>>,
+}
+
+/// A write that ran.
+#[derive(Debug, Clone)]
+pub struct Executed {
+    pub call: String,
+    pub at: String,
+    pub time: String,
 }
 
 impl RunHost {
     pub fn new(setup: Setup, printer: Arc<Printer>, runtime: tokio::runtime::Handle) -> Self {
         RunHost {
-            mode: setup.mode,
+            mode: Mutex::new(setup.mode),
+            kind: setup.kind,
             file: setup.file,
-            header: setup.header,
-            params: setup.params,
+            runbook: Mutex::new((setup.header, setup.params)),
+            stepping: AtomicBool::new(false),
             context: setup.context,
             approvals: setup.approvals,
             printer,
@@ -104,6 +124,114 @@ impl RunHost {
             step_names: Mutex::new(HashSet::new()),
             plan: Mutex::new(Vec::new()),
             compensations: Mutex::new(Vec::new()),
+            executed: Mutex::new(Vec::new()),
+            unlocked_until: Mutex::new(None),
+            prompter: Mutex::new(Arc::new(StdinPrompter)),
+        }
+    }
+
+    /// A param given to the run, and the header's spec of it.
+    pub fn param(&self, name: &str) -> (Option<String>, Option<crate::header::ParamSpec>) {
+        let runbook = lock(&self.runbook);
+        (runbook.1.get(name).cloned(), runbook.0.param(name).cloned())
+    }
+
+    /// A REPL session's `:run FILE k=v [--step]`: the runbook's header and
+    /// params from now on, and whether to ask before every step.
+    pub fn set_runbook(&self, header: Header, params: BTreeMap<String, String>, stepping: bool) {
+        *lock(&self.runbook) = (header, params);
+        self.stepping.store(stepping, Ordering::SeqCst);
+    }
+
+    /// Whether to ask before every step (`:run --step`).
+    pub fn stepping(&self) -> bool {
+        self.stepping.load(Ordering::SeqCst)
+    }
+
+    /// Live or dry-run (a REPL session may switch).
+    pub fn mode(&self) -> Mode {
+        *lock(&self.mode)
+    }
+
+    /// `:dry-run on|off` in a REPL session.
+    pub fn set_mode(&self, mode: Mode) {
+        *lock(&self.mode) = mode;
+    }
+
+    /// Ask questions through `prompter` from now on (the REPL's line editor).
+    pub fn set_prompter(&self, prompter: Arc<dyn Prompter>) {
+        *lock(&self.prompter) = prompter;
+    }
+
+    /// Ask the person at the terminal; `None` when nobody answered.
+    pub fn ask(&self, prompt: &str, timeout: Option<Duration>) -> Option<String> {
+        let prompter = Arc::clone(&*lock(&self.prompter));
+        self.printer.suspend(|| prompter.ask(prompt, timeout))
+    }
+
+    /// The writes that ran so far.
+    pub fn executed(&self) -> Vec<Executed> {
+        lock(&self.executed).clone()
+    }
+
+    /// How long a protected REPL session's writes still run without asking.
+    pub fn unlocked_for(&self) -> Option<Duration> {
+        let until = (*lock(&self.unlocked_until))?;
+        until.checked_duration_since(Instant::now())
+    }
+
+    /// Let writes run without asking for `duration` (`:unlock`), or lock again (`None`).
+    pub fn unlock(&self, duration: Option<Duration>) {
+        *lock(&self.unlocked_until) = duration.map(|duration| Instant::now() + duration);
+    }
+
+    /// A write in a protected REPL session: the typed context name first,
+    /// unless the session is unlocked. Every answer is a gate event.
+    fn confirm_write(&self, call: &CallInfo) -> Result<(), StdlibError> {
+        let name = self.context.name.clone().unwrap_or_default();
+        let signature = self.printer.redactor().mask(&call.signature()).into_owned();
+        let at = self.location(call.position);
+        let gate = |decision: GateDecision, how: &str| Event::Gate {
+            message: format!("write: {signature}"),
+            confirm: Some(name.clone()),
+            decision,
+            approver: crate::identity::approver(),
+            how: how.to_owned(),
+            at: at.clone(),
+            time: crate::event::now(),
+        };
+        if let Some(left) = self.unlocked_for() {
+            self.record(&gate(
+                GateDecision::Approved,
+                &format!("unlocked ({} left)", runbook_stdlib::duration::human(left)),
+            ));
+            return Ok(());
+        }
+        if !self.approvals.interactive {
+            self.emit(&gate(GateDecision::Rejected, "no terminal"));
+            return Err(StdlibError::Refused {
+                message: format!(
+                    "`{signature}` changes protected context `{name}`, and there is no terminal to confirm it on"
+                ),
+                hint: Some("run the REPL on a terminal, or use a runbook with `runbook run --approve --confirm`".into()),
+            });
+        }
+        let prompt = format!(
+            "{} {signature} changes protected context `{name}`\n  type `{name}` to run it (`:unlock 10m` skips this for a while): ",
+            self.printer.styles_bold("write:")
+        );
+        let answer = self.ask(&prompt, None);
+        if crate::approval::approves(answer.as_deref(), Some(&name)) {
+            self.emit(&gate(GateDecision::Approved, "terminal"));
+            Ok(())
+        } else {
+            self.emit(&gate(GateDecision::Rejected, "terminal"));
+            Err(StdlibError::Refused {
+                message: format!("not run: `{signature}` was not confirmed"),
+                hint: Some(format!(
+                    "type `{name}` exactly to run a write in this context"
+                )),
+            })
         }
     }
 
@@ -327,7 +455,7 @@ impl RunHost {
     fn decision(&self, call: &CallInfo) -> Decision {
         decide(
             call.effect,
-            self.mode,
+            self.mode(),
             self.fixtures.has(call),
             call.has_preview,
         )
@@ -352,6 +480,16 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 impl Host for RunHost {
     fn decide(&self, call: &CallInfo, placeholder: &dyn Fn() -> Dynamic) -> HostDecision {
         match self.decision(call) {
+            Decision::Run
+                if call.effect == Effect::Write
+                    && self.kind == Kind::Repl
+                    && self.context.protected =>
+            {
+                match self.confirm_write(call) {
+                    Ok(()) => HostDecision::Run,
+                    Err(error) => HostDecision::Deny(error),
+                }
+            }
             Decision::Run => HostDecision::Run,
             Decision::Preview => {
                 self.plan_change(call);
@@ -376,6 +514,13 @@ impl Host for RunHost {
             "step" | "approve" | "on_rollback" | "retry" | "wait_until" | "param" | "context"
         ) {
             return;
+        }
+        if call.effect == Effect::Write && matches!(outcome, Outcome::Ok(_)) {
+            lock(&self.executed).push(Executed {
+                call: self.printer.redactor().mask(&call.signature()).into_owned(),
+                at: self.location(call.position),
+                time: crate::event::now(),
+            });
         }
         let (outcome, error) = match outcome {
             Outcome::Ok(_) => (CallOutcome::Ok, None),

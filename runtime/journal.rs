@@ -69,6 +69,16 @@ pub fn state_dir() -> PathBuf {
     home.join(".local/state/runbook")
 }
 
+/// A new run id: the UTC time and a random suffix (`20261122T013751Z-5359`).
+pub fn new_run_id() -> String {
+    use rand::Rng;
+    let suffix: u32 = rand::rng().random_range(0..0x10000);
+    format!(
+        "{}-{suffix:04x}",
+        chrono::Utc::now().format("%Y%m%dT%H%M%SZ")
+    )
+}
+
 pub fn runs_dir() -> PathBuf {
     state_dir().join("runs")
 }
@@ -355,7 +365,7 @@ mod tests {
     /// One event of every variant, with every enum the journal stores.
     fn every_variant() -> Vec<Event> {
         use crate::error::Exit;
-        use crate::event::{CallOutcome, GateDecision, LogLevel, Mode, StepStatus};
+        use crate::event::{CallOutcome, GateDecision, Kind, LogLevel, Mode, StepStatus};
         use runbook_stdlib::Effect;
         let time = || "2026-12-02T10:00:00.000Z".to_owned();
         let mut params = serde_json::Map::new();
@@ -371,8 +381,13 @@ mod tests {
             host: "ops1".into(),
             version: "0.1.0".into(),
             mode: Mode::DryRunOffline,
+            kind: Kind::Repl,
             time: time(),
         }];
+        events.push(Event::Input {
+            line: "k8s::scale(\"web\", 3)".into(),
+            time: time(),
+        });
         events.push(Event::StepStart {
             step: "s".into(),
             time: time(),

@@ -14,7 +14,7 @@ use runbook_stdlib::redact::Redactor;
 use runbook_stdlib::Effect;
 
 use crate::error::Exit;
-use crate::event::{CallOutcome, Event, GateDecision, LogLevel, Mode, StepStatus};
+use crate::event::{CallOutcome, Event, GateDecision, Kind, LogLevel, Mode, StepStatus};
 use crate::plan::PlanItem;
 
 /// `--output`: who reads the output.
@@ -300,6 +300,28 @@ impl Printer {
                 context,
                 mode,
                 run_id,
+                kind: Kind::Repl,
+                ..
+            } if self.replay.is_some() => {
+                let _ = (runbook, mode);
+                self.line(&format!(
+                    "{} REPL session {}",
+                    s.bold.apply_to("▶"),
+                    s.dim.apply_to(format!(
+                        "({}, run {run_id})",
+                        context.as_deref().unwrap_or("no context")
+                    ))
+                ));
+            }
+            // A live REPL session announces itself with its banner.
+            Event::Run {
+                kind: Kind::Repl, ..
+            } => {}
+            Event::Run {
+                runbook,
+                context,
+                mode,
+                run_id,
                 ..
             } => {
                 let mode = match mode {
@@ -313,6 +335,12 @@ impl Printer {
                     s.bold.apply_to("▶"),
                     s.dim.apply_to(format!("({context}, {mode}, run {run_id})"))
                 ));
+            }
+            // What a person typed in a REPL: shown when a session is replayed.
+            Event::Input { line, .. } => {
+                if self.replay.is_some() {
+                    self.line(&format!("{} {line}", s.bold.apply_to("›")));
+                }
             }
             Event::StepStart { step, .. } => self.step_started(step),
             Event::StepEnd {

@@ -11,7 +11,7 @@ use std::path::Path;
 use rhai::Dynamic;
 use serde_json::Value;
 
-use crate::event::{Event, GateDecision, Mode, StepStatus};
+use crate::event::{Event, GateDecision, Kind, Mode, StepStatus};
 use crate::journal::JournalError;
 
 /// What a resumed run takes from its journal.
@@ -32,6 +32,7 @@ pub struct Original {
     pub params: Vec<(String, String)>,
     pub context: Option<String>,
     pub mode: Mode,
+    pub kind: Kind,
     pub finished_ok: bool,
 }
 
@@ -51,6 +52,7 @@ pub fn load(path: &Path) -> Result<(Original, ResumeState), JournalError> {
         params,
         context,
         mode,
+        kind,
         ..
     }) = events.first()
     else {
@@ -74,6 +76,7 @@ pub fn load(path: &Path) -> Result<(Original, ResumeState), JournalError> {
             .collect(),
         context: context.clone(),
         mode: *mode,
+        kind: *kind,
         finished_ok,
     };
 

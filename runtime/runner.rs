@@ -14,7 +14,7 @@ use rhai::{Dynamic, Engine, Scope};
 use crate::analysis::{Known, check};
 use crate::approval::ApprovalPolicy;
 use crate::error::{Diagnostic, Exit};
-use crate::event::{Event, Mode, StepStatus};
+use crate::event::{Event, Kind, Mode, StepStatus};
 use crate::fixtures::Fixtures;
 use crate::gate::{RunHost, Setup};
 use crate::header::{Header, Requirement};
@@ -102,15 +102,6 @@ fn prepare(options: &RunOptions) -> Result<Prepared, Diagnostic> {
     }
 }
 
-fn run_id() -> String {
-    use rand::Rng;
-    let suffix: u32 = rand::rng().random_range(0..0x10000);
-    format!(
-        "{}-{suffix:04x}",
-        chrono::Utc::now().format("%Y%m%dT%H%M%SZ")
-    )
-}
-
 fn millis(started: Instant) -> u64 {
     u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX)
 }
@@ -153,6 +144,7 @@ pub fn run_with(options: &RunOptions, resumed: Option<Resumed>) -> Result<Exit, 
         })?;
     let setup = Setup {
         mode,
+        kind: Kind::Run,
         file: Some(options.file.clone()),
         header: prepared.header.clone(),
         params: prepared.params.clone(),
@@ -175,7 +167,7 @@ pub fn run_with(options: &RunOptions, resumed: Option<Resumed>) -> Result<Exit, 
 
     let run_id = resumed
         .as_ref()
-        .map_or_else(run_id, |resumed| resumed.run_id.clone());
+        .map_or_else(crate::journal::new_run_id, |resumed| resumed.run_id.clone());
     // One live run of a runbook per context on this machine; dry-runs change nothing.
     let _lock = if mode == Mode::Live {
         Some(crate::lock::acquire(
@@ -228,6 +220,7 @@ pub fn run_with(options: &RunOptions, resumed: Option<Resumed>) -> Result<Exit, 
             host: crate::identity::hostname(),
             version: env!("CARGO_PKG_VERSION").to_owned(),
             mode,
+            kind: Kind::Run,
             time: crate::event::now(),
         }),
     }

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use crate::approval::ApprovalPolicy;
 use crate::context::Context;
 use crate::error::{Diagnostic, Exit};
-use crate::event::Mode;
+use crate::event::{Kind, Mode};
 use crate::gate::{RunHost, Setup};
 use crate::printer::{OutputFormat, Printer};
 
@@ -30,7 +30,12 @@ fn runtime() -> Result<tokio::runtime::Runtime, Diagnostic> {
 }
 
 impl Session {
-    fn new(mode: Mode, context: Context, approvals: ApprovalPolicy) -> Result<Session, Diagnostic> {
+    fn new(
+        mode: Mode,
+        kind: Kind,
+        context: Context,
+        approvals: ApprovalPolicy,
+    ) -> Result<Session, Diagnostic> {
         let runtime = runtime()?;
         let printer = Arc::new(Printer::new(
             OutputFormat::Human,
@@ -39,6 +44,7 @@ impl Session {
         ));
         let setup = Setup {
             mode,
+            kind,
             context,
             approvals,
             ..Setup::default()
@@ -56,13 +62,19 @@ impl Session {
                 None => diagnostic,
             }
         })?;
-        Session::new(Mode::Live, context, ApprovalPolicy::new(false, None))
+        Session::new(
+            Mode::Live,
+            Kind::Repl,
+            context,
+            ApprovalPolicy::new(false, None),
+        )
     }
 
     /// A session that runs nothing: for `check` and `doc`.
     pub fn detached() -> Result<Session, Diagnostic> {
         Session::new(
             Mode::DryRunOffline,
+            Kind::Run,
             Context::default(),
             ApprovalPolicy::default(),
         )

@@ -1,8 +1,11 @@
 //! `runbook repl [--context NAME]`: the same stdlib and gates as a run, one
-//! line at a time. History lives under the state dir; `:help NAME` shows a
-//! function's doc; input with open brackets continues on the next line.
+//! line at a time, journaled as a run of kind `repl`. History lives under the
+//! state dir; `:help NAME` shows a function's doc; input with open brackets
+//! continues on the next line; Ctrl-C stops the call in flight (and clears
+//! the line at the prompt), Ctrl-D leaves.
 
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Instant;
 
 use runbook_stdlib::Function;
 use rustyline::Editor;
@@ -10,7 +13,8 @@ use rustyline::error::ReadlineError;
 use rustyline::history::DefaultHistory;
 
 use crate::error::{Diagnostic, Exit};
-use crate::repl::{COMMANDS, Repl, ReplHelper};
+use crate::event::{Event, Kind, Mode};
+use crate::repl::{COMMANDS, EditorPrompter, Next, Repl, ReplHelper, SharedEditor};
 use crate::session::Session;
 
 /// Run the REPL until `:quit` or Ctrl-D.
@@ -20,6 +24,11 @@ pub fn repl(context: Option<&str>) -> Result<Exit, Diagnostic> {
     let engine = crate::engine::build(&session.host);
     let functions = crate::engine::all_functions(&session.host);
     let mut words: Vec<String> = functions.iter().map(Function::qualified_name).collect();
+    words.extend(
+        runbook_stdlib::module_names()
+            .into_iter()
+            .map(|module| format!("{module}::")),
+    );
     words.extend(COMMANDS.iter().map(|(name, _)| (*name).to_owned()));
     let variables = Arc::new(Mutex::new(Vec::new()));
     let helper = ReplHelper {
@@ -43,6 +52,32 @@ pub fn repl(context: Option<&str>) -> Result<Exit, Diagnostic> {
     editor.set_helper(Some(helper));
     let history = crate::journal::state_dir().join("history");
     let _ = editor.load_history(&history);
+    let editor: SharedEditor = Arc::new(Mutex::new(editor));
+    session
+        .host
+        .set_prompter(Arc::new(EditorPrompter(Arc::clone(&editor))));
+
+    // The session is a run of kind `repl`: journaled from the first line.
+    let run_id = crate::journal::new_run_id();
+    let journal =
+        crate::journal::Journal::create(&run_id, session.host.printer.redactor().clone())?;
+    let journal_path = journal.path().to_owned();
+    session.host.attach_journal(journal);
+    session.host.emit(&Event::Run {
+        run_id: run_id.clone(),
+        runbook: "<repl>".into(),
+        cwd: cwd.display().to_string(),
+        sha256: String::new(),
+        params: serde_json::Map::new(),
+        context: session.host.context.name.clone(),
+        user: crate::identity::user(),
+        host: crate::identity::hostname(),
+        version: env!("CARGO_PKG_VERSION").to_owned(),
+        mode: Mode::Live,
+        kind: Kind::Repl,
+        time: crate::event::now(),
+    });
+    let started = Instant::now();
 
     // Ctrl-C while a line runs stops it (at the prompt, rustyline handles it).
     let signal_host = Arc::clone(&session.host);
@@ -58,27 +93,38 @@ pub fn repl(context: Option<&str>) -> Result<Exit, Diagnostic> {
         .name
         .clone()
         .unwrap_or_else(|| "no context".into());
+    let protected = if session.host.context.protected {
+        " — protected: every write asks for the context's name (`:unlock 10m`)"
+    } else {
+        ""
+    };
     session.host.printer.line(&format!(
-        "runbook {} REPL ({context_name}). `:help` for help, Ctrl-D to leave.",
+        "runbook {} REPL ({context_name}){protected}. `:help` for help, Ctrl-D to leave.",
         env!("CARGO_PKG_VERSION")
     ));
-    let prompt = format!("{context_name}> ");
-    let mut repl = Repl::new(session, engine, functions, variables);
+    let mut repl = Repl::new(session, engine, functions, variables, run_id.clone());
     loop {
-        match editor.readline(&prompt) {
+        let prompt = repl.prompt();
+        let read = editor
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .readline(&prompt);
+        match read {
             Ok(line) => {
                 let line = line.trim();
                 if line.is_empty() {
                     continue;
                 }
+                repl.record_input(line);
                 if line.starts_with(':') {
-                    if !repl.command(line) {
+                    if repl.command(line) == Next::Quit {
                         break;
                     }
                 } else {
                     repl.evaluate(line);
                 }
             }
+            // Ctrl-C at the prompt clears the line; the session goes on.
             Err(ReadlineError::Interrupted) => {}
             Err(ReadlineError::Eof) => break,
             Err(error) => {
@@ -90,7 +136,24 @@ pub fn repl(context: Option<&str>) -> Result<Exit, Diagnostic> {
     if let Some(parent) = history.parent() {
         let _ = std::fs::create_dir_all(parent);
     }
-    let _ = editor.save_history(&history);
+    let _ = editor
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .save_history(&history);
+    let host = Arc::clone(&repl.session.host);
+    host.emit(&Event::End {
+        status: Exit::Ok,
+        exit_code: 0,
+        duration_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+        error: None,
+        planned_changes: host.planned_changes(),
+        time: crate::event::now(),
+    });
     repl.session.runtime.block_on(runbook_stdlib::finish_run());
+    host.detach_journal();
+    host.printer.line(&format!(
+        "journal: {} (session {run_id})",
+        journal_path.display()
+    ));
     Ok(Exit::Ok)
 }

@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 
 use crate::error::{Diagnostic, Exit};
-use crate::event::Mode;
+use crate::event::{Kind, Mode};
 use crate::journal::{self, Verdict};
 use crate::printer::OutputFormat;
 use crate::runner::{Resumed, RunOptions};
@@ -33,6 +33,16 @@ pub fn resume(options: &ResumeOptions) -> Result<Exit, Diagnostic> {
         .hint("`runbook audit verify RUN` shows the problem; a journal that was edited cannot be resumed"));
     }
     let (original, state) = crate::resume::load(&path)?;
+    if original.kind == Kind::Repl {
+        return Err(Diagnostic::new(
+            format!(
+                "run {} is a REPL session; there is nothing to resume",
+                original.run_id
+            ),
+            Exit::Usage,
+        )
+        .hint("`runbook show RUN` shows what was typed and done in it"));
+    }
     if original.mode != Mode::Live {
         return Err(Diagnostic::new(
             format!(

@@ -1,10 +1,67 @@
-//! `runbook runs`: one line per recorded run, newest first.
+//! `runbook runs`: one line per recorded run or REPL session, newest first,
+//! filtered by kind, context, start time and status.
 
 use crate::error::{Diagnostic, Exit};
-use crate::event::{Event, Mode};
+use crate::event::{Event, Kind, Mode};
 use crate::journal;
 
-pub fn runs(limit: usize) -> Result<Exit, Diagnostic> {
+/// Which runs to list.
+#[derive(Debug, Clone, Default)]
+pub struct Filter {
+    pub limit: usize,
+    pub kind: Option<Kind>,
+    pub context: Option<String>,
+    /// A duration back from now, or a UTC date/time prefix.
+    pub since: Option<String>,
+    pub status: Option<String>,
+}
+
+const STATUSES: &[&str] = &[
+    "ok",
+    "failed",
+    "error",
+    "refused",
+    "locked",
+    "interrupted",
+    "incomplete",
+];
+
+/// The earliest start time (RFC 3339, comparable as text) `--since` allows.
+fn since_bound(since: &str) -> Result<String, Diagnostic> {
+    if let Ok(back) = runbook_stdlib::duration::parse(since) {
+        let back = chrono::Duration::from_std(back).map_err(|_| {
+            Diagnostic::new(
+                format!("`--since {since}` reaches too far back"),
+                Exit::Usage,
+            )
+        })?;
+        let start = chrono::Utc::now() - back;
+        return Ok(start.format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string());
+    }
+    let looks_like_date = since.len() >= 10
+        && since.as_bytes()[4] == b'-'
+        && since.as_bytes()[7] == b'-'
+        && since[..4].chars().all(|c| c.is_ascii_digit());
+    if looks_like_date {
+        return Ok(since.to_owned());
+    }
+    Err(Diagnostic::new(
+        format!("`--since {since}` is neither a duration nor a date"),
+        Exit::Usage,
+    )
+    .hint("use a duration back from now (`2h`, `7d`) or a UTC date (`2026-12-01`, `2026-12-01T08:00`)"))
+}
+
+pub fn runs(filter: &Filter) -> Result<Exit, Diagnostic> {
+    if let Some(status) = &filter.status
+        && !STATUSES.contains(&status.as_str())
+    {
+        return Err(
+            Diagnostic::new(format!("`--status {status}` is not a status"), Exit::Usage)
+                .hint(format!("the statuses are: {}", STATUSES.join(", "))),
+        );
+    }
+    let since = filter.since.as_deref().map(since_bound).transpose()?;
     let dir = journal::runs_dir();
     let mut rows = Vec::new();
     if let Ok(entries) = std::fs::read_dir(&dir) {
@@ -20,6 +77,7 @@ pub fn runs(limit: usize) -> Result<Exit, Diagnostic> {
                 user,
                 host,
                 mode,
+                kind,
                 time,
                 ..
             }) = recorded.events.first()
@@ -30,6 +88,19 @@ pub fn runs(limit: usize) -> Result<Exit, Diagnostic> {
                 Some(Event::End { status, .. }) => status.status(),
                 _ => "incomplete",
             };
+            let keep = filter.kind.is_none_or(|wanted| wanted == *kind)
+                && filter
+                    .context
+                    .as_deref()
+                    .is_none_or(|wanted| context.as_deref() == Some(wanted))
+                && since.as_deref().is_none_or(|bound| time.as_str() >= bound)
+                && filter
+                    .status
+                    .as_deref()
+                    .is_none_or(|wanted| wanted == status);
+            if !keep {
+                continue;
+            }
             let mode = match mode {
                 Mode::Live => String::new(),
                 other => format!(" ({})", other.name()),
@@ -37,9 +108,10 @@ pub fn runs(limit: usize) -> Result<Exit, Diagnostic> {
             rows.push((
                 time.clone(),
                 format!(
-                    "{:<24} {:<12} {:<14} {:<20} {}  {runbook}{mode}",
+                    "{:<24} {:<12} {:<5} {:<14} {:<20} {}  {runbook}{mode}",
                     run_id,
                     status,
+                    kind.name(),
                     context.as_deref().unwrap_or("-"),
                     format!("{user}@{host}"),
                     time.get(..19).unwrap_or_default().replace('T', " "),
@@ -48,15 +120,15 @@ pub fn runs(limit: usize) -> Result<Exit, Diagnostic> {
         }
     }
     if rows.is_empty() {
-        eprintln!("no runs recorded in {}", dir.display());
+        eprintln!("no runs recorded in {} match", dir.display());
         return Ok(Exit::Ok);
     }
     rows.sort_by(|a, b| b.0.cmp(&a.0));
     println!(
-        "{:<24} {:<12} {:<14} {:<20} {:<19}  runbook",
-        "run", "status", "context", "who", "started"
+        "{:<24} {:<12} {:<5} {:<14} {:<20} {:<19}  runbook",
+        "run", "status", "kind", "context", "who", "started"
     );
-    for (_, row) in rows.into_iter().take(limit) {
+    for (_, row) in rows.into_iter().take(filter.limit) {
         println!("{row}");
     }
     Ok(Exit::Ok)

@@ -77,6 +77,9 @@ pub enum Decision {
     /// Run the function's preview body (online dry-run of a write whose backend
     /// has its own dry run); the call is part of the plan.
     Preview,
+    /// Do not run it: the call fails with this error (a write in a protected
+    /// REPL session that was not confirmed).
+    Deny(StdlibError),
 }
 
 /// How a call ended, reported to [`Host::finished`].

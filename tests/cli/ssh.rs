@@ -285,7 +285,7 @@ fn a_step_timeout_kills_the_remote_commands_on_every_host() {
     std::thread::sleep(std::time::Duration::from_millis(3500));
     let touched: Vec<String> = std::fs::read_dir(scratch.path())
         .unwrap()
-        .filter_map(|entry| entry.ok())
+        .filter_map(Result::ok)
         .map(|entry| entry.file_name().to_string_lossy().into_owned())
         .filter(|name| name.starts_with("marker"))
         .collect();

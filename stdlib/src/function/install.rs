@@ -88,6 +88,10 @@ fn gate(
     };
     let decision = host.decide(&info, &|| values::placeholder(function.returns));
     let body = match (&decision, &function.preview) {
+        (Decision::Deny(error), _) => {
+            host.finished(&info, Outcome::Err(&error.to_string()), Duration::ZERO);
+            return Err(error.clone().into_rhai(position));
+        }
         (Decision::Skip(value), _) => {
             host.finished(&info, Outcome::Skipped, Duration::ZERO);
             return Ok(value.clone());
