@@ -43,7 +43,9 @@
 mod config;
 mod http;
 mod k8s;
+mod labels;
 mod pg;
+mod query;
 mod s3;
 mod sshd;
 
