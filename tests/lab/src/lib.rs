@@ -41,6 +41,7 @@
 //! ```
 
 mod config;
+mod hcloud;
 mod http;
 mod k8s;
 mod labels;
@@ -54,6 +55,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 
+pub use crate::hcloud::{ActionRecord, ActionSettings, Fault, HcloudApi, HcloudRequest, HostSlot};
 pub use crate::http::HttpServer;
 pub use crate::k8s::KubeApi;
 pub use crate::pg::PgLab;
@@ -70,6 +72,7 @@ pub struct Lab {
     pg: Option<PgLab>,
     s3: Option<S3Lab>,
     kube: Option<KubeApi>,
+    hcloud: Option<HcloudApi>,
     dir: tempfile::TempDir,
 }
 
@@ -82,6 +85,8 @@ pub struct LabBuilder {
     kube: bool,
     kube_delay: Option<Duration>,
     kube_progress_deadline: Option<Duration>,
+    hcloud: bool,
+    hcloud_actions: Option<ActionSettings>,
 }
 
 impl LabBuilder {
@@ -129,6 +134,23 @@ impl LabBuilder {
         self
     }
 
+    /// Serve the Hetzner Cloud API fake ([`HcloudApi`]); off by default.
+    /// Its servers boot as ssh hosts on [`Lab::HCLOUD_SERVERS`] spare
+    /// addresses of the lab's sshd (started for them even without
+    /// [`LabBuilder::ssh_hosts`]).
+    pub fn hcloud(mut self, on: bool) -> LabBuilder {
+        self.hcloud = on;
+        self
+    }
+
+    /// How the fake's actions progress (polls and time until they finish);
+    /// default [`ActionSettings::default`]. Change it later with
+    /// [`HcloudApi::set_action_settings`].
+    pub fn hcloud_actions(mut self, settings: ActionSettings) -> LabBuilder {
+        self.hcloud_actions = Some(settings);
+        self
+    }
+
     /// Start the lab: see [`Lab::start`].
     pub fn start(self) -> anyhow::Result<Lab> {
         let dir = tempfile::Builder::new()
@@ -136,12 +158,29 @@ impl LabBuilder {
             .tempdir()
             .context("cannot create the lab's temporary folder")?;
         let http = HttpServer::start().context("cannot start the lab HTTP server")?;
-        let ssh = match self.ssh_hosts {
-            0 => None,
-            count => Some(
+        let spares = if self.hcloud { Lab::HCLOUD_SERVERS } else { 0 };
+        let ssh = match (self.ssh_hosts, spares) {
+            (0, 0) => None,
+            (count, 0) => Some(
                 SshLab::start(dir.path(), count)
                     .with_context(|| format!("cannot start the lab's {count} ssh hosts"))?,
             ),
+            (count, spares) => Some(
+                SshLab::start_with_spares(dir.path(), count, spares).with_context(|| {
+                    format!(
+                        "cannot start the lab's {count} ssh hosts and {spares} server addresses"
+                    )
+                })?,
+            ),
+        };
+        let hcloud = if self.hcloud {
+            let slots = ssh.as_ref().map(SshLab::spare_slots).unwrap_or_default();
+            Some(
+                HcloudApi::start(self.hcloud_actions.unwrap_or_default(), slots)
+                    .context("cannot start the lab's Hetzner Cloud API")?,
+            )
+        } else {
+            None
         };
         let pg = if self.postgres {
             Some(PgLab::start(dir.path()).context("cannot start the lab's PostgreSQL")?)
@@ -173,6 +212,7 @@ impl LabBuilder {
             pg,
             s3,
             kube,
+            hcloud,
             dir,
         };
         lab.write(
@@ -187,6 +227,7 @@ impl LabBuilder {
                 config::Stores {
                     pg: lab.pg.as_ref(),
                     s3: lab.s3.as_ref(),
+                    hcloud: lab.hcloud.as_ref(),
                 },
                 lab.kube.as_ref(),
                 Lab::API_TOKEN_VAR,
@@ -217,6 +258,10 @@ impl Lab {
     /// The fake cluster's rollout progress deadline, unless
     /// [`LabBuilder::kube_progress_deadline`] says otherwise.
     pub const KUBE_PROGRESS_DEADLINE: Duration = Duration::from_secs(3);
+
+    /// How many servers of the Hetzner Cloud fake boot as ssh hosts at once:
+    /// the spare addresses after the ssh hosts' that the lab's sshd serves.
+    pub const HCLOUD_SERVERS: usize = 4;
 
     /// The context the lab's config selects by default.
     pub const CONTEXT: &str = config::CONTEXT;
@@ -277,12 +322,19 @@ impl Lab {
         self.kube.as_ref()
     }
 
+    /// The lab's Hetzner Cloud API, if it was started with [`LabBuilder::hcloud`].
+    pub fn hcloud(&self) -> Option<&HcloudApi> {
+        self.hcloud.as_ref()
+    }
+
     /// The environment a `runbook` process needs to use the lab: the config
     /// path, the API token secret and a private state folder; with S3, its
     /// secrets and the standard `AWS_*` variables too.
     ///
     /// With the Kubernetes API: also `KUBECONFIG`, and `KUBECACHEDIR` so
     /// kubectl keeps its discovery cache in the lab folder, not `~/.kube`.
+    /// With the Hetzner Cloud API: `HCLOUD_ENDPOINT` and `HCLOUD_TOKEN`
+    /// (the `hcloud_token` secret, and what the `hcloud` CLI reads).
     pub fn env(&self) -> Vec<(String, String)> {
         let mut env = vec![
             (
@@ -297,6 +349,9 @@ impl Lab {
         ];
         if let Some(s3) = &self.s3 {
             env.extend(s3.env());
+        }
+        if let Some(hcloud) = &self.hcloud {
+            env.extend(hcloud.env());
         }
         if let Some(kube) = &self.kube {
             env.push((
