@@ -9,7 +9,10 @@
 //! PostgreSQL ([`PgLab`], `.postgres(true)`) and S3 ([`S3Lab`],
 //! `.s3(S3Kind::S3sFs)` or `S3Kind::Moto`) are also off unless asked for,
 //! as is the Kubernetes API fake ([`KubeApi`], `.kube(true)`, which also
-//! writes a kubeconfig and puts `KUBECONFIG` into [`Lab::env`]).
+//! writes a kubeconfig and puts `KUBECONFIG` into [`Lab::env`]) and the
+//! Hetzner Cloud API fake ([`HcloudApi`], `.hcloud(true)`, whose servers
+//! boot as ssh hosts and which puts `HCLOUD_ENDPOINT`/`HCLOUD_TOKEN` into
+//! [`Lab::env`]).
 //!
 //! ```no_run
 //! let lab = runbook_lab::Lab::start()?;
@@ -577,6 +580,70 @@ mod tests {
         assert!(
             message.contains("cannot start the lab's 201 ssh hosts"),
             "{message}"
+        );
+    }
+
+    #[test]
+    fn hcloud_fills_both_contexts_and_the_env() {
+        let lab = Lab::builder().hcloud(true).start().unwrap();
+        let hcloud = lab.hcloud().unwrap();
+        assert!(hcloud.addr().ip().is_loopback());
+        let config = config(&lab);
+        for name in ["lab", "lab-protected"] {
+            let context = config["context"][name].as_table().unwrap();
+            for key in context.keys() {
+                assert!(KNOWN_KEYS.contains(&key.as_str()), "unknown key {key}");
+            }
+            assert_eq!(
+                context["hcloud"]["endpoint"].as_str(),
+                Some(hcloud.endpoint().as_str())
+            );
+            assert_eq!(
+                context["secrets"]["hcloud_token"].as_str(),
+                Some("env:HCLOUD_TOKEN")
+            );
+            // An sshd runs for the servers only: no hosts, but the ssh table.
+            assert!(!context.contains_key("hosts") && !context.contains_key("groups"));
+            assert!(context["ssh"]["config"].is_str());
+        }
+        let env = lab.env();
+        let get = |name: &str| {
+            env.iter()
+                .find(|(key, _)| key == name)
+                .map(|(_, v)| v.as_str())
+        };
+        assert_eq!(get("HCLOUD_ENDPOINT"), Some(hcloud.endpoint().as_str()));
+        assert_eq!(get("HCLOUD_TOKEN"), Some(HcloudApi::TOKEN));
+        assert_eq!(HcloudApi::TOKEN.len(), 64);
+        assert!(
+            Lab::start()
+                .unwrap()
+                .env()
+                .iter()
+                .all(|(key, _)| !key.starts_with("HCLOUD_"))
+        );
+    }
+
+    #[test]
+    fn hcloud_servers_boot_on_addresses_after_the_ssh_hosts() {
+        let lab = Lab::builder().ssh_hosts(3).hcloud(true).start().unwrap();
+        let ssh = lab.ssh().unwrap();
+        assert_eq!(ssh.hosts().len(), 3);
+        let spares: Vec<String> = ssh
+            .spare_slots()
+            .iter()
+            .map(|slot| slot.address.to_string())
+            .collect();
+        assert_eq!(spares, ["127.0.0.4", "127.0.0.5", "127.0.0.6", "127.0.0.7"]);
+        for slot in ssh.spare_slots() {
+            assert_eq!(std::fs::read_to_string(&slot.authorized_keys).unwrap(), "");
+        }
+        let known_hosts = std::fs::read_to_string(ssh.known_hosts()).unwrap();
+        assert!(known_hosts.contains(&format!("[127.0.0.7]:{}", ssh.port())));
+        let config = config(&lab);
+        assert_eq!(
+            config["context"]["lab"]["hosts"].as_table().unwrap().len(),
+            3
         );
     }
 
