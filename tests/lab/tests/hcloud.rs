@@ -219,6 +219,18 @@ fn cli_creates_lists_describes_and_deletes_a_server_that_boots_as_an_ssh_host() 
             ("start_server".to_owned(), "success".to_owned())
         ]
     );
+    // It polled create_server through `GET /actions?id=`, then start_server
+    // through `GET /actions/{id}`.
+    let polls: Vec<String> = api(&lab)
+        .requests()
+        .into_iter()
+        .filter(|request| request.path.starts_with("/actions"))
+        .map(|request| format!("{}?{}", request.path, request.query))
+        .collect();
+    let (create_id, start_id) = (api(&lab).actions()[0].id, api(&lab).actions()[1].id);
+    let batch = format!("/actions?id={create_id}&page=1");
+    let single = format!("/actions/{start_id}?");
+    assert_eq!(polls, [batch.as_str(), &batch, &single, &single]);
     eprintln!(
         "hcloud server create: {waited:?} to running, {} requests, actions {:?}",
         api(&lab).request_count(),
@@ -614,10 +626,15 @@ fn python_script(lab: &Lab, script: &str) -> Vec<Value> {
 fn python_creates_waits_for_and_deletes_a_server() {
     let lab = lab();
     let (_, public) = key_pair(&lab, "py");
+    let (_, other) = key_pair(&lab, "other");
     let script = format!(
         r#"
 key = client.ssh_keys.create(name="py", public_key={public:?})
 out(keys=[k.name for k in client.ssh_keys.get_all()], fingerprint=key.fingerprint)
+try:
+    client.ssh_keys.create(name="py", public_key={other:?})
+except APIException as error:
+    out(same_name=error.code, fields=error.details["fields"])
 started = time.monotonic()
 created = client.servers.create(name="py-web", server_type=cx22, image=debian, ssh_keys=[key],
                                 location=Location(name="hel1"), labels={{"env": "staging", "managed-by": "runbook"}})
@@ -658,32 +675,32 @@ out(by_name=client.servers.get_by_name("py-web"))
         lines[0]["fingerprint"],
         api(&lab).ssh_keys()[0]["fingerprint"]
     );
-    assert_eq!(lines[1]["status"], "initializing");
-    assert_eq!(lines[1]["action"], "create_server");
-    assert_eq!(lines[1]["action_status"], "running");
-    assert_eq!(lines[1]["next"], serde_json::json!(["start_server"]));
-    assert_eq!(lines[1]["root_password"], Value::Null);
-    assert_eq!(lines[2]["delete_while_starting"], "locked");
-    assert_eq!(lines[3]["status"], "running");
-    assert_eq!(lines[3]["location"], "hel1");
-    let ip = lines[3]["ip"].as_str().unwrap();
+    assert_eq!(lines[2]["status"], "initializing");
+    assert_eq!(lines[2]["action"], "create_server");
+    assert_eq!(lines[2]["action_status"], "running");
+    assert_eq!(lines[2]["next"], serde_json::json!(["start_server"]));
+    assert_eq!(lines[2]["root_password"], Value::Null);
+    assert_eq!(lines[3]["delete_while_starting"], "locked");
+    assert_eq!(lines[4]["status"], "running");
+    assert_eq!(lines[4]["location"], "hel1");
+    let ip = lines[4]["ip"].as_str().unwrap();
     assert!(ip.starts_with("127."), "{ip}");
     eprintln!(
         "python: create to running in {:.3} s at poll_interval 0.05 s; actions {:?}",
-        lines[3]["seconds"].as_f64().unwrap(),
+        lines[4]["seconds"].as_f64().unwrap(),
         api(&lab).actions()
     );
-    assert_eq!(lines[4]["selected"], serde_json::json!(["py-web"]));
-    assert_eq!(lines[4]["not_selected"], serde_json::json!([]));
-    assert_eq!(lines[4]["running"], serde_json::json!(["py-web"]));
+    assert_eq!(lines[5]["selected"], serde_json::json!(["py-web"]));
+    assert_eq!(lines[5]["not_selected"], serde_json::json!([]));
+    assert_eq!(lines[5]["running"], serde_json::json!(["py-web"]));
     assert_eq!(
-        lines[5]["server_actions"],
+        lines[6]["server_actions"],
         serde_json::json!(["create_server", "start_server"])
     );
-    assert_eq!(lines[6]["root_password_given"], true);
-    assert_eq!(lines[6]["next_without_start"], 0);
-    assert_eq!(lines[7]["after_delete"], "not_found");
-    assert_eq!(lines[8]["by_name"], Value::Null);
+    assert_eq!(lines[7]["root_password_given"], true);
+    assert_eq!(lines[7]["next_without_start"], 0);
+    assert_eq!(lines[8]["after_delete"], "not_found");
+    assert_eq!(lines[9]["by_name"], Value::Null);
     assert_eq!(api(&lab).server("py-db").unwrap()["status"], "off");
     assert!(api(&lab).server("py-web").is_none());
 }
