@@ -160,6 +160,12 @@ impl Action {
         }
     }
 
+    /// End now in `error` (what waited for a failed action).
+    pub(crate) fn fail(&mut self, now: Instant, code: &str, message: &str) {
+        self.fails_with = Some((code.to_owned(), message.to_owned()));
+        self.finish(now);
+    }
+
     fn finish(&mut self, now: Instant) {
         self.finished = Some(Utc::now());
         self.finished_at = Some(now);

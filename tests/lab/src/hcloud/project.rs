@@ -137,23 +137,14 @@ impl Project {
             .collect();
         for other in waiting {
             if let Some(other) = self.actions.get_mut(&other) {
-                match &failed {
-                    None => other.ready_at = Some(now),
-                    Some(_) => {
-                        // What waited for a failed action cannot run either.
-                        other.fails_with = Some((
-                            "action_failed".into(),
-                            format!("action {id} it depends on failed"),
-                        ));
-                        other.ready_at = Some(now);
-                        other.poll(
-                            &Settings {
-                                polls: 0,
-                                ..self.settings
-                            },
-                            now,
-                        );
-                    }
+                other.ready_at = Some(now);
+                if failed.is_some() {
+                    // What waited for a failed action cannot run either.
+                    other.fail(
+                        now,
+                        "action_failed",
+                        &format!("action {id} it depends on failed"),
+                    );
                 }
             }
         }

@@ -419,7 +419,135 @@ fn is_hostname(name: &str) -> bool {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
+    use super::super::actions::Settings;
+    use super::super::boot::Hosts;
+    use super::super::faults::Fault;
     use super::*;
+
+    fn project(polls: u32) -> Project {
+        let settings = Settings {
+            polls,
+            time: Duration::from_secs(600),
+        };
+        Project::new(settings, Hosts::default())
+    }
+
+    fn status(project: &Project, id: u64) -> &'static str {
+        project.servers[&id].status(project)
+    }
+
+    #[test]
+    fn a_server_initializes_starts_and_runs_as_its_actions_are_polled() {
+        let mut project = project(2);
+        let reply = create(
+            &mut project,
+            &json!({"name": "web", "server_type": "cx22", "image": "debian-12"}),
+        )
+        .unwrap();
+        assert_eq!(reply.status, 201);
+        let body = reply.body.unwrap();
+        let id = body["server"]["id"].as_u64().unwrap();
+        let create_action = body["action"]["id"].as_u64().unwrap();
+        let start_action = body["next_actions"][0]["id"].as_u64().unwrap();
+        assert_eq!(body["server"]["status"], "initializing");
+        assert!(body["root_password"].is_string());
+        // start_server counts no polls before create_server succeeded.
+        project.poll_action(start_action);
+        project.poll_action(start_action);
+        assert_eq!(status(&project, id), "initializing");
+        assert_eq!(delete(&mut project, id).unwrap_err().code, "locked");
+        project.poll_action(create_action);
+        assert_eq!(status(&project, id), "initializing");
+        project.poll_action(create_action);
+        assert_eq!(status(&project, id), "starting");
+        project.poll_action(start_action);
+        project.poll_action(start_action);
+        assert_eq!(status(&project, id), "running");
+        let deleting = delete(&mut project, id).unwrap().body.unwrap();
+        assert_eq!(deleting["action"]["command"], "delete_server");
+        assert_eq!(status(&project, id), "deleting");
+        let delete_action = deleting["action"]["id"].as_u64().unwrap();
+        project.poll_action(delete_action);
+        project.poll_action(delete_action);
+        assert_eq!(get(&project, id).unwrap_err().code, "not_found");
+    }
+
+    #[test]
+    fn a_failed_create_fails_the_start_and_leaves_the_server_off() {
+        let mut project = project(1);
+        project.faults.add(Fault::ActionError {
+            command: "create_server".into(),
+            code: "server_create_failed".into(),
+            message: "no".into(),
+        });
+        let body = create(
+            &mut project,
+            &json!({"name": "web", "server_type": 104, "image": 114_690_387}),
+        )
+        .unwrap()
+        .body
+        .unwrap();
+        let id = body["server"]["id"].as_u64().unwrap();
+        project.poll_action(body["action"]["id"].as_u64().unwrap());
+        assert_eq!(status(&project, id), "off");
+        let start = &project.actions[&body["next_actions"][0]["id"].as_u64().unwrap()];
+        assert_eq!(
+            start.to_json(&project.settings)["error"]["code"],
+            "action_failed"
+        );
+    }
+
+    #[test]
+    fn bad_creates_name_their_fields() {
+        let mut project = project(1);
+        let field = |project: &mut Project, body: Value| {
+            let error = create(project, &body).unwrap_err();
+            (
+                error.code.clone(),
+                error.details["fields"][0]["name"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_owned(),
+            )
+        };
+        let missing = create(&mut project, &json!({})).unwrap_err();
+        assert_eq!(missing.details["fields"].as_array().unwrap().len(), 3);
+        assert_eq!(
+            field(
+                &mut project,
+                json!({"name": "a_b", "server_type": "cx22", "image": "debian-12"})
+            ),
+            ("invalid_input".into(), "name".into())
+        );
+        assert_eq!(
+            field(
+                &mut project,
+                json!({"name": "a", "server_type": "cx99", "image": "debian-12"})
+            ),
+            ("invalid_input".into(), "server_type".into())
+        );
+        assert_eq!(
+            field(
+                &mut project,
+                json!({"name": "a", "server_type": "cx22", "image": "debian-12", "ssh_keys": ["nope"]})
+            ),
+            ("invalid_input".into(), "ssh_keys".into())
+        );
+        create(
+            &mut project,
+            &json!({"name": "a", "server_type": "cx22", "image": "debian-12"}),
+        )
+        .unwrap();
+        assert_eq!(
+            field(
+                &mut project,
+                json!({"name": "a", "server_type": "cx22", "image": "debian-12"})
+            ),
+            ("uniqueness_error".into(), "name".into())
+        );
+    }
 
     #[test]
     fn hostnames_follow_rfc_1123() {
