@@ -747,6 +747,16 @@ out(server_firewalls=[(f.firewall.id, f.status) for f in client.servers.get_by_i
     firewall=firewall.id, rules=len(client.firewalls.get_by_id(firewall.id).rules))
 for action in client.firewalls.remove_from_resources(firewall, [FirewallResource(type="server", server=server)]):
     action.wait_until_finished()
+second = client.servers.create(name="fw-second", server_type=cx22, image=debian, firewalls=[firewall])
+out(created_with=[f.firewall.id for f in second.server.public_net.firewalls])
+try:
+    client.firewalls.remove_from_resources(firewall, [FirewallResource(type="server", server=second.server)])
+except APIException as error:
+    out(while_creating=error.code)
+for action in [second.action, *second.next_actions]:
+    action.wait_until_finished()
+for action in client.firewalls.remove_from_resources(firewall, [FirewallResource(type="server", server=second.server)]):
+    action.wait_until_finished()
 out(deleted=client.firewalls.delete(firewall), left=len(client.firewalls.get_all()))
 "#,
     );
@@ -774,8 +784,13 @@ out(deleted=client.firewalls.delete(firewall), left=len(client.firewalls.get_all
         serde_json::json!([[lines[5]["firewall"].clone(), "applied"]])
     );
     assert_eq!(lines[5]["rules"], 1);
-    assert_eq!(lines[6]["deleted"], true);
-    assert_eq!(lines[6]["left"], 0);
+    assert_eq!(
+        lines[6]["created_with"],
+        serde_json::json!([lines[5]["firewall"].clone()])
+    );
+    assert_eq!(lines[7]["while_creating"], "locked");
+    assert_eq!(lines[8]["deleted"], true);
+    assert_eq!(lines[8]["left"], 0);
 }
 
 #[test]

@@ -5,7 +5,8 @@
 //! A firewall applies to servers named directly and to every server its
 //! label selectors match; each application is an `apply_firewall` action
 //! on the firewall and the server (the server shows the firewall as
-//! `pending` until it succeeded).
+//! `pending` until it succeeded). Applying to or removing from a server
+//! whose actions run is `locked`, like any write to that server.
 
 use std::net::IpAddr;
 
@@ -384,6 +385,11 @@ fn remove(project: &mut Project, id: u64, targets: &[Target]) -> Result<Vec<u64>
                 "firewall_already_removed",
                 "firewall is not applied there",
             ));
+        }
+        if let Target::Server(server) = target
+            && project.server_locked(*server)
+        {
+            return Err(ApiError::locked());
         }
     }
     if let Some(firewall) = project.firewalls.get_mut(&id) {
