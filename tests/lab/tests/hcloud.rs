@@ -178,6 +178,7 @@ fn cli_creates_lists_describes_and_deletes_a_server_that_boots_as_an_ssh_host() 
     let row: Vec<&str> = keys.split_whitespace().collect();
     assert_eq!(row[1..], ["deploy", fingerprint.as_str()], "{keys}");
 
+    let before = api(&lab).request_count();
     let started = Instant::now();
     let out = cli(
         &lab,
@@ -233,7 +234,7 @@ fn cli_creates_lists_describes_and_deletes_a_server_that_boots_as_an_ssh_host() 
     assert_eq!(polls, [batch.as_str(), &batch, &single, &single]);
     eprintln!(
         "hcloud server create: {waited:?} to running, {} requests, actions {:?}",
-        api(&lab).request_count(),
+        api(&lab).request_count() - before,
         api(&lab).actions()
     );
 
