@@ -9,7 +9,8 @@
 //! | `host_ed25519_key(.pub)` | the host key every lab host presents |
 //! | `id_ed25519(.pub)` | the client key, the only one `authorized_keys` accepts |
 //! | `authorized_keys` | the client public key |
-//! | `known_hosts` | `[127.0.0.X]:PORT ssh-ed25519 …` for every host |
+//! | `spare-127.0.0.X.keys` | what a spare address accepts (a Hetzner fake server's keys once it runs) |
+//! | `known_hosts` | `[127.0.0.X]:PORT ssh-ed25519 …` for every host and spare address |
 //! | `ssh_config` | for `ssh -F`: key, known_hosts, port, user, batch mode |
 //! | `sshd-K.conf`, `sshd-K.log`, `sshd-K.pid` | instance K's config, stderr and pid |
 //!
