@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use runbook_lab::{Fault, HcloudApi, Lab, S3Lab, SshLab};
+use runbook_lab::{ActionSettings, Fault, HcloudApi, Lab, S3Lab, SshLab};
 use serde_json::Value;
 
 const HCLOUD: &str = "/usr/bin/hcloud";
@@ -158,7 +158,17 @@ fn status_counts(lab: &Lab, path_prefix: &str) -> Vec<u16> {
 
 #[test]
 fn cli_creates_lists_describes_and_deletes_a_server_that_boots_as_an_ssh_host() {
-    let lab = lab();
+    // Actions finish by polls alone here (a slow machine must not finish
+    // them on time first), so the CLI's polls can be counted exactly.
+    let patient = ActionSettings {
+        polls: 2,
+        time: Duration::from_secs(60),
+    };
+    let lab = Lab::builder()
+        .hcloud(true)
+        .hcloud_actions(patient)
+        .start()
+        .unwrap();
     let (key, _) = key_pair(&lab, "deploy");
     let public_file = key.with_extension("pub");
     let created = cli(
@@ -264,6 +274,8 @@ fn cli_creates_lists_describes_and_deletes_a_server_that_boots_as_an_ssh_host() 
     let lab_key = ssh_with(&lab, &ssh(&lab).client_key(), &ip, "true");
     assert!(!lab_key.success(), "the lab's own key got in: {lab_key:?}");
 
+    // `hcloud server delete` does not wait for its action: let it finish on time.
+    api(&lab).set_action_settings(ActionSettings::default());
     let deleted = cli(&lab, &["server", "delete", "web-1"]);
     assert!(deleted.contains("deleted"), "{deleted}");
     assert!(api(&lab).wait_until(Duration::from_secs(10), |api| api.servers().is_empty()));
