@@ -2,7 +2,9 @@
 # Installs what the demo and the tests need on a fresh Debian 12 machine with
 # Rust: Debian packages (after one `apt-get update`, only when something is
 # missing), the lab's S3 servers (s3s-fs from crates.io; moto and boto3 in a
-# Python venv at $RUNBOOK_LAB_VENV, default ~/.cache/runbook-lab/venv).
+# Python venv at $RUNBOOK_LAB_VENV, default ~/.cache/runbook-lab/venv), and
+# Hetzner's own clients that judge the lab's Hetzner Cloud fake (hcloud-cli
+# from Debian, the hcloud library from PyPI in the same venv).
 # Idempotent: a second run installs nothing.
 set -euo pipefail
 
@@ -13,6 +15,7 @@ command -v pkill >/dev/null 2>&1 || need_apt+=(procps)
 command -v ssh >/dev/null 2>&1 || need_apt+=(openssh-client)
 command -v zstd >/dev/null 2>&1 || need_apt+=(zstd)
 command -v kubectl >/dev/null 2>&1 || need_apt+=(kubernetes-client)
+[ -x /usr/bin/hcloud ] || need_apt+=(hcloud-cli)
 # The lab's PostgreSQL (server and clients of one version) and the venv for moto.
 compgen -G '/usr/lib/postgresql/*/bin/postgres' >/dev/null || need_apt+=(postgresql)
 compgen -G '/usr/lib/postgresql/*/bin/pg_dump' >/dev/null || need_apt+=(postgresql-client)
@@ -46,4 +49,12 @@ if ! "$venv/bin/python3" -c 'import boto3, moto.server' >/dev/null 2>&1 \
   "$venv/bin/pip" install --quiet --disable-pip-version-check 'moto[server]==5.2.5' 'boto3==1.44.5'
 else
   echo "setup: lab venv present ($venv)"
+fi
+
+# The official Hetzner Cloud Python library, the second client tests/lab/tests/hcloud.rs drives.
+if ! "$venv/bin/python3" -c 'import hcloud' >/dev/null 2>&1; then
+  echo "setup: installing hcloud (Python) into $venv"
+  "$venv/bin/pip" install --quiet --disable-pip-version-check 'hcloud==2.27.0'
+else
+  echo "setup: hcloud (Python) present in the lab venv"
 fi

@@ -7,6 +7,7 @@
 
 use std::fmt::Write as _;
 
+use crate::hcloud::HcloudApi;
 use crate::http::HttpServer;
 use crate::k8s::KubeApi;
 use crate::pg::PgLab;
@@ -81,7 +82,7 @@ fn context(
     kube_keys: &str,
     api_token_var: &str,
 ) -> String {
-    let s3_secrets = s3_secrets(stores.s3);
+    let s3_secrets = s3_secrets(stores.s3) + &hcloud_secrets(stores.hcloud);
     let base = quote(&http.base_url());
     let health = quote(&http.url("/health"));
     let notify = quote(&http.url("/hooks/notify"));
@@ -113,23 +114,10 @@ greeting = "hello from the lab"
 fn ssh_tables(name: &str, ssh: &SshLab) -> String {
     let hosts = ssh.hosts();
     let names: Vec<String> = hosts.iter().map(|(host, _)| quote(host)).collect();
-    let split = names.len().div_ceil(2);
-    let (web, db) = if names.len() == 1 {
-        (&names[..], &names[..])
-    } else {
-        names.split_at(split)
-    };
-    let mut toml = format!("[context.{name}.hosts]\n");
-    for (host, destination) in &hosts {
-        let _ = writeln!(toml, "{host} = {}", quote(destination));
+    let mut toml = String::new();
+    if !names.is_empty() {
+        toml.push_str(&inventory(name, &hosts, &names));
     }
-    let _ = write!(
-        toml,
-        "[context.{name}.groups]\nall = [{}]\nweb = [{}]\ndb = [{}]\n",
-        names.join(", "),
-        web.join(", "),
-        db.join(", ")
-    );
     let _ = write!(
         toml,
         "[context.{name}.ssh]\nconfig = {}\nknown_hosts = {}\nidentity = {}\n",
@@ -140,13 +128,53 @@ fn ssh_tables(name: &str, ssh: &SshLab) -> String {
     toml
 }
 
+/// `[context.NAME.hosts]` and `.groups` of the lab's ssh hosts (an sshd
+/// serving only spare addresses for Hetzner Cloud servers has none).
+fn inventory(name: &str, hosts: &[(String, String)], names: &[String]) -> String {
+    let split = names.len().div_ceil(2);
+    let (web, db) = if names.len() == 1 {
+        (names, names)
+    } else {
+        names.split_at(split)
+    };
+    let mut toml = format!("[context.{name}.hosts]\n");
+    for (host, destination) in hosts {
+        let _ = writeln!(toml, "{host} = {}", quote(destination));
+    }
+    let _ = write!(
+        toml,
+        "[context.{name}.groups]\nall = [{}]\nweb = [{}]\ndb = [{}]\n",
+        names.join(", "),
+        web.join(", "),
+        db.join(", ")
+    );
+    toml
+}
+
 // PostgreSQL and S3 (pg.rs, s3.rs): their tables and secrets.
 
-/// The lab's data stores, each there when the lab runs it.
+/// The lab's data stores and its cloud API, each there when the lab runs it.
 #[derive(Debug, Clone, Copy, Default)]
 pub(crate) struct Stores<'a> {
     pub(crate) pg: Option<&'a PgLab>,
     pub(crate) s3: Option<&'a S3Lab>,
+    pub(crate) hcloud: Option<&'a HcloudApi>,
+}
+
+/// The environment variable the `hcloud_token` secret is read from: the
+/// one the official `hcloud` CLI reads too.
+pub(crate) const HCLOUD_TOKEN_VAR: &str = "HCLOUD_TOKEN";
+
+/// The `hcloud_token` line of `[context.NAME.secrets]` (empty without the
+/// Hetzner Cloud fake).
+fn hcloud_secrets(hcloud: Option<&HcloudApi>) -> String {
+    match hcloud {
+        Some(_) => format!(
+            "hcloud_token = {}\n",
+            quote(&format!("env:{HCLOUD_TOKEN_VAR}"))
+        ),
+        None => String::new(),
+    }
 }
 
 /// The `s3_access_key` / `s3_secret_key` lines of `[context.NAME.secrets]`
@@ -162,9 +190,17 @@ fn s3_secrets(s3: Option<&S3Lab>) -> String {
     }
 }
 
-/// `[context.NAME.s3]` and `[context.NAME.pg]`, for the stores the lab runs.
+/// `[context.NAME.s3]`, `[context.NAME.pg]` and `[context.NAME.hcloud]`,
+/// for what the lab runs.
 fn store_tables(name: &str, stores: Stores<'_>) -> String {
     let mut toml = String::new();
+    if let Some(hcloud) = stores.hcloud {
+        let _ = write!(
+            toml,
+            "[context.{name}.hcloud]  # the Hetzner Cloud API fake\nendpoint = {}\n",
+            quote(&hcloud.endpoint()),
+        );
+    }
     if let Some(s3) = stores.s3 {
         let _ = write!(
             toml,

@@ -9,7 +9,10 @@
 //! PostgreSQL ([`PgLab`], `.postgres(true)`) and S3 ([`S3Lab`],
 //! `.s3(S3Kind::S3sFs)` or `S3Kind::Moto`) are also off unless asked for,
 //! as is the Kubernetes API fake ([`KubeApi`], `.kube(true)`, which also
-//! writes a kubeconfig and puts `KUBECONFIG` into [`Lab::env`]).
+//! writes a kubeconfig and puts `KUBECONFIG` into [`Lab::env`]) and the
+//! Hetzner Cloud API fake ([`HcloudApi`], `.hcloud(true)`, whose servers
+//! boot as ssh hosts and which puts `HCLOUD_ENDPOINT`/`HCLOUD_TOKEN` into
+//! [`Lab::env`]).
 //!
 //! ```no_run
 //! let lab = runbook_lab::Lab::start()?;
@@ -41,9 +44,12 @@
 //! ```
 
 mod config;
+mod hcloud;
 mod http;
 mod k8s;
+mod labels;
 mod pg;
+mod query;
 mod s3;
 mod sshd;
 
@@ -52,6 +58,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 
+pub use crate::hcloud::{ActionRecord, ActionSettings, Fault, HcloudApi, HcloudRequest, HostSlot};
 pub use crate::http::HttpServer;
 pub use crate::k8s::KubeApi;
 pub use crate::pg::PgLab;
@@ -68,6 +75,7 @@ pub struct Lab {
     pg: Option<PgLab>,
     s3: Option<S3Lab>,
     kube: Option<KubeApi>,
+    hcloud: Option<HcloudApi>,
     dir: tempfile::TempDir,
 }
 
@@ -80,6 +88,8 @@ pub struct LabBuilder {
     kube: bool,
     kube_delay: Option<Duration>,
     kube_progress_deadline: Option<Duration>,
+    hcloud: bool,
+    hcloud_actions: Option<ActionSettings>,
 }
 
 impl LabBuilder {
@@ -127,6 +137,23 @@ impl LabBuilder {
         self
     }
 
+    /// Serve the Hetzner Cloud API fake ([`HcloudApi`]); off by default.
+    /// Its servers boot as ssh hosts on [`Lab::HCLOUD_SERVERS`] spare
+    /// addresses of the lab's sshd (started for them even without
+    /// [`LabBuilder::ssh_hosts`]).
+    pub fn hcloud(mut self, on: bool) -> LabBuilder {
+        self.hcloud = on;
+        self
+    }
+
+    /// How the fake's actions progress (polls and time until they finish);
+    /// default [`ActionSettings::default`]. Change it later with
+    /// [`HcloudApi::set_action_settings`].
+    pub fn hcloud_actions(mut self, settings: ActionSettings) -> LabBuilder {
+        self.hcloud_actions = Some(settings);
+        self
+    }
+
     /// Start the lab: see [`Lab::start`].
     pub fn start(self) -> anyhow::Result<Lab> {
         let dir = tempfile::Builder::new()
@@ -134,12 +161,29 @@ impl LabBuilder {
             .tempdir()
             .context("cannot create the lab's temporary folder")?;
         let http = HttpServer::start().context("cannot start the lab HTTP server")?;
-        let ssh = match self.ssh_hosts {
-            0 => None,
-            count => Some(
+        let spares = if self.hcloud { Lab::HCLOUD_SERVERS } else { 0 };
+        let ssh = match (self.ssh_hosts, spares) {
+            (0, 0) => None,
+            (count, 0) => Some(
                 SshLab::start(dir.path(), count)
                     .with_context(|| format!("cannot start the lab's {count} ssh hosts"))?,
             ),
+            (count, spares) => Some(
+                SshLab::start_with_spares(dir.path(), count, spares).with_context(|| {
+                    format!(
+                        "cannot start the lab's {count} ssh hosts and {spares} server addresses"
+                    )
+                })?,
+            ),
+        };
+        let hcloud = if self.hcloud {
+            let slots = ssh.as_ref().map(SshLab::spare_slots).unwrap_or_default();
+            Some(
+                HcloudApi::start(self.hcloud_actions.unwrap_or_default(), slots)
+                    .context("cannot start the lab's Hetzner Cloud API")?,
+            )
+        } else {
+            None
         };
         let pg = if self.postgres {
             Some(PgLab::start(dir.path()).context("cannot start the lab's PostgreSQL")?)
@@ -171,6 +215,7 @@ impl LabBuilder {
             pg,
             s3,
             kube,
+            hcloud,
             dir,
         };
         lab.write(
@@ -185,6 +230,7 @@ impl LabBuilder {
                 config::Stores {
                     pg: lab.pg.as_ref(),
                     s3: lab.s3.as_ref(),
+                    hcloud: lab.hcloud.as_ref(),
                 },
                 lab.kube.as_ref(),
                 Lab::API_TOKEN_VAR,
@@ -215,6 +261,10 @@ impl Lab {
     /// The fake cluster's rollout progress deadline, unless
     /// [`LabBuilder::kube_progress_deadline`] says otherwise.
     pub const KUBE_PROGRESS_DEADLINE: Duration = Duration::from_secs(3);
+
+    /// How many servers of the Hetzner Cloud fake boot as ssh hosts at once:
+    /// the spare addresses after the ssh hosts' that the lab's sshd serves.
+    pub const HCLOUD_SERVERS: usize = 4;
 
     /// The context the lab's config selects by default.
     pub const CONTEXT: &str = config::CONTEXT;
@@ -275,12 +325,19 @@ impl Lab {
         self.kube.as_ref()
     }
 
+    /// The lab's Hetzner Cloud API, if it was started with [`LabBuilder::hcloud`].
+    pub fn hcloud(&self) -> Option<&HcloudApi> {
+        self.hcloud.as_ref()
+    }
+
     /// The environment a `runbook` process needs to use the lab: the config
     /// path, the API token secret and a private state folder; with S3, its
     /// secrets and the standard `AWS_*` variables too.
     ///
     /// With the Kubernetes API: also `KUBECONFIG`, and `KUBECACHEDIR` so
     /// kubectl keeps its discovery cache in the lab folder, not `~/.kube`.
+    /// With the Hetzner Cloud API: `HCLOUD_ENDPOINT` and `HCLOUD_TOKEN`
+    /// (the `hcloud_token` secret, and what the `hcloud` CLI reads).
     pub fn env(&self) -> Vec<(String, String)> {
         let mut env = vec![
             (
@@ -295,6 +352,9 @@ impl Lab {
         ];
         if let Some(s3) = &self.s3 {
             env.extend(s3.env());
+        }
+        if let Some(hcloud) = &self.hcloud {
+            env.extend(hcloud.env());
         }
         if let Some(kube) = &self.kube {
             env.push((
@@ -504,6 +564,70 @@ mod tests {
         assert!(
             message.contains("cannot start the lab's 201 ssh hosts"),
             "{message}"
+        );
+    }
+
+    #[test]
+    fn hcloud_fills_both_contexts_and_the_env() {
+        let lab = Lab::builder().hcloud(true).start().unwrap();
+        let hcloud = lab.hcloud().unwrap();
+        assert!(hcloud.addr().ip().is_loopback());
+        let config = config(&lab);
+        for name in ["lab", "lab-protected"] {
+            let context = config["context"][name].as_table().unwrap();
+            for key in context.keys() {
+                assert!(KNOWN_KEYS.contains(&key.as_str()), "unknown key {key}");
+            }
+            assert_eq!(
+                context["hcloud"]["endpoint"].as_str(),
+                Some(hcloud.endpoint().as_str())
+            );
+            assert_eq!(
+                context["secrets"]["hcloud_token"].as_str(),
+                Some("env:HCLOUD_TOKEN")
+            );
+            // An sshd runs for the servers only: no hosts, but the ssh table.
+            assert!(!context.contains_key("hosts") && !context.contains_key("groups"));
+            assert!(context["ssh"]["config"].is_str());
+        }
+        let env = lab.env();
+        let get = |name: &str| {
+            env.iter()
+                .find(|(key, _)| key == name)
+                .map(|(_, v)| v.as_str())
+        };
+        assert_eq!(get("HCLOUD_ENDPOINT"), Some(hcloud.endpoint().as_str()));
+        assert_eq!(get("HCLOUD_TOKEN"), Some(HcloudApi::TOKEN));
+        assert_eq!(HcloudApi::TOKEN.len(), 64);
+        assert!(
+            Lab::start()
+                .unwrap()
+                .env()
+                .iter()
+                .all(|(key, _)| !key.starts_with("HCLOUD_"))
+        );
+    }
+
+    #[test]
+    fn hcloud_servers_boot_on_addresses_after_the_ssh_hosts() {
+        let lab = Lab::builder().ssh_hosts(3).hcloud(true).start().unwrap();
+        let ssh = lab.ssh().unwrap();
+        assert_eq!(ssh.hosts().len(), 3);
+        let spares: Vec<String> = ssh
+            .spare_slots()
+            .iter()
+            .map(|slot| slot.address.to_string())
+            .collect();
+        assert_eq!(spares, ["127.0.0.4", "127.0.0.5", "127.0.0.6", "127.0.0.7"]);
+        for slot in ssh.spare_slots() {
+            assert_eq!(std::fs::read_to_string(&slot.authorized_keys).unwrap(), "");
+        }
+        let known_hosts = std::fs::read_to_string(ssh.known_hosts()).unwrap();
+        assert!(known_hosts.contains(&format!("[127.0.0.7]:{}", ssh.port())));
+        let config = config(&lab);
+        assert_eq!(
+            config["context"]["lab"]["hosts"].as_table().unwrap().len(),
+            3
         );
     }
 

@@ -9,7 +9,8 @@
 //! | `host_ed25519_key(.pub)` | the host key every lab host presents |
 //! | `id_ed25519(.pub)` | the client key, the only one `authorized_keys` accepts |
 //! | `authorized_keys` | the client public key |
-//! | `known_hosts` | `[127.0.0.X]:PORT ssh-ed25519 …` for every host |
+//! | `spare-127.0.0.X.keys` | what a spare address accepts (a Hetzner fake server's keys once it runs) |
+//! | `known_hosts` | `[127.0.0.X]:PORT ssh-ed25519 …` for every host and spare address |
 //! | `ssh_config` | for `ssh -F`: key, known_hosts, port, user, batch mode |
 //! | `sshd-K.conf`, `sshd-K.log`, `sshd-K.pid` | instance K's config, stderr and pid |
 //!
@@ -67,6 +68,9 @@ pub struct SshLab {
     port: u16,
     user: String,
     count: usize,
+    /// Addresses after the hosts' that sshd also serves, each with its own
+    /// authorized keys file (servers of the Hetzner Cloud fake boot there).
+    spares: usize,
     instances: Vec<Instance>,
 }
 
@@ -88,6 +92,20 @@ impl SshLab {
                 SshLab::MAX_HOSTS
             );
         }
+        SshLab::start_with_spares(dir, hosts, 0)
+    }
+
+    /// Like [`SshLab::start`], plus `spares` addresses after the hosts'
+    /// (127.0.0.`hosts+1` ...) that accept only the keys written into each
+    /// one's own file ([`SshLab::spare_slots`]), empty at first. `hosts`
+    /// may be 0 when there are spares.
+    pub fn start_with_spares(dir: &Path, hosts: usize, spares: usize) -> anyhow::Result<SshLab> {
+        if !(1..=SshLab::MAX_HOSTS).contains(&(hosts + spares)) {
+            bail!(
+                "the lab serves 1 to {} ssh hosts and spare addresses, not {hosts} + {spares}",
+                SshLab::MAX_HOSTS
+            );
+        }
         let ssh_dir = dir.join("ssh");
         std::fs::create_dir(&ssh_dir)
             .with_context(|| format!("cannot create `{}`", ssh_dir.display()))?;
@@ -99,16 +117,21 @@ impl SshLab {
             port: 0,
             user: current_user()?,
             count: hosts,
+            spares,
             instances: Vec::new(),
         };
         lab.generate_keys()?;
         let authorized = lab.path("authorized_keys");
         std::fs::copy(lab.client_key().with_extension("pub"), &authorized)
             .with_context(|| format!("cannot write `{}`", authorized.display()))?;
+        for slot in lab.spare_slots() {
+            std::fs::write(&slot.authorized_keys, "")
+                .with_context(|| format!("cannot write `{}`", slot.authorized_keys.display()))?;
+        }
 
         let mut taken = Vec::new();
         for _ in 0..PORT_ATTEMPTS {
-            lab.port = free_port(&lab.addresses())?;
+            lab.port = free_port(&lab.listen_addresses())?;
             match lab.start_instances()? {
                 Started::Ready => break,
                 Started::PortTaken(why) => {
@@ -147,6 +170,26 @@ impl SshLab {
         (1..=self.count)
             .map(|index| Ipv4Addr::new(127, 0, 0, u8::try_from(index).unwrap_or(u8::MAX)))
             .collect()
+    }
+
+    /// The spare addresses and the authorized keys file of each, in order.
+    pub fn spare_slots(&self) -> Vec<crate::HostSlot> {
+        (self.count + 1..=self.count + self.spares)
+            .map(|index| {
+                let address = Ipv4Addr::new(127, 0, 0, u8::try_from(index).unwrap_or(u8::MAX));
+                crate::HostSlot {
+                    address,
+                    authorized_keys: self.path(&format!("spare-{address}.keys")),
+                }
+            })
+            .collect()
+    }
+
+    /// Every address sshd listens on: the hosts', then the spares.
+    fn listen_addresses(&self) -> Vec<Ipv4Addr> {
+        let mut addresses = self.addresses();
+        addresses.extend(self.spare_slots().into_iter().map(|slot| slot.address));
+        addresses
     }
 
     /// The port every host listens on.
@@ -274,7 +317,7 @@ impl SshLab {
 
     /// Start ceil(N/16) sshd on [`SshLab::port`] and wait for every address.
     fn start_instances(&mut self) -> anyhow::Result<Started> {
-        let addresses = self.addresses();
+        let addresses = self.listen_addresses();
         for (index, chunk) in addresses.chunks(SOCKETS_PER_SSHD).enumerate() {
             let config = self.path(&format!("sshd-{index}.conf"));
             let log = self.path(&format!("sshd-{index}.log"));
@@ -412,6 +455,16 @@ Subsystem sftp internal-sftp
 LogLevel ERROR
 "
         );
+        for slot in self.spare_slots() {
+            if addresses.contains(&slot.address) {
+                let keys = config_path(&slot.authorized_keys)?.replace('%', "%%");
+                let _ = write!(
+                    config,
+                    "Match LocalAddress {}\n  AuthorizedKeysFile {keys}\n",
+                    slot.address
+                );
+            }
+        }
         Ok(config)
     }
 
@@ -428,7 +481,7 @@ LogLevel ERROR
             );
         };
         let mut known_hosts = String::new();
-        for address in self.addresses() {
+        for address in self.listen_addresses() {
             let _ = writeln!(
                 known_hosts,
                 "{} {kind} {blob}",

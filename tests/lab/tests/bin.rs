@@ -177,3 +177,74 @@ fn a_bad_ssh_host_count_is_reported() {
     let output = lab(&["up", "extra"], "");
     assert_eq!(output.status.code(), Some(2));
 }
+
+#[test]
+fn run_with_hcloud_hands_runbook_the_endpoint_and_token() {
+    // What the official hcloud CLI reads, and the context's hcloud table and
+    // token secret pointing at the same fake.
+    let script = r#"
+        case "$HCLOUD_ENDPOINT" in http://127.0.0.1:*/v1) ;; *) exit 10 ;; esac
+        test "${#HCLOUD_TOKEN}" = 64 || exit 11
+        grep -q "^endpoint = \"$HCLOUD_ENDPOINT\"" "$RUNBOOK_CONFIG" || exit 12
+        grep -q '^hcloud_token = "env:HCLOUD_TOKEN"' "$RUNBOOK_CONFIG" || exit 13
+        test "$(grep -c '^\[context\..*\.hcloud\]' "$RUNBOOK_CONFIG")" = 2 || exit 14
+        echo ok
+    "#;
+    let output = lab(
+        &[
+            "run",
+            "--hcloud",
+            "--ssh-hosts",
+            "0",
+            "--no-kube",
+            "--",
+            "-c",
+            script,
+        ],
+        &sh(),
+    );
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{:?} {stderr}", output.status);
+    assert_eq!(String::from_utf8(output.stdout).unwrap(), "ok\n");
+    assert!(stderr.contains("hcloud   http://127.0.0.1:"), "{stderr}");
+}
+
+#[cfg(unix)]
+#[test]
+fn up_with_hcloud_prints_the_variables_the_hcloud_cli_reads() {
+    use std::io::{BufRead as _, BufReader};
+
+    let mut child = Command::new(env!("CARGO_BIN_EXE_runbook-lab"))
+        .args(["up", "--hcloud", "--ssh-hosts", "0", "--no-kube"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    let mut announced = String::new();
+    while !announced.contains("Press Ctrl-C") {
+        assert!(stdout.read_line(&mut announced).unwrap() > 0, "{announced}");
+    }
+    let export = |name: &str| {
+        announced
+            .lines()
+            .find_map(|line| line.trim().strip_prefix(&format!("export {name}=")))
+            .unwrap()
+            .to_owned()
+    };
+    let endpoint = export("HCLOUD_ENDPOINT");
+    assert!(
+        endpoint.starts_with("http://127.0.0.1:") && endpoint.ends_with("/v1"),
+        "{endpoint}"
+    );
+    assert_eq!(export("HCLOUD_TOKEN"), runbook_lab::HcloudApi::TOKEN);
+    assert!(
+        announced.contains(&format!("  hcloud   {endpoint}")),
+        "{announced}"
+    );
+    let killed = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    assert!(child.wait().unwrap().success());
+}

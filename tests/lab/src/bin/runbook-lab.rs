@@ -7,16 +7,16 @@ use std::path::PathBuf;
 use std::process::{Command, ExitCode, ExitStatus};
 
 use anyhow::{Context as _, bail};
-use runbook_lab::{KubeApi, Lab, PgLab, S3Kind, S3Lab, SshLab};
+use runbook_lab::{HcloudApi, KubeApi, Lab, PgLab, S3Kind, S3Lab, SshLab};
 
 const HELP: &str = "\
 runbook-lab: the local lab (servers and API fakes on 127.0.0.1) for runbook
 
 Usage:
-  runbook-lab up [--ssh-hosts N] [--postgres] [--s3[=moto]] [--no-kube]
+  runbook-lab up [--ssh-hosts N] [--postgres] [--s3[=moto]] [--no-kube] [--hcloud]
       Start the lab, print where everything runs and how to point runbook at
       it, and keep it running until Ctrl-C.
-  runbook-lab run [--ssh-hosts N] [--postgres] [--s3[=moto]] [--no-kube] [--] RUNBOOK_ARGS...
+  runbook-lab run [--ssh-hosts N] [--postgres] [--s3[=moto]] [--no-kube] [--hcloud] [--] RUNBOOK_ARGS...
       Start the lab, run `runbook RUNBOOK_ARGS...` against it, stop the lab and
       exit with runbook's exit code. Example:
         runbook-lab run -- run examples/hello.rhai --context lab
@@ -47,6 +47,14 @@ Options:
       staging, lab-production -> production); the contexts get kubeconfig,
       kube_context and namespace, and runbook gets KUBECONFIG. An image tag
       containing `broken` makes pods crash-loop.
+  --hcloud
+      Serve a fake of the Hetzner Cloud API (servers, actions, ssh keys,
+      firewalls, server types, locations, images) that the official hcloud
+      CLI and Python library accept. runbook (and a shell that pastes the
+      export lines) gets HCLOUD_ENDPOINT and HCLOUD_TOKEN; the contexts get
+      an hcloud table (endpoint) and the secret hcloud_token. Created
+      servers boot as ssh hosts on spare addresses of the lab's sshd that
+      accept the ssh keys they were created with.
 
 The runbook binary is $RUNBOOK_BIN if set, else `runbook` next to runbook-lab
 (the same cargo target folder), else `runbook` on PATH.
@@ -92,6 +100,7 @@ struct Options {
     postgres: bool,
     s3: Option<S3Kind>,
     kube: bool,
+    hcloud: bool,
 }
 
 /// Leading `--ssh-hosts N` / `--ssh-hosts=N` (any number, the last wins),
@@ -102,12 +111,18 @@ fn options(mut args: &[OsString]) -> anyhow::Result<(Options, &[OsString])> {
         postgres: false,
         s3: None,
         kube: true,
+        hcloud: false,
     };
     loop {
         let value = match args.first().and_then(|arg| arg.to_str()) {
             Some("--") => return Ok((options, &args[1..])),
             Some("--kube" | "--no-kube") => {
                 options.kube = args.first().and_then(|arg| arg.to_str()) == Some("--kube");
+                args = &args[1..];
+                continue;
+            }
+            Some("--hcloud") => {
+                options.hcloud = true;
                 args = &args[1..];
                 continue;
             }
@@ -156,7 +171,8 @@ fn start_lab(options: &Options) -> anyhow::Result<Lab> {
     let mut builder = Lab::builder()
         .ssh_hosts(options.ssh_hosts)
         .postgres(options.postgres)
-        .kube(options.kube);
+        .kube(options.kube)
+        .hcloud(options.hcloud);
     if let Some(kind) = options.s3 {
         builder = builder.s3(kind);
     }
@@ -190,6 +206,9 @@ fn up(options: &Options) -> anyhow::Result<ExitCode> {
     print!("{}", describe_stores(&lab));
     if let Some(kube) = lab.kube() {
         print!("{}", describe_kube(kube));
+    }
+    if let Some(hcloud) = lab.hcloud() {
+        print!("{}", describe_hcloud(hcloud));
     }
     println!("  config   {}", lab.config_path().display());
     println!(
@@ -274,6 +293,13 @@ impl Stop {
 /// The `ssh` lines of `up` (and of `run`, on stderr).
 fn describe_ssh(ssh: &SshLab) -> String {
     let hosts = ssh.hosts();
+    if hosts.is_empty() {
+        return format!(
+            "  ssh      a real sshd on port {}, only for Hetzner Cloud servers, user {}\n",
+            ssh.port(),
+            ssh.user()
+        );
+    }
     let mut text = format!(
         "  ssh      {} hosts, a real sshd on port {} ({} instance(s)), user {}\n",
         hosts.len(),
@@ -353,6 +379,16 @@ fn describe_kube(kube: &KubeApi) -> String {
     )
 }
 
+/// The `hcloud` lines of `up` (and of `run`, on stderr).
+fn describe_hcloud(hcloud: &HcloudApi) -> String {
+    format!(
+        "  hcloud   {}  (Hetzner Cloud API fake; the hcloud CLI works against it)\n             \
+         servers boot as ssh hosts on {} spare addresses; try: hcloud server-type list\n",
+        hcloud.endpoint(),
+        Lab::HCLOUD_SERVERS,
+    )
+}
+
 /// Run `runbook ARGS...` with the lab's environment, then stop the lab.
 fn run(options: &Options, args: &[OsString]) -> anyhow::Result<ExitCode> {
     let runbook = find_runbook()?;
@@ -366,6 +402,9 @@ fn run(options: &Options, args: &[OsString]) -> anyhow::Result<ExitCode> {
     }
     if let Some(kube) = lab.kube() {
         eprint!("runbook-lab:\n{}", describe_kube(kube));
+    }
+    if let Some(hcloud) = lab.hcloud() {
+        eprint!("runbook-lab:\n{}", describe_hcloud(hcloud));
     }
     // Ctrl-C reaches runbook too (same process group); it rolls back and
     // flushes its journal. The lab must outlive that, so it ignores Ctrl-C.

@@ -30,6 +30,7 @@ use super::scale;
 use super::selector::{FieldSelector, LabelSelector};
 use super::table::{self, Include};
 use super::watch::{self, WatchRequest};
+use crate::query::Query;
 
 /// Request bodies larger than this are refused.
 const MAX_BODY: usize = 16 * 1024 * 1024;
@@ -104,61 +105,6 @@ fn answer(code: StatusCode, content_type: &'static str, body: Bytes) -> Answer {
         .headers_mut()
         .insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
     response
-}
-
-/// Query parameters, percent-decoded (`+` is a space, as Go encodes it).
-#[derive(Debug, Default)]
-struct Query(Vec<(String, String)>);
-
-impl Query {
-    fn parse(query: Option<&str>) -> Query {
-        Query(
-            query
-                .unwrap_or_default()
-                .split('&')
-                .filter(|pair| !pair.is_empty())
-                .map(|pair| {
-                    let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
-                    (decode(key), decode(value))
-                })
-                .collect(),
-        )
-    }
-
-    fn get(&self, key: &str) -> Option<&str> {
-        self.0
-            .iter()
-            .find(|(name, _)| name == key)
-            .map(|(_, value)| value.as_str())
-    }
-
-    fn flag(&self, key: &str) -> bool {
-        matches!(self.get(key), Some("true" | "1"))
-    }
-}
-
-fn decode(text: &str) -> String {
-    let bytes = text.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut index = 0;
-    while index < bytes.len() {
-        match bytes[index] {
-            b'+' => out.push(b' '),
-            b'%' if index + 2 < bytes.len() => {
-                let hex = std::str::from_utf8(&bytes[index + 1..index + 3]).unwrap_or("");
-                match u8::from_str_radix(hex, 16) {
-                    Ok(byte) => {
-                        out.push(byte);
-                        index += 2;
-                    }
-                    Err(_) => out.push(b'%'),
-                }
-            }
-            byte => out.push(byte),
-        }
-        index += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 fn header(headers: &HeaderMap, name: hyper::header::HeaderName) -> &str {
@@ -688,16 +634,6 @@ fn log(context: &Context, target: &Target, name: &str, query: &Query) -> Result<
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn queries_are_decoded() {
-        let query = Query::parse(Some("labelSelector=app%3Dweb%2Ctier+in+%28a%29&watch=1&x"));
-        assert_eq!(query.get("labelSelector"), Some("app=web,tier in (a)"));
-        assert!(query.flag("watch"));
-        assert_eq!(query.get("x"), Some(""));
-        assert_eq!(decode("100%"), "100%");
-        assert_eq!(decode("%zz"), "%zz");
-    }
 
     #[test]
     fn urls_name_their_target() {
