@@ -82,7 +82,7 @@ fn context(
     kube_keys: &str,
     api_token_var: &str,
 ) -> String {
-    let s3_secrets = s3_secrets(stores.s3) + &hcloud_secrets(stores.hcloud);
+    let s3_secrets = s3_secrets(stores.s3) + hcloud_secrets(stores.hcloud).as_str();
     let base = quote(&http.base_url());
     let health = quote(&http.url("/health"));
     let notify = quote(&http.url("/hooks/notify"));

@@ -575,8 +575,11 @@ mod tests {
         let config = config(&lab);
         for name in ["lab", "lab-protected"] {
             let context = config["context"][name].as_table().unwrap();
-            for key in context.keys() {
-                assert!(KNOWN_KEYS.contains(&key.as_str()), "unknown key {key}");
+            // What runbook's context loader accepts: the stdlib's module registry.
+            // `hcloud` is the key of the hcloud module, which is not in the registry yet (issue 13).
+            let known = runbook_stdlib::context_keys();
+            for key in context.keys().filter(|key| *key != "hcloud") {
+                assert!(known.contains(&key.as_str()), "unknown key {key}");
             }
             assert_eq!(
                 context["hcloud"]["endpoint"].as_str(),
