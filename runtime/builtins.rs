@@ -271,14 +271,14 @@ fn approve(host: &RunHost, call: &mut Call<'_>) -> Result<Dynamic, Failure> {
         timeout: options.duration("timeout")?,
         position: call.context.call_position(),
     };
-    pass_gate(host, &gate)?;
+    pass_gate(host, call.context.engine(), &gate)?;
     Ok(Dynamic::UNIT)
 }
 
 /// A gate: planned where a write would be (the effect table decides), else
 /// the approval verdict, asking on the terminal when it says so. Every
 /// decision is an event. `Err` is a rejection.
-fn pass_gate(host: &RunHost, gate: &Gate) -> Result<(), StdlibError> {
+fn pass_gate(host: &RunHost, call_engine: &rhai::Engine, gate: &Gate) -> Result<(), StdlibError> {
     let at = host.location(gate.position);
     let event = |decision: GateDecision, approver: String, how: &str| Event::Gate {
         message: gate.message.clone(),
@@ -320,31 +320,93 @@ fn pass_gate(host: &RunHost, gate: &Gate) -> Result<(), StdlibError> {
         Some(name) => format!("context: {name}"),
         None => "context: (none)".to_owned(),
     };
-    let question = match &expected {
-        Some(text) => format!("type `{text}` to approve, anything else rejects"),
-        None => "approve? [y/N]".to_owned(),
-    };
-    let prompt = format!(
-        "\n{} {}\n  {context_line}\n  at: {at}\n  {question}: ",
+    host.printer.line(&format!(
+        "\n{} {}\n  {context_line}\n  at: {at}",
         host.printer.styles_bold("approval needed:"),
         host.printer.redactor().mask(&gate.message)
-    );
-    let answer = host.ask(&prompt, gate.timeout);
-    if approval::approves(answer.as_deref(), expected.as_deref()) {
-        host.emit(&event(GateDecision::Approved, host.actor(), "terminal"));
-        return Ok(());
-    }
-    let how = if answer.is_none() {
-        "no answer"
-    } else {
-        "terminal"
+    ));
+    let reject = |how: &str, reason: &str| {
+        host.emit(&event(
+            GateDecision::Rejected,
+            host.actor(),
+            &format!("{how}: {reason}"),
+        ));
+        Err(StdlibError::Refused {
+            message: format!("rejected at the gate ({reason}): {}", gate.message),
+            hint: None,
+        })
     };
-    host.emit(&event(GateDecision::Rejected, host.actor(), how));
-    Err(StdlibError::Refused {
-        message: match answer {
-            None => format!("no answer at the gate: {}", gate.message),
-            Some(_) => format!("rejected at the gate: {}", gate.message),
-        },
-        hint: None,
-    })
+    // Approve, after the typed text when one is expected; `None`: it did not match.
+    let approve_with = |comment: Option<String>| -> Option<Result<(), StdlibError>> {
+        if let Some(text) = &expected {
+            let typed = host.ask(&format!("  type `{text}` to approve: "), gate.timeout);
+            if !approval::approves(typed.as_deref(), Some(text)) {
+                host.printer
+                    .line(&format!("  not approved: that was not `{text}`"));
+                return None;
+            }
+        }
+        let how = match comment {
+            Some(comment) => format!("terminal: {comment}"),
+            None => "terminal".to_owned(),
+        };
+        host.emit(&event(GateDecision::Approved, host.actor(), &how));
+        Some(Ok(()))
+    };
+    loop {
+        let Some(answer) = host.ask(
+            "  [a]pprove  [r]eject  [i]nspect  [p]lan  [?]help: ",
+            gate.timeout,
+        ) else {
+            host.emit(&event(GateDecision::Rejected, host.actor(), "no answer"));
+            return Err(StdlibError::Refused {
+                message: format!("no answer at the gate: {}", gate.message),
+                hint: None,
+            });
+        };
+        match answer.trim().to_ascii_lowercase().as_str() {
+            "a" | "approve" | "y" | "yes" => {
+                if let Some(result) = approve_with(None) {
+                    return result;
+                }
+            }
+            "r" | "reject" | "n" | "no" => loop {
+                match host.ask("  reason (required): ", gate.timeout) {
+                    Some(reason) if !reason.trim().is_empty() => {
+                        return reject("terminal", reason.trim());
+                    }
+                    Some(_) => host.printer.line("  a rejection needs a reason"),
+                    None => return reject("terminal", "no reason given"),
+                }
+            },
+            "i" | "inspect" => {
+                let heading = format!("inspecting the run paused at {at}");
+                match crate::inspect::open(host, call_engine, &heading) {
+                    crate::inspect::Decision::Approve(comment) => {
+                        if let Some(result) = approve_with(comment) {
+                            return result;
+                        }
+                    }
+                    crate::inspect::Decision::Reject(reason) => {
+                        return reject("terminal (inspect)", &reason);
+                    }
+                    crate::inspect::Decision::Abort => {
+                        return reject("terminal (inspect)", "aborted");
+                    }
+                    crate::inspect::Decision::Back => {}
+                }
+            }
+            "p" | "plan" => host.printer.line(&crate::inspect::done_so_far(host)),
+            "?" | "h" | "help" => host.printer.line(GATE_HELP),
+            other => host.printer.line(&format!(
+                "  `{other}` is not an answer here; `?` explains the choices"
+            )),
+        }
+    }
 }
+
+const GATE_HELP: &str = "  a  approve: the run goes on (a protected context asks for its name)
+  r  reject: the run stops and its compensations run; a reason is asked for
+  i  inspect: a REPL in the paused run, with its variables; :approve, :reject REASON, :abort
+  p  what the run changed so far
+  ?  this help";

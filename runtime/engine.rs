@@ -45,6 +45,7 @@ pub fn build(host: &Arc<RunHost>) -> Engine {
         let at = debug_host.location(position);
         debug_host.log(Level::Debug, &format!("{at}: {text}"));
     });
+    crate::inspect::attach(&mut engine, host);
     let functions = all_functions(host);
     let dyn_host: Arc<dyn Host> = Arc::clone(host) as Arc<dyn Host>;
     runbook_stdlib::install(&mut engine, &dyn_host, &functions);

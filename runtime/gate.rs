@@ -22,6 +22,7 @@ use crate::decision::{Decision, Skip, decide};
 use crate::event::{CallOutcome, Event, GateDecision, Kind, Mode};
 use crate::fixtures::Fixtures;
 use crate::header::Header;
+use crate::inspect::Paused;
 use crate::journal::Journal;
 use crate::plan::PlanItem;
 use crate::printer::Printer;
@@ -90,6 +91,8 @@ pub struct RunHost {
     unlocked_until: Mutex<Option<Instant>>,
     /// Where questions are asked: stdin, or the REPL's line editor.
     prompter: Mutex<Arc<dyn Prompter>>,
+    /// The run's scope where it paused at a gate or step (for `inspect`).
+    paused: Arc<Paused>,
 }
 
 /// A write that ran.
@@ -127,6 +130,7 @@ impl RunHost {
             executed: Mutex::new(Vec::new()),
             unlocked_until: Mutex::new(None),
             prompter: Mutex::new(Arc::new(StdinPrompter)),
+            paused: Arc::new(Paused::default()),
         }
     }
 
@@ -146,6 +150,11 @@ impl RunHost {
     /// Whether to ask before every step (`:run --step`).
     pub fn stepping(&self) -> bool {
         self.stepping.load(Ordering::SeqCst)
+    }
+
+    /// Where the run paused, for `inspect`.
+    pub fn paused(&self) -> &Arc<Paused> {
+        &self.paused
     }
 
     /// Live or dry-run (a REPL session may switch).

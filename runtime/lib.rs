@@ -15,6 +15,7 @@ pub mod fixtures;
 pub mod gate;
 pub mod header;
 pub mod identity;
+pub mod inspect;
 pub mod journal;
 pub mod lock;
 pub mod plan;

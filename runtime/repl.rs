@@ -498,6 +498,7 @@ impl Repl {
             }
         };
         let combined = self.library.merge(&ast);
+        host.paused().set_library(&combined);
         let engine = Arc::clone(&self.engine);
         let scope = Arc::clone(&self.scope);
         let task_host = Arc::clone(&host);
@@ -666,6 +667,7 @@ impl Repl {
             }
         };
         host.set_runbook(header, params, stepping);
+        host.paused().set_library(&ast);
         host.reset_for_next_input();
         printer.line(&format!("▶ {} (in this session)", file.display()));
         let engine = Arc::clone(&self.engine);

@@ -160,6 +160,7 @@ pub fn run_with(options: &RunOptions, resumed: Option<Resumed>) -> Result<Exit, 
     let engine = crate::engine::build(&host);
     let ast =
         crate::engine::compile(&engine, &prepared.source, &Scope::new()).map_err(in_script)?;
+    host.paused().set_library(&ast);
     let known = Known::new(&engine, &crate::engine::all_functions(&host));
     if let Some(problems) = Diagnostic::many(check(&ast, &prepared.header, &known)) {
         return Err(in_script(problems));

@@ -249,32 +249,90 @@ fn rejected_gate_human_output() {
     assert_cli_snapshot!("rejected_gate_stderr", output.stderr);
 }
 
-/// `runbook run gated.rhai ARGS...` on a terminal, answering the gate with `answer`.
-fn answer_on_a_terminal(scratch: &Scratch, args: &[&str], prompt: &str, answer: &str) -> i32 {
+const MENU: &str = "[a]pprove  [r]eject  [i]nspect  [p]lan  [?]help";
+
+/// `runbook run gated.rhai ARGS...` on a terminal, at its gate's menu.
+fn gate_on_a_terminal(scratch: &Scratch, args: &[&str]) -> rexpect::session::PtySession {
     let mut command = vec!["run", "gated.rhai"];
     command.extend_from_slice(args);
     let mut session = pty(&command, scratch.path(), &scratch.file("home"), "xterm");
     session
-        .exp_string(prompt)
-        .unwrap_or_else(|error| panic!("no prompt {prompt:?}: {error}"));
-    session.send_line(answer).expect("answer the gate");
-    pty_exit(&mut session)
+        .exp_string(MENU)
+        .unwrap_or_else(|error| panic!("no gate menu: {error}"));
+    session
+}
+
+/// Send `line`, then expect `next` in what follows.
+fn answer(session: &mut rexpect::session::PtySession, line: &str, next: &str) {
+    session.send_line(line).expect("answer");
+    session
+        .exp_string(next)
+        .unwrap_or_else(|error| panic!("after {line:?}: no {next:?}: {error}"));
 }
 
 #[test]
-fn terminal_gate_approved_with_y() {
+fn terminal_gate_approved_with_a() {
     let scratch = gated();
-    let code = answer_on_a_terminal(&scratch, &[], "approve? [y/N]", "y");
-    assert_eq!(code, 0);
+    let mut session = gate_on_a_terminal(&scratch, &[]);
+    session.send_line("a").unwrap();
+    assert_eq!(pty_exit(&mut session), 0);
     assert!(scratch.exists("FILE"));
     assert_eq!(scratch.read("LOG"), "one\n");
 }
 
 #[test]
-fn terminal_gate_rejected_runs_compensations() {
+fn terminal_gate_rejected_with_a_reason_runs_compensations() {
     let scratch = gated();
-    let code = answer_on_a_terminal(&scratch, &[], "approve? [y/N]", "n");
-    assert_eq!(code, 3);
+    let mut session = gate_on_a_terminal(&scratch, &[]);
+    answer(&mut session, "r", "reason (required)");
+    // An empty reason is asked again.
+    answer(&mut session, "", "a rejection needs a reason");
+    session.send_line("the backup is missing").unwrap();
+    assert_eq!(pty_exit(&mut session), 3);
+    assert!(!scratch.exists("FILE"));
+    assert_eq!(scratch.read("LOG"), "one\nundo-two\nundo-one\n");
+    // The reason is journaled with the decision.
+    let runs = scratch.file("home/state/runbook/runs");
+    let journal: String = std::fs::read_dir(&runs)
+        .unwrap()
+        .filter_map(Result::ok)
+        .map(|run| std::fs::read_to_string(run.path().join("journal.jsonl")).unwrap_or_default())
+        .collect();
+    assert!(journal.contains("the backup is missing"), "{journal}");
+}
+
+#[test]
+fn unknown_answers_and_help_ask_again() {
+    let scratch = gated();
+    let mut session = gate_on_a_terminal(&scratch, &[]);
+    answer(&mut session, "?", "inspect: a REPL in the paused run");
+    answer(&mut session, "", MENU);
+    answer(&mut session, "maybe", "`maybe` is not an answer here");
+    answer(&mut session, "p", "1 write(s) ran so far");
+    session.send_line("a").unwrap();
+    assert_eq!(pty_exit(&mut session), 0);
+    assert!(scratch.exists("FILE"));
+}
+
+#[test]
+fn inspect_sees_the_run_and_reject_ends_it() {
+    let scratch = gated();
+    // A variable of the run, computed before its gate.
+    scratch.write(
+        "gated.rhai",
+        &GATED.replace("approve(", "let current = \"v1-\" + \"current\";\napprove("),
+    );
+    let mut session = gate_on_a_terminal(&scratch, &[]);
+    answer(&mut session, "i", "inspect> ");
+    // A run variable, computed before the gate, is there.
+    answer(&mut session, "current", "v1-current");
+    answer(&mut session, "current.len() * 2", "20");
+    // Bad input is a message, not the end.
+    answer(&mut session, "let x = (", "error: syntax error");
+    answer(&mut session, ":nope", "unknown command `:nope`");
+    answer(&mut session, ":reject", "needs a reason");
+    session.send_line(":reject not today").unwrap();
+    assert_eq!(pty_exit(&mut session), 3);
     assert!(!scratch.exists("FILE"));
     assert_eq!(scratch.read("LOG"), "one\nundo-two\nundo-one\n");
 }
@@ -284,20 +342,12 @@ fn terminal_gate_of_a_protected_context_needs_the_typed_name() {
     // runbook.toml sits next to gated.rhai: found without RUNBOOK_CONFIG.
     let scratch = gated();
     let args = ["--context", "prod"];
-    let mut command = vec!["run", "gated.rhai"];
-    command.extend_from_slice(&args);
-    // `y` is not the context's name: rejected.
-    let mut session = pty(&command, scratch.path(), &scratch.file("home"), "xterm");
-    session
-        .exp_string("type `prod` to approve")
-        .expect("the protected prompt");
-    session.send_line("y").unwrap();
-    assert_eq!(pty_exit(&mut session), 3);
-    assert!(!scratch.exists("FILE"));
-    // The name, typed: approved.
-    assert_eq!(
-        answer_on_a_terminal(&scratch, &args, "type `prod` to approve", "prod"),
-        0
-    );
+    let mut session = gate_on_a_terminal(&scratch, &args);
+    answer(&mut session, "a", "type `prod` to approve");
+    // `y` is not the context's name: not approved, asked again.
+    answer(&mut session, "y", "not approved: that was not `prod`");
+    answer(&mut session, "a", "type `prod` to approve");
+    session.send_line("prod").unwrap();
+    assert_eq!(pty_exit(&mut session), 0);
     assert!(scratch.exists("FILE"));
 }
