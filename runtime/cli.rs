@@ -1,4 +1,4 @@
-//! The command line: `runbook run | check | doc | list | repl`.
+//! The command line: `runbook run | check | doc | list | repl | ssh ...`.
 
 use std::path::{Path, PathBuf};
 
@@ -47,6 +47,7 @@ Environment:
   RUNBOOK_CONFIG    path of runbook.toml (default: searched upward from the runbook, then the cwd)
   RUNBOOK_APPROVER  identity recorded for approvals (default: $USER@host)
   RUNBOOK_STATE_DIR journals, locks and REPL history (default: $XDG_STATE_HOME/runbook or ~/.local/state/runbook)
+  XDG_RUNTIME_DIR   ssh master sockets go to $XDG_RUNTIME_DIR/runbook/ssh (else $RUNBOOK_STATE_DIR/ssh)
   CI                when set, gates never prompt: they need --approve
   NO_COLOR          disable colors";
 
@@ -120,6 +121,9 @@ enum Command {
     /// Audit trail checks.
     #[command(subcommand)]
     Audit(AuditCommand),
+    /// The ssh master connections runs leave running: list them, end them.
+    #[command(subcommand, after_help = SSH_AFTER)]
+    Ssh(SshCommand),
     /// An interactive shell with the standard library loaded.
     #[command(
         after_help = "Inside: `:help`, `:help NAME`, `:context`, `:vars`, `:quit`.\nInput with open brackets continues on the next line. History: $XDG_STATE_HOME/runbook/history.\n\nExample:\n  runbook repl --context production"
@@ -128,6 +132,37 @@ enum Command {
         /// Context from runbook.toml.
         #[arg(long, env = "RUNBOOK_CONTEXT")]
         context: Option<String>,
+    },
+}
+
+const SSH_AFTER: &str = "\
+A run keeps one ssh master connection per host. It outlives the run by the context's idle time,
+`[context.NAME.ssh] persist = \"60s\"` (the default; \"0\" closes them at the end of each run, and a
+protected context follows the same rule), so the next run or REPL session to the same host, with
+the same user, port, identity, known_hosts and config, skips the key exchange. A master that ended
+is dialled again. The sockets live in $XDG_RUNTIME_DIR/runbook/ssh, else $RUNBOOK_STATE_DIR/ssh: a
+folder that must be yours alone (mode 0700), or runbook refuses it.
+
+If your ssh_config gives a host a ControlPath and a master is running there, runbook uses your
+master instead of starting its own, and never ends it (it is not listed here).
+
+Examples:
+  runbook ssh status
+  runbook ssh close web1
+  runbook ssh close --all";
+
+#[derive(Debug, Subcommand)]
+enum SshCommand {
+    /// List live master connections: host, destination, age, idle time left.
+    Status,
+    /// End master connections now.
+    Close {
+        /// A host: inventory name, `user@address:port` or address.
+        #[arg(required_unless_present = "all", conflicts_with = "all")]
+        host: Option<String>,
+        /// End every one.
+        #[arg(long)]
+        all: bool,
     },
 }
 
@@ -271,6 +306,10 @@ pub fn main() -> i32 {
             verbose: execution.verbose,
         }),
         Command::Audit(AuditCommand::Verify { run }) => crate::runs::verify(&run),
+        Command::Ssh(SshCommand::Status) => crate::commands::ssh::status(),
+        Command::Ssh(SshCommand::Close { host, all }) => {
+            crate::commands::ssh::close(host.as_deref(), all)
+        }
     };
     exit.code()
 }

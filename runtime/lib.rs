@@ -5,6 +5,7 @@ pub mod approval;
 pub mod builtins;
 pub mod check;
 pub mod cli;
+pub mod commands;
 pub mod context;
 pub mod doc;
 pub mod engine;

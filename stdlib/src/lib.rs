@@ -25,6 +25,7 @@ mod ssh;
 
 pub use function::{Call, Failure, Function, Options, Text, install};
 pub use host::{CallInfo, Decision, Effect, Host, Level, Outcome, Progress, Secret, StdlibError};
+pub use ssh::masters as ssh_masters;
 
 /// The modules of the standard library, in the order `runbook doc` lists them.
 pub const MODULES: &[&str] = &[
