@@ -1,6 +1,7 @@
 //! ssh master connections that outlive a run (`[context.X.ssh] persist`),
 //! against the lab's real sshd: a second run reuses them (the journal says
-//! so, and sshd logged one login per host), they end after `persist`, a
+//! so, and sshd logged one login per host), so does a REPL session, they end
+//! after `persist` (and are replaced mid-run when they did), a
 //! restarted host or a killed master is dialled again, `runbook ssh close
 //! --all` ends them, the user's own ControlMaster is used, and a master
 //! folder others can reach is refused.
@@ -298,6 +299,43 @@ fn after_persist_elapses_a_run_connects_afresh() {
 }
 
 #[test]
+fn a_master_that_idles_out_during_a_run_is_replaced() {
+    let lab = lab(2);
+    let scratch = Scratch::new();
+    let config = context_with(&scratch, &lab, "persist = \"1s\"");
+    let script = scratch.write(
+        "t.rhai",
+        r#"
+ssh::exec_all("all", "true");
+sleep("3s");
+let again = ssh::exec_all("all", "echo again");
+print("again=" + again.len());
+"#,
+    );
+    let out = Run::new(&script)
+        .config(&config)
+        .context("t")
+        .json()
+        .output();
+    out.assert_success().assert_contains("again=2");
+    // Both calls connected: the first master of each host ended while the
+    // run slept, and the second call's commands went over new ones.
+    let hosts: Vec<(String, String)> = connections(&out);
+    assert_eq!(
+        hosts,
+        [
+            ("host01".to_owned(), "new".to_owned()),
+            ("host01".to_owned(), "new".to_owned()),
+            ("host02".to_owned(), "new".to_owned()),
+            ("host02".to_owned(), "new".to_owned()),
+        ],
+        "{}",
+        out.report()
+    );
+    assert_eq!(lab.ssh().unwrap().logins().len(), 4);
+}
+
+#[test]
 fn a_restarted_host_or_a_killed_master_is_dialled_again() {
     let mut lab = lab(2);
     let scratch = Scratch::new();
@@ -367,6 +405,45 @@ fn a_restarted_host_or_a_killed_master_is_dialled_again() {
         third.report()
     );
     assert_eq!(lab.ssh().unwrap().logins().len(), 5);
+}
+
+#[test]
+fn a_repl_session_reuses_a_runs_master_and_leaves_it_running() {
+    let lab = lab(1);
+    let ssh = lab.ssh().unwrap();
+    let scratch = Scratch::new();
+    // Found upward from the REPL's working folder.
+    context_with(&scratch, &lab, "");
+    let home = scratch.file("home");
+    // The REPL's state dir is $XDG_STATE_HOME/runbook; the run uses the same.
+    let state = home.join("state/runbook");
+    let script = scratch.write("t.rhai", r#"ssh::read("host01", "true");"#);
+    Run::new(&script)
+        .state_dir(&state)
+        .context("t")
+        .current_dir(scratch.path())
+        .output()
+        .assert_success();
+    assert_eq!(ssh.logins().len(), 1);
+
+    let mut session =
+        crate::harness::pty(&["repl", "--context", "t"], scratch.path(), &home, "xterm");
+    session.exp_string("t> ").expect("the prompt");
+    session
+        .send_line(r#"ssh::read("host01", "echo from-$((6*7))").stdout"#)
+        .unwrap();
+    session.exp_string("from-42").expect("the command's output");
+    session.exp_string("t> ").expect("the prompt again");
+    session.send_control('d').unwrap();
+    assert_eq!(crate::harness::pty_exit(&mut session), 0);
+    assert_eq!(ssh.logins().len(), 1, "the REPL logged in again");
+    // The REPL left it running for the next one.
+    assert_eq!(masters_under(&state.join("ssh")).len(), 1);
+    Run::command(["ssh", "close", "--all"])
+        .state_dir(&state)
+        .output()
+        .assert_success()
+        .assert_contains("closed host01");
 }
 
 #[test]

@@ -135,8 +135,9 @@ impl Exec {
             .stderr(Stdio::piped());
         let mut child = match command.spawn().await {
             Ok(child) => child,
-            // The master's socket did not answer: the command never started.
-            Err(error @ openssh::Error::SshMux(_)) => {
+            // The master's socket did not answer (gone: `Disconnected`; or
+            // refused the session): the command never started.
+            Err(error @ (openssh::Error::Disconnected | openssh::Error::SshMux(_))) => {
                 return Err(RunError::NoMaster(super::pool::connect_error(
                     target, &error,
                 )));

@@ -312,6 +312,8 @@ impl Files {
         let mut command = tokio::process::Command::new("ssh");
         command
             .kill_on_drop(true)
+            // It outlives the run: hold no folder the run was started in.
+            .current_dir("/")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -519,7 +521,7 @@ fn wait_gone(pid: u32, timeout: Duration) -> bool {
         if Instant::now() >= deadline {
             return false;
         }
-        std::thread::sleep(Duration::from_millis(20));
+        std::thread::sleep(Duration::from_millis(5));
     }
     true
 }

@@ -66,8 +66,9 @@ async fn run_on(
     match exec.run(&link.session, target).await {
         Ok(output) => (Ok(output), Some((link.how, first))),
         Err(RunError::Failed(error)) => (Err(error), Some((link.how, first))),
-        Err(RunError::NoMaster(_)) => match pool::redial(target, options, &link).await {
-            Ok(link) => {
+        Err(RunError::NoMaster(error)) => match pool::redial(target, options, &link).await {
+            Ok(None) => (Err(error), Some((link.how, first))),
+            Ok(Some(link)) => {
                 let result = exec
                     .run(&link.session, target)
                     .await
@@ -404,7 +405,11 @@ fn transfer(call: &mut Call<'_>, upload: bool) -> Result<Dynamic, Failure> {
     let inventory = inventory(call)?;
     let target = inventory.resolve_host(&host)?;
     let (bytes, connected) = call.block_on(async {
-        let (link, first) = pool::session(&target, &inventory.options).await?;
+        let (mut link, mut first) = pool::session(&target, &inventory.options).await?;
+        // SFTP cannot be started again halfway: make sure the master answers first.
+        if let Some(fresh) = pool::redial(&target, &inventory.options, &link).await? {
+            (link, first) = (fresh, true);
+        }
         let session = link.session;
         let bytes = if upload {
             transfer::upload(session, &target, &PathBuf::from(&from), &to).await
@@ -454,6 +459,13 @@ pub(crate) fn functions() -> Vec<Function> {
             /// waves: a count or "25%"; each wave finishes before the next starts),
             /// `fail_fast` (start no more hosts after a failure), `max_fail_percent`
             /// (start no more waves past it), `sudo`, `timeout`, `env`, `check`.
+            ///
+            /// Each host has one master connection that every ssh call shares. It
+            /// outlives the run by the context's `ssh.persist` (default `"60s"`,
+            /// `"0"` closes it at the end of the run), so running this again soon
+            /// skips the key exchange; each host's journal event says whether its
+            /// connection was `new`, `reused` or the user's own ControlMaster
+            /// (`user`). `runbook ssh status` lists live masters.
             ///
             /// ```rhai
             /// let results = ssh::exec_all("web", "systemctl reload nginx", #{batch: "25%", fail_fast: true});

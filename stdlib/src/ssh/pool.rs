@@ -265,15 +265,16 @@ pub(crate) async fn session(
     Ok((link, first))
 }
 
-/// `dead`'s master stopped answering: a new one (once per run and master,
-/// however many calls noticed).
+/// A command could not start over `dead`'s master. If that master no longer
+/// answers, a new one (made once per run and master, however many calls
+/// noticed); `None` if it still answers (the failure was something else).
 pub(crate) async fn redial(
     target: &Target,
     options: &SshOptions,
     dead: &Link,
-) -> Result<Link, StdlibError> {
+) -> Result<Option<Link>, StdlibError> {
     if dead.session.check().await.is_ok() {
-        return Ok(dead.clone());
+        return Ok(None);
     }
     let slot = {
         let mut pool = pool().lock().unwrap_or_else(PoisonError::into_inner);
@@ -289,6 +290,7 @@ pub(crate) async fn redial(
     slot.get_or_try_init(|| dial(target, options))
         .await
         .cloned()
+        .map(Some)
 }
 
 /// End of a run: close the masters made for this run only; leave persistent
