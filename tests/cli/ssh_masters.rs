@@ -153,6 +153,24 @@ print("ok=" + results.len());
     );
     assert_eq!(ssh.logins(), after_first, "the second run logged in again");
 
+    // A protected context follows the same rule: same hosts, same options,
+    // same masters.
+    let read_all = scratch.write("read.rhai", r#"ssh::read_all("all", "true");"#);
+    let protected = Run::new(&read_all)
+        .envs(lab.env())
+        .env("XDG_RUNTIME_DIR", &runtime_dir)
+        .context("lab-protected")
+        .json()
+        .output();
+    protected.assert_success();
+    assert_eq!(
+        connections(&protected),
+        all(&hosts, "reused"),
+        "{}",
+        protected.report()
+    );
+    assert_eq!(ssh.logins(), after_first);
+
     // The sockets are in $XDG_RUNTIME_DIR/runbook/ssh, a folder of ours alone.
     let dir = runtime_dir.join("runbook/ssh");
     let mode =

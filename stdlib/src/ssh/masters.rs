@@ -377,7 +377,7 @@ pub struct Master {
     pub idle_left: Duration,
     /// Its idle limit (`persist`).
     pub persist: Duration,
-    /// The master's process.
+    /// The master's process (0 where there is no /proc to tell).
     pub pid: u32,
     /// Its control socket.
     pub socket: PathBuf,
@@ -440,6 +440,9 @@ pub fn live() -> Result<(PathBuf, Vec<Master>), StdlibError> {
         return Ok((dir, Vec::new()));
     }
     check_dir(&dir)?;
+    // Without /proc there is no telling which master runs: list every
+    // master with a socket, remove nothing.
+    let processes_known = Path::new("/proc/self").exists();
     let mut processes = master_processes(&dir);
     let now = unix_now();
     let mut masters = Vec::new();
@@ -457,15 +460,21 @@ pub fn live() -> Result<(PathBuf, Vec<Master>), StdlibError> {
         let Ok(files) = Files::new(&dir, key) else {
             continue;
         };
-        let Some(pid) = processes.remove(&files.socket) else {
-            // Ended by itself (idle, broken connection): forget it, unless a
-            // run is starting it right now.
-            if let Ok(lock) = File::options().write(true).open(&files.lock)
-                && lock.try_lock().is_ok()
-            {
-                files.remove();
+        let pid = match processes.remove(&files.socket) {
+            Some(pid) => pid,
+            None if !processes_known && files.socket.exists() => 0,
+            None => {
+                // Ended by itself (idle, broken connection): forget it, unless
+                // a run is starting it right now.
+                let free = match File::options().write(true).open(&files.lock) {
+                    Ok(lock) => lock.try_lock().is_ok(),
+                    Err(_) => true,
+                };
+                if processes_known && free {
+                    files.remove();
+                }
+                continue;
             }
-            continue;
         };
         let record = files.read_record();
         masters.push(from_record(record.as_ref(), key, pid, files.socket, now));
