@@ -19,7 +19,7 @@
 
 use std::collections::HashMap;
 use std::num::NonZeroUsize;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::Duration;
 
@@ -142,9 +142,145 @@ async fn attach(socket: PathBuf) -> Option<Session> {
     session.check().await.ok().map(|()| session)
 }
 
+/// Whether the ssh_config files ssh reads for these options (with `-F`,
+/// that file; else `~/.ssh/config` and `/etc/ssh/ssh_config`, with their
+/// `Include`s) could set a `ControlPath` at all. When none can, asking
+/// `ssh -G` per host is skipped. Decided once per process and config.
+fn may_have_control_path(config: Option<&Path>) -> bool {
+    static SEEN: OnceLock<Mutex<HashMap<Option<PathBuf>, bool>>> = OnceLock::new();
+    let key = config.map(Path::to_path_buf);
+    let seen = SEEN.get_or_init(Mutex::default);
+    if let Some(known) = seen
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .get(&key)
+    {
+        return *known;
+    }
+    let home = std::env::var_os("HOME").map(PathBuf::from);
+    let user_dir = home.as_ref().map(|home| home.join(".ssh"));
+    let files: Vec<(PathBuf, Option<PathBuf>)> = match config {
+        Some(config) => vec![(config.to_path_buf(), user_dir.clone())],
+        None => {
+            let mut files = vec![(
+                PathBuf::from("/etc/ssh/ssh_config"),
+                Some(PathBuf::from("/etc/ssh")),
+            )];
+            if let Some(dir) = &user_dir {
+                files.push((dir.join("config"), user_dir.clone()));
+            }
+            files
+        }
+    };
+    let answer = files
+        .iter()
+        .any(|(file, base)| config_sets_control_path(file, base.as_deref(), home.as_deref(), 0));
+    seen.lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .insert(key, answer);
+    answer
+}
+
+/// Whether `file` (or what it includes) mentions `ControlPath`; true when
+/// that cannot be told (an include pattern this does not follow).
+fn config_sets_control_path(
+    file: &Path,
+    base: Option<&Path>,
+    home: Option<&Path>,
+    depth: usize,
+) -> bool {
+    if depth > 16 {
+        return true;
+    }
+    let Ok(text) = std::fs::read_to_string(file) else {
+        // Missing: sets nothing; unreadable: ssh would fail on it anyway.
+        return false;
+    };
+    for line in text.lines() {
+        let line = line.trim();
+        let lower = line.to_ascii_lowercase();
+        if lower.starts_with('#') {
+            continue;
+        }
+        if lower.contains("controlpath") {
+            return true;
+        }
+        let Some(rest) = lower
+            .strip_prefix("include")
+            .filter(|rest| rest.starts_with([' ', '\t', '=']))
+        else {
+            continue;
+        };
+        let start = line.len() - rest.len();
+        for pattern in line[start..]
+            .trim_start_matches([' ', '\t', '='])
+            .split_whitespace()
+        {
+            let pattern = pattern.trim_matches('"');
+            let path = match (pattern.strip_prefix("~/"), home, base) {
+                (Some(tail), Some(home), _) => home.join(tail),
+                (None, _, _) if pattern.starts_with('/') => PathBuf::from(pattern),
+                (None, _, Some(base)) if !pattern.starts_with('~') => base.join(pattern),
+                _ => return true,
+            };
+            let (Some(dir), Some(name)) =
+                (path.parent(), path.file_name().and_then(|n| n.to_str()))
+            else {
+                return true;
+            };
+            if dir.to_string_lossy().contains(['*', '?', '[']) {
+                return true;
+            }
+            let included: Vec<PathBuf> = if name.contains(['*', '?', '[']) {
+                let Ok(entries) = std::fs::read_dir(dir) else {
+                    continue;
+                };
+                entries
+                    .flatten()
+                    .filter(|entry| {
+                        entry
+                            .file_name()
+                            .to_str()
+                            .is_some_and(|candidate| glob_match(name, candidate))
+                    })
+                    .map(|entry| entry.path())
+                    .collect()
+            } else {
+                vec![path.clone()]
+            };
+            if included
+                .iter()
+                .any(|file| config_sets_control_path(file, base, home, depth + 1))
+            {
+                return true;
+            }
+        }
+    }
+    false
+}
+
+/// `*` and `?` (and `[` taken literally, which only makes this say "maybe"
+/// less often) within one file name.
+fn glob_match(pattern: &str, name: &str) -> bool {
+    fn matches(pattern: &[char], name: &[char]) -> bool {
+        match pattern.split_first() {
+            None => name.is_empty(),
+            Some(('*', rest)) => (0..=name.len()).any(|skip| matches(rest, &name[skip..])),
+            Some(('?', rest)) => !name.is_empty() && matches(rest, &name[1..]),
+            Some((c, rest)) => name.first() == Some(c) && matches(rest, &name[1..]),
+        }
+    }
+    let pattern: Vec<char> = pattern.chars().collect();
+    let name: Vec<char> = name.chars().collect();
+    matches(&pattern, &name)
+}
+
 /// The user's own master for `target`: `ssh -G` gives the host a
 /// `ControlPath` and a master answers on it.
 async fn user_master(target: &Target, options: &SshOptions) -> Option<Session> {
+    if !may_have_control_path(options.config.as_deref()) {
+        return None;
+    }
     let mut command = tokio::process::Command::new("ssh");
     command
         .kill_on_drop(true)
@@ -313,5 +449,46 @@ pub(crate) async fn close_connections() {
             }
             (None, How::Reused | How::User) => {}
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn globs_match_file_names() {
+        assert!(glob_match("*.conf", "20-proxy.conf"));
+        assert!(!glob_match("*.conf", "20-proxy.conf.bak"));
+        assert!(glob_match("host?", "host1"));
+        assert!(glob_match("*", "anything"));
+    }
+
+    #[test]
+    fn control_paths_are_found_through_includes() {
+        let dir = std::env::temp_dir().join(format!("runbook-pool-{}", std::process::id()));
+        let included = dir.join("conf.d");
+        std::fs::create_dir_all(&included).unwrap();
+        let main = dir.join("config");
+        std::fs::write(
+            &main,
+            format!("Host *\n  Port 22\nInclude {}/*.conf\n", included.display()),
+        )
+        .unwrap();
+        std::fs::write(included.join("a.conf"), "Host a\n  User me\n").unwrap();
+        assert!(!config_sets_control_path(&main, Some(&dir), None, 0));
+        std::fs::write(
+            included.join("b.conf"),
+            "Host b\n  ControlPath ~/.ssh/cm-%C\n",
+        )
+        .unwrap();
+        assert!(config_sets_control_path(&main, Some(&dir), None, 0));
+        // `controlpath` in a comment sets nothing.
+        std::fs::write(&main, "# ControlPath is not used here\nHost *\n").unwrap();
+        assert!(!config_sets_control_path(&main, Some(&dir), None, 0));
+        // A relative include is found under the base folder.
+        std::fs::write(&main, "Include conf.d/b.conf\n").unwrap();
+        assert!(config_sets_control_path(&main, Some(&dir), None, 0));
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }
