@@ -156,9 +156,9 @@ enum SshCommand {
     /// List live master connections: host, destination, age, idle time left.
     Status,
     /// End master connections now.
+    #[command(group(clap::ArgGroup::new("which").required(true).args(["host", "all"])))]
     Close {
         /// A host: inventory name, `user@address:port` or address.
-        #[arg(required_unless_present = "all", conflicts_with = "all")]
         host: Option<String>,
         /// End every one.
         #[arg(long)]

@@ -582,3 +582,29 @@ fn a_master_folder_others_can_reach_or_own_is_refused() {
         .assert_exit(2)
         .assert_contains("context `t`: `ssh.persist` is not a duration");
 }
+
+#[test]
+fn ssh_close_needs_a_host_or_all_and_names_an_unknown_host() {
+    let scratch = Scratch::new();
+    Run::command(["ssh", "close"])
+        .env("XDG_RUNTIME_DIR", scratch.path())
+        .output()
+        .assert_exit(2)
+        .assert_contains("<HOST|--all>");
+    Run::command(["ssh", "close", "web9"])
+        .env("XDG_RUNTIME_DIR", scratch.path())
+        .output()
+        .assert_exit(2)
+        .assert_contains("no live ssh master connection for `web9`")
+        .assert_contains("`runbook ssh status` lists them");
+    Run::command(["ssh", "status"])
+        .env("XDG_RUNTIME_DIR", scratch.path())
+        .output()
+        .assert_success()
+        .assert_contains("no live ssh master connections in");
+    let help = Run::command(["ssh", "--help"]).output();
+    help.assert_success()
+        .assert_contains("persist = \"60s\"")
+        .assert_contains("$XDG_RUNTIME_DIR/runbook/ssh")
+        .assert_contains("ControlPath");
+}
