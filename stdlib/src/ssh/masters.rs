@@ -15,7 +15,7 @@
 //! | `KEY` | the control socket (`ssh -S`) |
 //! | `KEY.json` | host name, destination, start, idle limit and last use (`runbook ssh status`) |
 //! | `KEY.log` | the master's own log (`ssh -E`): why it could not start |
-//! | `KEY.lock` | held while a process checks or starts the master |
+//! | `KEY.lock` | held while a process checks or starts the master (empty; never removed, so that two processes always lock the same file) |
 //!
 //! A master ends by itself after `persist` without use (ssh's own
 //! `ControlPersist` timer), when its connection breaks, or with
@@ -568,8 +568,9 @@ pub fn close(master: &Master) -> Result<(), StdlibError> {
         master.socket.file_name().and_then(|name| name.to_str()),
     ) && let Ok(files) = Files::new(dir, key)
     {
+        // The lock file stays: a run may be waiting on it right now, and a
+        // new file under the same name would let a second run in.
         files.remove();
-        let _ = fs::remove_file(&files.lock);
     }
     Ok(())
 }
