@@ -42,6 +42,7 @@ Environment:
   RUNBOOK_CONFIG    path of runbook.toml (default: searched upward from the runbook, then the cwd)
   RUNBOOK_APPROVER  identity recorded for approvals (default: $USER@host)
   RUNBOOK_STATE_DIR journals, locks and REPL history (default: $XDG_STATE_HOME/runbook or ~/.local/state/runbook)
+  XDG_RUNTIME_DIR   ssh master sockets go to $XDG_RUNTIME_DIR/runbook/ssh (else $RUNBOOK_STATE_DIR/ssh)
   CI                when set, gates never prompt: they need --approve
   NO_COLOR          disable colors";
 
@@ -127,6 +128,9 @@ enum Command {
     /// Audit trail checks.
     #[command(subcommand)]
     Audit(AuditCommand),
+    /// The ssh master connections runs leave running: list them, end them.
+    #[command(subcommand, after_help = SSH_AFTER)]
+    Ssh(SshCommand),
     /// An interactive shell with the standard library loaded.
     #[command(
         after_help = "Inside: `:help`, `:help NAME`, `:context`, `:vars`, `:quit`.\nInput with open brackets continues on the next line. History: $XDG_STATE_HOME/runbook/history.\n\nExample:\n  runbook repl --context production"
@@ -135,6 +139,37 @@ enum Command {
         /// Context from runbook.toml.
         #[arg(long, env = "RUNBOOK_CONTEXT")]
         context: Option<String>,
+    },
+}
+
+const SSH_AFTER: &str = "\
+A run keeps one ssh master connection per host. It outlives the run by the context's idle time,
+`[context.NAME.ssh] persist = \"60s\"` (the default; \"0\" closes them at the end of each run, and a
+protected context follows the same rule), so the next run or REPL session to the same host, with
+the same user, port, identity, known_hosts and config, skips the key exchange. A master that ended
+is dialled again. The sockets live in $XDG_RUNTIME_DIR/runbook/ssh, else $RUNBOOK_STATE_DIR/ssh: a
+folder that must be yours alone (mode 0700), or runbook refuses it.
+
+If your ssh_config gives a host a ControlPath and a master is running there, runbook uses your
+master instead of starting its own, and never ends it (it is not listed here).
+
+Examples:
+  runbook ssh status
+  runbook ssh close web1
+  runbook ssh close --all";
+
+#[derive(Debug, Subcommand)]
+enum SshCommand {
+    /// List live master connections: host, destination, age, idle time left.
+    Status,
+    /// End master connections now.
+    #[command(group(clap::ArgGroup::new("which").required(true).args(["host", "all"])))]
+    Close {
+        /// A host: inventory name, `user@address:port` or address.
+        host: Option<String>,
+        /// End every one.
+        #[arg(long)]
+        all: bool,
     },
 }
 
@@ -319,5 +354,7 @@ fn dispatch(command: Command) -> Result<Exit, Diagnostic> {
             verbose: execution.verbose,
         }),
         Command::Audit(AuditCommand::Verify { run }) => commands::audit::verify(&run),
+        Command::Ssh(SshCommand::Status) => commands::ssh::status(),
+        Command::Ssh(SshCommand::Close { host, all }) => commands::ssh::close(host.as_deref(), all),
     }
 }

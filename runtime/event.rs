@@ -76,6 +76,11 @@ pub enum Event {
         /// The last lines of the host's output (for `runbook show`).
         #[serde(default, skip_serializing_if = "String::is_empty")]
         output_tail: String,
+        /// How the host's connection was got: `new` (this run connected),
+        /// `reused` (a live master from an earlier run), `user` (the user's own
+        /// ControlMaster). Absent when no connection was made (and in older journals).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        connection: Option<String>,
         time: String,
     },
     /// An approval gate was asked (or recorded, in a dry-run).

@@ -626,6 +626,7 @@ impl Host for RunHost {
                 duration,
                 error,
                 output_tail,
+                connection,
             } => {
                 let function = lock(&self.fanout).clone().unwrap_or_default();
                 let function = function.split('(').next().unwrap_or_default().to_owned();
@@ -638,6 +639,7 @@ impl Host for RunHost {
                     error: error.map(str::to_owned),
                     step: self.current_step(),
                     output_tail: output_tail.to_owned(),
+                    connection: connection.map(str::to_owned),
                     time: crate::event::now(),
                 });
             }

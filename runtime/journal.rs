@@ -59,14 +59,7 @@ impl From<JournalError> for crate::error::Diagnostic {
 
 /// `$RUNBOOK_STATE_DIR`, else `$XDG_STATE_HOME/runbook`, else `~/.local/state/runbook`.
 pub fn state_dir() -> PathBuf {
-    if let Some(dir) = std::env::var_os("RUNBOOK_STATE_DIR").filter(|dir| !dir.is_empty()) {
-        return PathBuf::from(dir);
-    }
-    if let Some(dir) = std::env::var_os("XDG_STATE_HOME").filter(|dir| !dir.is_empty()) {
-        return PathBuf::from(dir).join("runbook");
-    }
-    let home = std::env::var_os("HOME").map_or_else(|| PathBuf::from("."), PathBuf::from);
-    home.join(".local/state/runbook")
+    runbook_stdlib::host::state_dir()
 }
 
 /// A new run id: the UTC time and a random suffix (`20261122T013751Z-5359`).
@@ -431,6 +424,7 @@ mod tests {
             error: Some("exit 2".into()),
             step: None,
             output_tail: "tail".into(),
+            connection: Some("reused".into()),
             time: time(),
         });
         for decision in [

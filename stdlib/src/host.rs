@@ -6,6 +6,7 @@
 //! cannot be forgotten in one place.
 
 use std::fmt;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -13,6 +14,21 @@ use rhai::{Dynamic, Position};
 use tokio_util::sync::CancellationToken;
 
 use crate::redact::Redactor;
+
+/// Where runbook keeps what outlives a process (journals, locks, REPL
+/// history, ssh master sockets when there is no `$XDG_RUNTIME_DIR`):
+/// `$RUNBOOK_STATE_DIR`, else `$XDG_STATE_HOME/runbook`, else
+/// `~/.local/state/runbook`.
+pub fn state_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("RUNBOOK_STATE_DIR").filter(|dir| !dir.is_empty()) {
+        return PathBuf::from(dir);
+    }
+    if let Some(dir) = std::env::var_os("XDG_STATE_HOME").filter(|dir| !dir.is_empty()) {
+        return PathBuf::from(dir).join("runbook");
+    }
+    let home = std::env::var_os("HOME").map_or_else(|| PathBuf::from("."), PathBuf::from);
+    home.join(".local/state/runbook")
+}
 
 /// What a call does to the world. Declared once, where a function is registered.
 #[derive(
@@ -144,6 +160,9 @@ pub enum Progress<'a> {
         error: Option<&'a str>,
         /// The last lines of its output, for the screen.
         output_tail: &'a str,
+        /// How its connection was got (ssh: `new`, `reused` from an earlier
+        /// run, `user` for the user's own ControlMaster), when there was one.
+        connection: Option<&'a str>,
     },
     /// All targets are done (or the work stopped early).
     End {

@@ -19,6 +19,8 @@ const SCRUBBED: &[&str] = &[
     "RUNBOOK_APPROVER",
     "RUNBOOK_STATE_DIR",
     "XDG_STATE_HOME",
+    // ssh master sockets: in the fresh state dir unless a test sets it.
+    "XDG_RUNTIME_DIR",
     "CLICOLOR_FORCE",
 ];
 

@@ -21,3 +21,4 @@ mod run;
 mod s3_pg;
 mod secrets;
 mod ssh;
+mod ssh_masters;

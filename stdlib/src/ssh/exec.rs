@@ -42,6 +42,24 @@ fn supervise(command: &str) -> String {
     )
 }
 
+/// Why a command gave no result.
+#[derive(Debug)]
+pub(crate) enum RunError {
+    /// The master did not answer, so the command never started: safe to
+    /// start again over a new master.
+    NoMaster(StdlibError),
+    /// Anything else (the command may have run).
+    Failed(StdlibError),
+}
+
+impl RunError {
+    pub(crate) fn into_error(self) -> StdlibError {
+        match self {
+            RunError::NoMaster(error) | RunError::Failed(error) => error,
+        }
+    }
+}
+
 /// A command to run on hosts.
 #[derive(Debug, Clone)]
 pub(crate) struct Exec {
@@ -122,19 +140,28 @@ impl Exec {
         &self,
         session: &Session,
         target: &Target,
-    ) -> Result<HostOutput, StdlibError> {
+    ) -> Result<HostOutput, RunError> {
         let started = Instant::now();
-        let (script, stdin) = self.script()?;
+        let (script, stdin) = self.script().map_err(RunError::Failed)?;
         let mut command = session.raw_command(script);
         command
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
+        let mut child = match command.spawn().await {
+            Ok(child) => child,
+            // The master's socket did not answer (gone: `Disconnected`; or
+            // refused the session): the command never started.
+            Err(error @ (openssh::Error::Disconnected | openssh::Error::SshMux(_))) => {
+                return Err(RunError::NoMaster(super::pool::connect_error(
+                    target, &error,
+                )));
+            }
+            Err(error) => {
+                return Err(RunError::Failed(super::pool::connect_error(target, &error)));
+            }
+        };
         let work = async {
-            let mut child = command
-                .spawn()
-                .await
-                .map_err(|error| super::pool::connect_error(target, &error))?;
             // Held open until the command ends: closing it (a cancelled call
             // drops this future) makes the host kill the command.
             let mut keepalive = child.stdin().take();
@@ -165,8 +192,9 @@ impl Exec {
             // The remote `timeout` kills first; this is the backstop for a dead connection.
             Some(limit) => tokio::time::timeout(limit + Duration::from_secs(5), work)
                 .await
-                .map_err(|_| self.timed_out(target, limit))??,
-            None => work.await?,
+                .map_err(|_| RunError::Failed(self.timed_out(target, limit)))?
+                .map_err(RunError::Failed)?,
+            None => work.await.map_err(RunError::Failed)?,
         };
         let code = output.status.code().map_or(-1, i64::from);
         let result = HostOutput {
@@ -180,10 +208,10 @@ impl Exec {
             && code == 137
             && result.duration >= limit
         {
-            return Err(self.timed_out(target, limit));
+            return Err(RunError::Failed(self.timed_out(target, limit)));
         }
         if self.check && code != 0 {
-            return Err(StdlibError::failed(
+            return Err(RunError::Failed(StdlibError::failed(
                 format!(
                     "`{}`: `{}` exited with code {code}{}",
                     target.name,
@@ -191,7 +219,7 @@ impl Exec {
                     crate::text::stderr_tail(&result.stderr)
                 ),
                 "pass `#{check: false}` to handle the exit code yourself",
-            ));
+            )));
         }
         Ok(result)
     }

@@ -1,8 +1,9 @@
 //! Where hosts are: the context's inventory (`hosts`: name → `user@address:port`,
 //! `groups`: name → [names]) and its `ssh` table (`config`, `known_hosts`,
-//! `identity`). A literal `user@host:port` works too.
+//! `identity`, `persist`). A literal `user@host:port` works too.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use rhai::{Array, Map};
 
@@ -19,24 +20,29 @@ pub(crate) struct Target {
     pub(crate) port: Option<u16>,
 }
 
-impl Target {
-    /// The pool key: one master connection per destination.
-    pub(crate) fn key(&self) -> String {
-        format!(
-            "{}@{}:{}",
-            self.user.as_deref().unwrap_or(""),
-            self.address,
-            self.port.map(|port| port.to_string()).unwrap_or_default()
-        )
-    }
-}
+/// How long a master connection stays up after its last use when the
+/// context's `ssh` table does not say (`persist`).
+pub(crate) const DEFAULT_PERSIST: Duration = Duration::from_secs(60);
 
 /// Connection options from the context's `ssh` table.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub(crate) struct SshOptions {
     pub(crate) config: Option<PathBuf>,
     pub(crate) known_hosts: Option<PathBuf>,
     pub(crate) identity: Option<PathBuf>,
+    /// Idle time a master outlives the run by (`persist`); zero: closed at run end.
+    pub(crate) persist: Duration,
+}
+
+impl Default for SshOptions {
+    fn default() -> Self {
+        SshOptions {
+            config: None,
+            known_hosts: None,
+            identity: None,
+            persist: DEFAULT_PERSIST,
+        }
+    }
 }
 
 /// The context's inventory.
@@ -80,8 +86,35 @@ pub(crate) fn parse_destination(name: &str, text: &str) -> Result<Target, Stdlib
     })
 }
 
+/// `persist = "60s"` in the `ssh` table: a duration string or whole seconds;
+/// `"0"` turns persistence off.
+fn persist(value: Option<&rhai::Dynamic>, context: &str) -> Result<Duration, StdlibError> {
+    let Some(value) = value else {
+        return Ok(DEFAULT_PERSIST);
+    };
+    let bad = |why: String| {
+        StdlibError::usage(
+            format!("context `{context}`: `ssh.persist` {why}"),
+            format!(
+                "write e.g. `persist = \"60s\"` (or `\"0\"` to close connections at the end of each run) under `[context.{context}.ssh]`"
+            ),
+        )
+    };
+    if let Ok(seconds) = value.as_int() {
+        return u64::try_from(seconds)
+            .map(Duration::from_secs)
+            .map_err(|_| bad(format!("is {seconds}, a negative number of seconds")));
+    }
+    let text = value
+        .clone()
+        .into_string()
+        .map_err(|_| bad("must be a duration string like \"60s\"".into()))?;
+    crate::duration::parse(&text).map_err(|why| bad(format!("is not a duration: {why}")))
+}
+
 impl Inventory {
-    /// The inventory of a context: its top level (`hosts`, `groups`) and its `ssh` table.
+    /// The inventory of a context: its top level (`hosts`, `groups`) and
+    /// its `ssh` table; a bad `ssh` table (`persist`) is an error.
     pub(crate) fn from_sections(top: &Section, ssh: &Section) -> Result<Inventory, StdlibError> {
         Ok(Inventory {
             hosts: top.table("hosts")?,
@@ -90,6 +123,7 @@ impl Inventory {
                 config: ssh.path("config")?,
                 known_hosts: ssh.path("known_hosts")?,
                 identity: ssh.path("identity")?,
+                persist: persist(ssh.get("persist"), top.context_name())?,
             },
             context: top.context_name().to_owned(),
         })
@@ -207,5 +241,28 @@ mod tests {
         );
         assert!(inventory.resolve("nope").is_err());
         assert!(inventory.resolve_host("web").is_err());
+        assert_eq!(inventory.options.persist, DEFAULT_PERSIST);
+    }
+
+    fn with_persist(value: Dynamic) -> Result<Inventory, StdlibError> {
+        let mut ssh = Map::new();
+        ssh.insert("persist".into(), value);
+        let mut context = Map::new();
+        context.insert("name".into(), "prod".into());
+        context.insert("ssh".into(), Dynamic::from_map(ssh));
+        let context = Dynamic::from_map(context);
+        Inventory::from_sections(&Section::of(&context, ""), &Section::of(&context, "ssh"))
+    }
+
+    #[test]
+    fn persist_is_a_duration_and_zero_turns_it_off() {
+        let persist = |value: Dynamic| with_persist(value).unwrap().options.persist;
+        assert_eq!(persist("5m".into()), Duration::from_secs(300));
+        assert_eq!(persist("0".into()), Duration::ZERO);
+        assert_eq!(persist(Dynamic::from_int(30)), Duration::from_secs(30));
+        let error = with_persist("soon".into()).unwrap_err();
+        assert!(error.to_string().contains("`ssh.persist`"), "{error}");
+        assert!(error.to_string().contains("context `prod`"), "{error}");
+        assert!(with_persist(Dynamic::from_int(-1)).is_err());
     }
 }

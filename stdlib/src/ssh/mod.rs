@@ -1,9 +1,13 @@
 //! `ssh::*`: commands and files on remote hosts, over one multiplexed master
-//! connection per host per run; fan-out over groups with concurrency limits
-//! and rolling batches.
+//! connection per host; fan-out over groups with concurrency limits and
+//! rolling batches. Masters outlive a run by the context's `ssh.persist`
+//! (default 60 s) so that the next run reuses them (`masters.rs`); the
+//! user's own ControlMaster is used where their ssh_config has one
+//! (`pool.rs`).
 
 mod exec;
 mod inventory;
+pub mod masters;
 mod pool;
 mod transfer;
 
@@ -16,11 +20,12 @@ use std::time::Instant;
 use futures_util::StreamExt;
 use rhai::{Array, Dynamic, Map};
 
-use self::exec::{Exec, HostOutput};
-use self::inventory::{Inventory, Target};
+use self::exec::{Exec, HostOutput, RunError};
+use self::inventory::{Inventory, SshOptions, Target};
+use self::pool::How;
 use crate::function;
 use crate::function::{Call, Failure, Function, Text};
-use crate::host::{Progress, StdlibError};
+use crate::host::{Level, Progress, StdlibError};
 
 pub(crate) use pool::close_connections;
 
@@ -41,6 +46,53 @@ const TAIL_LINES: usize = 5;
 
 fn inventory(call: &Call<'_>) -> Result<Inventory, StdlibError> {
     Inventory::from_sections(&call.host.section(""), &call.host.section("ssh"))
+}
+
+/// How a host's connection was got, if this call is the run's first on it.
+type Connected = Option<(How, bool)>;
+
+/// Run `exec` on `target` over its master; a master that stopped answering
+/// is replaced once (the command had not started). Also says how the
+/// connection was got, when there was one.
+async fn run_on(
+    exec: &Exec,
+    target: &Target,
+    options: &SshOptions,
+) -> (Result<HostOutput, StdlibError>, Connected) {
+    let (link, first) = match pool::session(target, options).await {
+        Ok(found) => found,
+        Err(error) => return (Err(error), None),
+    };
+    match exec.run(&link.session, target).await {
+        Ok(output) => (Ok(output), Some((link.how, first))),
+        Err(RunError::Failed(error)) => (Err(error), Some((link.how, first))),
+        Err(RunError::NoMaster(error)) => match pool::redial(target, options, &link).await {
+            Ok(None) => (Err(error), Some((link.how, first))),
+            Ok(Some(link)) => {
+                let result = exec
+                    .run(&link.session, target)
+                    .await
+                    .map_err(RunError::into_error);
+                (result, Some((link.how, true)))
+            }
+            Err(error) => (Err(error), None),
+        },
+    }
+}
+
+/// The debug line a single-host call journals when it is the run's first
+/// on the host.
+fn connection_note(target: &Target, how: How) -> String {
+    let what = match how {
+        How::New => "connected",
+        How::Reused => "reused a live master connection from an earlier run",
+        How::User => "uses the master of the user's own ssh_config (ControlPath)",
+    };
+    format!(
+        "ssh `{}`: {what} (connection: {})",
+        target.name,
+        how.as_str()
+    )
 }
 
 fn exec_from(
@@ -98,11 +150,12 @@ fn exec_one(call: &mut Call<'_>) -> Result<Dynamic, Failure> {
     let (exec, _) = exec_from(call, 2, EXEC_OPTIONS)?;
     let inventory = inventory(call)?;
     let target = inventory.resolve_host(&host)?;
-    let output = call.block_on(async {
-        let session = pool::session(&target, &inventory.options).await?;
-        exec.run(&session, &target).await
-    })?;
-    Ok(Dynamic::from_map(output.into_map()))
+    let (result, connected) =
+        call.block_on(async { Ok(run_on(&exec, &target, &inventory.options).await) })?;
+    if let Some((how, true)) = connected {
+        call.host.log(Level::Debug, &connection_note(&target, how));
+    }
+    Ok(Dynamic::from_map(result?.into_map()))
 }
 
 /// Targets from a host name, a group name, or an array of names.
@@ -253,11 +306,9 @@ fn exec_all(call: &mut Call<'_>) -> Result<Dynamic, Failure> {
                         return (index, HostResult::Skipped(target.name.clone()));
                     }
                     let started = Instant::now();
-                    let outcome = async {
-                        let session = pool::session(&target, &inventory_ref.options).await?;
-                        exec_ref.run(&session, &target).await
-                    }
-                    .await;
+                    let (outcome, connected) =
+                        run_on(exec_ref, &target, &inventory_ref.options).await;
+                    let connection = connected.map(|(how, _)| how.as_str());
                     let result = match outcome {
                         Ok(output) => {
                             host.progress(Progress::Item {
@@ -267,6 +318,7 @@ fn exec_all(call: &mut Call<'_>) -> Result<Dynamic, Failure> {
                                 duration: output.duration,
                                 error: None,
                                 output_tail: &tail(&output.stdout, TAIL_LINES),
+                                connection,
                             });
                             HostResult::Done(output)
                         }
@@ -282,6 +334,7 @@ fn exec_all(call: &mut Call<'_>) -> Result<Dynamic, Failure> {
                                 duration: started.elapsed(),
                                 error: Some(&message),
                                 output_tail: "",
+                                connection,
                             });
                             HostResult::Failed {
                                 host: target.name.clone(),
@@ -351,14 +404,23 @@ fn transfer(call: &mut Call<'_>, upload: bool) -> Result<Dynamic, Failure> {
     let (from, to) = (call.string(1)?, call.string(2)?);
     let inventory = inventory(call)?;
     let target = inventory.resolve_host(&host)?;
-    let bytes = call.block_on(async {
-        let session = pool::session(&target, &inventory.options).await?;
-        if upload {
+    let (bytes, connected) = call.block_on(async {
+        let (mut link, mut first) = pool::session(&target, &inventory.options).await?;
+        // SFTP cannot be started again halfway: make sure the master answers first.
+        if let Some(fresh) = pool::redial(&target, &inventory.options, &link).await? {
+            (link, first) = (fresh, true);
+        }
+        let session = link.session;
+        let bytes = if upload {
             transfer::upload(session, &target, &PathBuf::from(&from), &to).await
         } else {
             transfer::download(session, &target, &from, &PathBuf::from(&to)).await
-        }
+        }?;
+        Ok((bytes, first.then_some(link.how)))
     })?;
+    if let Some(how) = connected {
+        call.host.log(Level::Debug, &connection_note(&target, how));
+    }
     Ok(Dynamic::from_int(i64::try_from(bytes).unwrap_or(i64::MAX)))
 }
 
@@ -397,6 +459,13 @@ pub(crate) fn functions() -> Vec<Function> {
             /// waves: a count or "25%"; each wave finishes before the next starts),
             /// `fail_fast` (start no more hosts after a failure), `max_fail_percent`
             /// (start no more waves past it), `sudo`, `timeout`, `env`, `check`.
+            ///
+            /// Each host has one master connection that every ssh call shares. It
+            /// outlives the run by the context's `ssh.persist` (default `"60s"`,
+            /// `"0"` closes it at the end of the run), so running this again soon
+            /// skips the key exchange; each host's journal event says whether its
+            /// connection was `new`, `reused` or the user's own ControlMaster
+            /// (`user`). `runbook ssh status` lists live masters.
             ///
             /// ```rhai
             /// let results = ssh::exec_all("web", "systemctl reload nginx", #{batch: "25%", fail_fast: true});

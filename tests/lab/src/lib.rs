@@ -310,6 +310,11 @@ impl Lab {
         self.ssh.as_ref()
     }
 
+    /// The lab's ssh hosts, to stop or restart them ([`SshLab::restart`]).
+    pub fn ssh_mut(&mut self) -> Option<&mut SshLab> {
+        self.ssh.as_mut()
+    }
+
     /// The lab's PostgreSQL, if it was started with [`LabBuilder::postgres`].
     pub fn postgres(&self) -> Option<&PgLab> {
         self.pg.as_ref()

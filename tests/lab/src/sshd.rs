@@ -12,7 +12,8 @@
 //! | `spare-127.0.0.X.keys` | what a spare address accepts (a Hetzner fake server's keys once it runs) |
 //! | `known_hosts` | `[127.0.0.X]:PORT ssh-ed25519 …` for every host and spare address |
 //! | `ssh_config` | for `ssh -F`: key, known_hosts, port, user, batch mode |
-//! | `sshd-K.conf`, `sshd-K.log`, `sshd-K.pid` | instance K's config, stderr and pid |
+//! | `sshd-K.conf`, `sshd-K.log`, `sshd-K.pid` | instance K's config, stderr (LogLevel VERBOSE: one `Connection from` and one `Accepted publickey` line per login) and pid |
+//! | `sshd-K.earlier.log` | instance K's log before the last [`SshLab::restart`] |
 //!
 //! OpenSSH listens on at most 16 sockets per `sshd` (`MAX_LISTEN_SOCKS`), so
 //! N hosts take ceil(N/16) instances. Each instance sets
@@ -231,12 +232,75 @@ impl SshLab {
             .collect()
     }
 
-    /// Everything the sshd instances logged (LogLevel ERROR, so usually nothing).
+    /// Everything the sshd instances logged (LogLevel VERBOSE: connections,
+    /// logins, disconnects, errors), including before a restart.
     pub fn logs(&self) -> String {
-        self.instances
-            .iter()
-            .map(|instance| std::fs::read_to_string(&instance.log).unwrap_or_default())
+        (0..self.count.div_ceil(SOCKETS_PER_SSHD))
+            .flat_map(|index| {
+                [
+                    self.path(&format!("sshd-{index}.earlier.log")),
+                    self.path(&format!("sshd-{index}.log")),
+                ]
+            })
+            .map(|log| std::fs::read_to_string(log).unwrap_or_default())
             .collect()
+    }
+
+    /// Every successful login since the lab started (restarts included), as
+    /// the address the client connected to, in log order: sshd logs
+    /// `Connection from A port P on ADDRESS port …`, then `Accepted publickey
+    /// for USER from A port P`.
+    pub fn logins(&self) -> Vec<Ipv4Addr> {
+        let logs = self.logs();
+        let mut address_of_port = std::collections::HashMap::new();
+        let mut logins = Vec::new();
+        for line in logs.lines() {
+            let words: Vec<&str> = line.split_whitespace().collect();
+            if let Some(at) = words.iter().position(|word| *word == "Connection")
+                && words.get(at + 1) == Some(&"from")
+                && words.get(at + 5) == Some(&"on")
+                && let (Some(port), Some(address)) = (words.get(at + 4), words.get(at + 6))
+                && let Ok(address) = address.parse::<Ipv4Addr>()
+            {
+                address_of_port.insert((*port).to_owned(), address);
+            }
+            if let Some(at) = words.iter().position(|word| *word == "Accepted")
+                && words.get(at + 1) == Some(&"publickey")
+                && let Some(from) = words.iter().skip(at).position(|word| *word == "port")
+                && let Some(port) = words.get(at + from + 1)
+                && let Some(address) = address_of_port.get(*port)
+            {
+                logins.push(*address);
+            }
+        }
+        logins
+    }
+
+    /// Stop every sshd (and everything started through it, as [`SshLab::stop`]),
+    /// then start them again on the same port with the same keys: what a
+    /// host's reboot looks like to a client. Earlier logs move to
+    /// `sshd-K.earlier.log`.
+    pub fn restart(&mut self) -> anyhow::Result<()> {
+        self.stop();
+        for index in 0..self.count.div_ceil(SOCKETS_PER_SSHD) {
+            let log = self.path(&format!("sshd-{index}.log"));
+            let earlier = self.path(&format!("sshd-{index}.earlier.log"));
+            let text = std::fs::read_to_string(&log).unwrap_or_default();
+            let mut kept = std::fs::read_to_string(&earlier).unwrap_or_default();
+            kept.push_str(&text);
+            std::fs::write(&earlier, kept)
+                .with_context(|| format!("cannot write `{}`", earlier.display()))?;
+        }
+        match self.start_instances()? {
+            Started::Ready => Ok(()),
+            Started::PortTaken(why) => {
+                self.stop();
+                bail!(
+                    "cannot restart sshd on port {}: another program took it: {why}",
+                    self.port
+                )
+            }
+        }
     }
 
     /// Stop every process started through the lab's sshd, then the sshd
@@ -452,7 +516,7 @@ MaxSessions 100
 SetEnv SHLVL=1 {marker}
 AcceptEnv *
 Subsystem sftp internal-sftp
-LogLevel ERROR
+LogLevel VERBOSE
 "
         );
         for slot in self.spare_slots() {

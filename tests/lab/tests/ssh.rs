@@ -296,3 +296,36 @@ fn dropping_the_lab_stops_sshd_and_what_ran_through_it() {
     let status = session.wait().unwrap();
     assert!(!status.success());
 }
+
+#[test]
+fn logins_name_the_host_and_survive_a_restart() {
+    let mut lab = lab(18);
+    let ssh_lab = ssh(&lab);
+    assert!(ssh_lab.logins().is_empty());
+    // 127.0.0.17 is served by the second sshd instance.
+    for address in ["127.0.0.2", "127.0.0.17", "127.0.0.2"] {
+        assert!(run_ssh(ssh_lab, &[], address, "true").status.success());
+    }
+    let two: std::net::Ipv4Addr = "127.0.0.2".parse().unwrap();
+    let seventeen: std::net::Ipv4Addr = "127.0.0.17".parse().unwrap();
+    let mut logins = ssh_lab.logins();
+    logins.sort();
+    assert_eq!(logins, [two, two, seventeen]);
+    let port = ssh_lab.port();
+    let before = ssh_lab.pids();
+
+    lab.ssh_mut().unwrap().restart().unwrap();
+    let ssh_lab = ssh(&lab);
+    assert_eq!(ssh_lab.port(), port, "same port after a restart");
+    assert!(
+        before.iter().all(|pid| !alive(*pid)),
+        "old sshd still running"
+    );
+    let output = run_ssh(ssh_lab, &[], "127.0.0.17", "true");
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    assert_eq!(
+        ssh_lab.logins().len(),
+        4,
+        "logins before the restart are kept"
+    );
+}
