@@ -112,6 +112,15 @@ impl RunHost {
         *lock(&self.journal) = Some(journal);
     }
 
+    /// The run's folder in the state dir (`runs/RUN`), where its journal is
+    /// and where `--wait-for-approval` puts its gate requests; `None` before
+    /// a journal is attached.
+    pub fn run_dir(&self) -> Option<PathBuf> {
+        lock(&self.journal)
+            .as_ref()
+            .and_then(|journal| journal.path().parent().map(std::path::Path::to_path_buf))
+    }
+
     /// Close the journal (at the end of the run).
     pub fn detach_journal(&self) -> Option<Journal> {
         lock(&self.journal).take()

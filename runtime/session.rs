@@ -56,7 +56,7 @@ impl Session {
                 None => diagnostic,
             }
         })?;
-        Session::new(Mode::Live, context, ApprovalPolicy::new(false, None))
+        Session::new(Mode::Live, context, ApprovalPolicy::new(false, None, None))
     }
 
     /// A session that runs nothing: for `check` and `doc`.
