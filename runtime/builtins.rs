@@ -334,7 +334,8 @@ fn pass_gate(host: &RunHost, gate: &Gate) -> Result<(), StdlibError> {
             return Ok(());
         }
         Verdict::FailClosed { how, message, hint } | Verdict::Reject { how, message, hint } => {
-            let channel = if how.contains("terminal") {
+            // Refused at the starter's own terminal (four eyes), else by the flags.
+            let channel = if host.approvals.interactive && !host.approvals.approve {
                 Channel::Terminal
             } else {
                 Channel::Flag

@@ -454,3 +454,56 @@ fn approving_an_unknown_run_exits_2_with_a_hint() {
         .assert_contains("Exit codes:")
         .assert_contains("already decided");
 }
+
+#[test]
+fn resume_waits_at_the_gate_again_after_it_expired() {
+    let scratch = scratch(GATED);
+    let state = scratch.file("state");
+    scratch
+        .run("gated.rhai")
+        .args(["--wait-for-approval", "1s"])
+        .state_dir(&state)
+        .output()
+        .assert_exit(3);
+    let run = std::fs::read_dir(state.join("runs"))
+        .unwrap()
+        .flatten()
+        .next()
+        .unwrap()
+        .file_name()
+        .to_string_lossy()
+        .into_owned();
+    let mut child = spawn(
+        scratch.path(),
+        &state,
+        &["resume", &run, "--wait-for-approval", "10m"],
+        "alice",
+    );
+    assert_eq!(waiting_run(&state, &mut child, scratch.path()), run);
+    command(&scratch, &state, &["approve", &run], "bob").assert_success();
+    assert_eq!(
+        exit_code(&mut child, scratch.path()),
+        0,
+        "{}",
+        run_log(scratch.path())
+    );
+    assert!(scratch.exists("FILE"));
+    let decisions: Vec<String> = gate_events(&state, &run)
+        .iter()
+        .map(|event| event["decision"].as_str().unwrap_or_default().to_owned())
+        .collect();
+    assert_eq!(decisions, ["waiting", "expired", "waiting", "approved"]);
+}
+
+#[test]
+fn four_eyes_must_be_true_or_false() {
+    let scratch = scratch(GATED);
+    scratch.write("runbook.toml", "[context.prod]\nfour_eyes = \"yes\"\n");
+    scratch
+        .run("gated.rhai")
+        .context("prod")
+        .output()
+        .assert_exit(2)
+        .assert_contains("context.prod.four_eyes")
+        .assert_contains("must be true or false");
+}
