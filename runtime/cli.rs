@@ -34,7 +34,7 @@ Exit codes:
   0    ok (for --dry-run: the plan was produced)
   1    a step failed (rollbacks ran)
   2    usage or script error: bad arguments, syntax, unknown function, missing param
-  3    an approval gate was rejected, or could not be asked without --approve
+  3    an approval gate was rejected or expired, or could not be asked without --approve
   4    locked: another run holds the lock
   130  interrupted by Ctrl-C (rollbacks ran)
 
