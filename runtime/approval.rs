@@ -2,7 +2,10 @@
 //! matters. The verdict is a pure function of what is known at the gate
 //! ([`verdict`]): interactive runs ask on the terminal; non-interactive runs
 //! fail closed unless started with `--approve` (and, for a protected
-//! context, `--confirm CONTEXT`). Whether a gate is asked at all (a dry-run
+//! context, `--confirm CONTEXT`), or wait for `runbook approve` from another
+//! shell when started with `--wait-for-approval DURATION` (`remote.rs`). In a
+//! `four_eyes` context the person who started the run approves nothing: its
+//! gates wait for someone else, or are refused. Whether a gate is asked at all (a dry-run
 //! records it instead) is the effect table's decision (`decision::decide`),
 //! not this module's. The terminal prompt itself is [`read_answer`].
 
@@ -20,10 +23,13 @@ pub struct ApprovalPolicy {
     pub confirm: Option<String>,
     /// Whether a person is at the terminal to ask.
     pub interactive: bool,
+    /// `--wait-for-approval DURATION`: a gate nobody here can approve waits
+    /// this long for `runbook approve`/`reject` from another shell.
+    pub wait: Option<Duration>,
 }
 
 impl ApprovalPolicy {
-    pub fn new(approve: bool, confirm: Option<String>) -> Self {
+    pub fn new(approve: bool, confirm: Option<String>, wait: Option<Duration>) -> Self {
         let interactive = std::io::stdin().is_terminal()
             && std::io::stderr().is_terminal()
             && !crate::identity::ci();
@@ -31,6 +37,7 @@ impl ApprovalPolicy {
             approve,
             confirm,
             interactive,
+            wait,
         }
     }
 }
@@ -57,6 +64,8 @@ pub struct Facts<'a> {
     pub confirm: Option<&'a str>,
     /// This gate was approved before the point a resumed run continues from.
     pub approved_before: bool,
+    /// The context is `four_eyes = true`: whoever started the run cannot approve it.
+    pub four_eyes: bool,
 }
 
 /// What happens at a gate.
@@ -79,9 +88,30 @@ pub enum Verdict {
         message: String,
         hint: String,
     },
+    /// Wait (at most `timeout`) for someone to answer with `runbook approve`
+    /// (with `--confirm` = `expected`, when there is text to type) or
+    /// `runbook reject` from another shell.
+    Wait {
+        timeout: Duration,
+        expected: Option<String>,
+    },
+}
+
+/// The hint of every refusal that someone else's approval would fix.
+fn four_eyes_hint() -> String {
+    "start the run with --wait-for-approval 30m and ask someone else to run `runbook approve RUN`"
+        .to_owned()
 }
 
 /// Decide a gate. Pure: every input is in `facts`.
+///
+/// In order: an approval before the resume point counts; a terminal asks
+/// (unless four eyes are required: the person at it started the run); in a
+/// four-eyes context nothing the starter did approves, so the gate waits
+/// (`--wait-for-approval`) or is refused; `--approve` passes (with the right
+/// `--confirm` on a protected context); whatever is left waits when the run
+/// may wait, else fails closed. A `--confirm` naming another context is
+/// always a rejection: it shows a mix-up, not a missing approval.
 pub fn verdict(gate_message: &str, facts: &Facts<'_>) -> Verdict {
     if facts.approved_before {
         return Verdict::Approve {
@@ -89,15 +119,50 @@ pub fn verdict(gate_message: &str, facts: &Facts<'_>) -> Verdict {
         };
     }
     let policy = facts.policy;
-    if policy.interactive {
-        let expected = facts.confirm.map(str::to_owned).or_else(|| {
-            facts
-                .protected
-                .then(|| facts.context.unwrap_or_default().to_owned())
-        });
+    let name = facts.context.unwrap_or_default();
+    let expected = facts
+        .confirm
+        .map(str::to_owned)
+        .or_else(|| facts.protected.then(|| name.to_owned()));
+    if policy.interactive && !facts.four_eyes {
         return Verdict::Ask { expected };
     }
+    let wait = policy.wait.map(|timeout| Verdict::Wait {
+        timeout,
+        expected: expected.clone(),
+    });
+    if facts.four_eyes {
+        if let Some(wait) = wait {
+            return wait;
+        }
+        return if policy.approve {
+            Verdict::Reject {
+                how: "--approve on a four-eyes context".into(),
+                message: format!(
+                    "context `{name}` requires four eyes: the person who started the run cannot approve its gates, not even with --approve"
+                ),
+                hint: four_eyes_hint(),
+            }
+        } else if policy.interactive {
+            Verdict::Reject {
+                how: "four eyes (terminal of the starter)".into(),
+                message: format!(
+                    "context `{name}` requires four eyes: the person who started the run cannot approve its gates at its terminal"
+                ),
+                hint: four_eyes_hint(),
+            }
+        } else {
+            Verdict::FailClosed {
+                how: "no terminal".into(),
+                message: format!("approval needed: {gate_message}"),
+                hint: format!("context `{name}` requires four eyes: {}", four_eyes_hint()),
+            }
+        };
+    }
     if !policy.approve {
+        if let Some(wait) = wait {
+            return wait;
+        }
         return Verdict::FailClosed {
             how: "no terminal".into(),
             message: format!("approval needed: {gate_message}"),
@@ -109,18 +174,17 @@ pub fn verdict(gate_message: &str, facts: &Facts<'_>) -> Verdict {
             how: "--approve".into(),
         };
     }
-    let name = facts.context.unwrap_or_default();
     match policy.confirm.as_deref() {
         Some(typed) if typed == name => Verdict::Approve {
             how: format!("--approve --confirm {name}"),
         },
-        None => Verdict::Reject {
+        None => wait.unwrap_or_else(|| Verdict::Reject {
             how: "--approve without --confirm".into(),
             message: format!(
                 "context `{name}` is protected: --approve alone does not pass its gates"
             ),
             hint: format!("pass --confirm {name} to show you mean this context"),
-        },
+        }),
         Some(other) => Verdict::Reject {
             how: format!("--confirm {other} (wrong context)"),
             message: format!(
@@ -184,30 +248,20 @@ pub fn read_answer(timeout: Option<Duration>) -> Option<String> {
 mod tests {
     use super::*;
 
-    fn policy(interactive: bool, approve: bool, confirm: Option<&str>) -> ApprovalPolicy {
+    const WAIT: Duration = Duration::from_secs(1800);
+
+    fn policy(
+        interactive: bool,
+        approve: bool,
+        confirm: Option<&str>,
+        wait: Option<Duration>,
+    ) -> ApprovalPolicy {
         ApprovalPolicy {
             approve,
             confirm: confirm.map(str::to_owned),
             interactive,
+            wait,
         }
-    }
-
-    fn decide(
-        policy: &ApprovalPolicy,
-        protected: bool,
-        gate_confirm: Option<&str>,
-        before: bool,
-    ) -> Verdict {
-        verdict(
-            "ship it?",
-            &Facts {
-                policy,
-                protected,
-                context: Some("prod"),
-                confirm: gate_confirm,
-                approved_before: before,
-            },
-        )
     }
 
     fn approve(how: &str) -> Verdict {
@@ -220,51 +274,144 @@ mod tests {
         }
     }
 
+    fn reject(how: &str, message: &str, hint: &str) -> Verdict {
+        Verdict::Reject {
+            how: how.into(),
+            message: message.into(),
+            hint: hint.into(),
+        }
+    }
+
+    const FOUR_EYES_HINT: &str = "start the run with --wait-for-approval 30m and ask someone else to run `runbook approve RUN`";
+
     /// Every cell: terminal or not × --approve × --confirm (none, right,
-    /// wrong) × protected × the gate's own confirm text × approved before.
+    /// wrong) × protected × the gate's own confirm text × approved before ×
+    /// --wait-for-approval × four eyes.
     #[test]
     fn every_cell_of_the_gate_table() {
+        let mut cells = 0;
         for interactive in [false, true] {
             for approve_flag in [false, true] {
                 for confirm in [None, Some("prod"), Some("staging")] {
                     for protected in [false, true] {
                         for gate_confirm in [None, Some("v2")] {
                             for before in [false, true] {
-                                let policy = policy(interactive, approve_flag, confirm);
-                                let got = decide(&policy, protected, gate_confirm, before);
-                                let expected = if before {
-                                    approve("approved before the resume point")
-                                } else if interactive {
-                                    ask(gate_confirm.or(protected.then_some("prod")))
-                                } else if !approve_flag {
-                                    Verdict::FailClosed {
-                                        how: "no terminal".into(),
-                                        message: "approval needed: ship it?".into(),
-                                        hint: "no terminal to ask on (or CI is set): re-run with --approve to approve gates in advance".into(),
+                                for wait in [None, Some(WAIT)] {
+                                    for four_eyes in [false, true] {
+                                        let policy =
+                                            policy(interactive, approve_flag, confirm, wait);
+                                        let got = verdict(
+                                            "ship it?",
+                                            &Facts {
+                                                policy: &policy,
+                                                protected,
+                                                context: Some("prod"),
+                                                confirm: gate_confirm,
+                                                approved_before: before,
+                                                four_eyes,
+                                            },
+                                        );
+                                        let typed = gate_confirm.or(protected.then_some("prod"));
+                                        let waits = Verdict::Wait {
+                                            timeout: WAIT,
+                                            expected: typed.map(str::to_owned),
+                                        };
+                                        let fail_closed = |hint: &str| Verdict::FailClosed {
+                                            how: "no terminal".into(),
+                                            message: "approval needed: ship it?".into(),
+                                            hint: hint.into(),
+                                        };
+                                        let expected = if before {
+                                            approve("approved before the resume point")
+                                        } else if interactive && !four_eyes {
+                                            ask(typed)
+                                        } else if four_eyes {
+                                            if wait.is_some() {
+                                                waits
+                                            } else if approve_flag {
+                                                reject(
+                                                    "--approve on a four-eyes context",
+                                                    "context `prod` requires four eyes: the person who started the run cannot approve its gates, not even with --approve",
+                                                    FOUR_EYES_HINT,
+                                                )
+                                            } else if interactive {
+                                                reject(
+                                                    "four eyes (terminal of the starter)",
+                                                    "context `prod` requires four eyes: the person who started the run cannot approve its gates at its terminal",
+                                                    FOUR_EYES_HINT,
+                                                )
+                                            } else {
+                                                fail_closed(&format!(
+                                                    "context `prod` requires four eyes: {FOUR_EYES_HINT}"
+                                                ))
+                                            }
+                                        } else if !approve_flag {
+                                            if wait.is_some() {
+                                                waits
+                                            } else {
+                                                fail_closed(
+                                                    "no terminal to ask on (or CI is set): re-run with --approve to approve gates in advance",
+                                                )
+                                            }
+                                        } else if !protected {
+                                            approve("--approve")
+                                        } else {
+                                            match confirm {
+                                                Some("prod") => approve("--approve --confirm prod"),
+                                                None if wait.is_some() => waits,
+                                                None => reject(
+                                                    "--approve without --confirm",
+                                                    "context `prod` is protected: --approve alone does not pass its gates",
+                                                    "pass --confirm prod to show you mean this context",
+                                                ),
+                                                Some(other) => reject(
+                                                    &format!("--confirm {other} (wrong context)"),
+                                                    &format!(
+                                                        "context `prod` is protected and --confirm names `{other}`, not `prod`"
+                                                    ),
+                                                    "pass --confirm prod to show you mean this context",
+                                                ),
+                                            }
+                                        };
+                                        assert_eq!(
+                                            got, expected,
+                                            "interactive={interactive} approve={approve_flag} confirm={confirm:?} protected={protected} gate_confirm={gate_confirm:?} before={before} wait={wait:?} four_eyes={four_eyes}"
+                                        );
+                                        cells += 1;
                                     }
-                                } else if !protected {
-                                    approve("--approve")
-                                } else {
-                                    match confirm {
-                                        Some("prod") => approve("--approve --confirm prod"),
-                                        None => Verdict::Reject {
-                                            how: "--approve without --confirm".into(),
-                                            message: "context `prod` is protected: --approve alone does not pass its gates".into(),
-                                            hint: "pass --confirm prod to show you mean this context".into(),
-                                        },
-                                        Some(other) => Verdict::Reject {
-                                            how: format!("--confirm {other} (wrong context)"),
-                                            message: format!("context `prod` is protected and --confirm names `{other}`, not `prod`"),
-                                            hint: "pass --confirm prod to show you mean this context".into(),
-                                        },
-                                    }
-                                };
-                                assert_eq!(
-                                    got, expected,
-                                    "interactive={interactive} approve={approve_flag} confirm={confirm:?} protected={protected} gate_confirm={gate_confirm:?} before={before}"
-                                );
+                                }
                             }
                         }
+                    }
+                }
+            }
+        }
+        assert_eq!(cells, 2 * 2 * 3 * 2 * 2 * 2 * 2 * 2);
+    }
+
+    /// Four eyes never lets the starter through, whatever else is set; a
+    /// run that may wait always waits rather than failing closed.
+    #[test]
+    fn four_eyes_never_approves_and_waiting_never_fails_closed() {
+        for interactive in [false, true] {
+            for approve_flag in [false, true] {
+                for confirm in [None, Some("prod")] {
+                    for wait in [None, Some(WAIT)] {
+                        let policy = policy(interactive, approve_flag, confirm, wait);
+                        let facts = Facts {
+                            policy: &policy,
+                            protected: true,
+                            context: Some("prod"),
+                            confirm: None,
+                            approved_before: false,
+                            four_eyes: true,
+                        };
+                        let got = verdict("ship it?", &facts);
+                        assert!(
+                            !matches!(got, Verdict::Approve { .. } | Verdict::Ask { .. }),
+                            "{got:?}"
+                        );
+                        assert_eq!(matches!(got, Verdict::Wait { .. }), wait.is_some());
                     }
                 }
             }

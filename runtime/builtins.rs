@@ -11,7 +11,7 @@ use runbook_stdlib::{Call, Effect, Failure, Function, Host as _, StdlibError, fu
 use crate::approval::{self, Gate, Verdict};
 use crate::decision::{Decision, decide};
 use crate::error::Diagnostic;
-use crate::event::{Event, GateDecision, StepStatus};
+use crate::event::{Channel, Event, GateDecision, StepStatus};
 use crate::gate::RunHost;
 use crate::header::Requirement;
 
@@ -75,9 +75,12 @@ pub fn functions(host: &Arc<RunHost>) -> Vec<Function> {
             /// An approval gate: a person approves before the run goes on. On a
             /// terminal it asks (for `confirm`, or a protected context, the person types
             /// the text); without one it fails closed (exit 3) unless the run has
-            /// `--approve` (and `--confirm CONTEXT` for a protected context). A dry-run
-            /// records it in the plan. Options: `confirm` (text to type), `timeout`
-            /// (reject when nobody answers).
+            /// `--approve` (and `--confirm CONTEXT` for a protected context), or waits
+            /// for `runbook approve RUN` from another shell when started with
+            /// `--wait-for-approval DURATION`. In a `four_eyes` context the person who
+            /// started the run cannot approve it. A dry-run records it in the plan.
+            /// Options: `confirm` (text to type), `timeout` (reject when nobody answers;
+            /// also bounds `--wait-for-approval`).
             ///
             /// ```rhai
             /// approve("Roll out v2 to production?", #{confirm: "v2"});
@@ -280,38 +283,76 @@ fn approve(host: &RunHost, call: &mut Call<'_>) -> Result<Dynamic, Failure> {
 /// decision is an event. `Err` is a rejection.
 fn pass_gate(host: &RunHost, call_engine: &rhai::Engine, gate: &Gate) -> Result<(), StdlibError> {
     let at = host.location(gate.position);
-    let event = |decision: GateDecision, approver: String, how: &str| Event::Gate {
-        message: gate.message.clone(),
-        confirm: gate.confirm.clone(),
-        decision,
-        approver,
-        how: how.to_owned(),
-        at: at.clone(),
-        time: crate::event::now(),
+    let decided =
+        |decision: GateDecision, approver: String, how: &str, channel: Option<Channel>| {
+            Event::Gate {
+                message: gate.message.clone(),
+                confirm: gate.confirm.clone(),
+                decision,
+                approver,
+                how: how.to_owned(),
+                at: at.clone(),
+                channel,
+                comment: None,
+                expires: None,
+                time: crate::event::now(),
+            }
+        };
+    // Answers at the terminal (below).
+    let event = |decision: GateDecision, approver: String, how: &str| {
+        decided(decision, approver, how, Some(Channel::Terminal))
     };
     if let Decision::Skip(_) = decide(Effect::Write, host.mode(), false, false) {
         host.record_gate(&gate.message, gate.position, gate.confirm.clone());
-        host.emit(&event(GateDecision::Planned, String::new(), "dry-run"));
+        host.emit(&decided(
+            GateDecision::Planned,
+            String::new(),
+            "dry-run",
+            None,
+        ));
         return Ok(());
     }
+    let approved_before = host.take_earlier_approval(&gate.message, &at);
     let facts = approval::Facts {
         policy: &host.approvals,
         protected: host.context.protected,
         context: host.context.name.as_deref(),
         confirm: gate.confirm.as_deref(),
-        approved_before: host.take_earlier_approval(&gate.message, &at),
+        approved_before,
+        four_eyes: host.context.four_eyes,
     };
     let expected = match approval::verdict(&gate.message, &facts) {
         Verdict::Approve { how } => {
-            host.emit(&event(GateDecision::Approved, host.actor(), &how));
+            let channel = (!approved_before).then_some(Channel::Flag);
+            host.emit(&decided(
+                GateDecision::Approved,
+                host.actor(),
+                &how,
+                channel,
+            ));
             return Ok(());
         }
         Verdict::FailClosed { how, message, hint } | Verdict::Reject { how, message, hint } => {
-            host.emit(&event(GateDecision::Rejected, host.actor(), &how));
+            // Refused at the starter's own terminal (four eyes), else by the flags.
+            let channel = if host.approvals.interactive && !host.approvals.approve {
+                Channel::Terminal
+            } else {
+                Channel::Flag
+            };
+            host.emit(&decided(
+                GateDecision::Rejected,
+                host.actor(),
+                &how,
+                Some(channel),
+            ));
             return Err(StdlibError::Refused {
                 message,
                 hint: Some(hint),
             });
+        }
+        Verdict::Wait { timeout, expected } => {
+            let timeout = gate.timeout.map_or(timeout, |own| own.min(timeout));
+            return wait_for_approval(host, gate, &at, timeout, expected.as_deref());
         }
         Verdict::Ask { expected } => expected,
     };
@@ -325,11 +366,19 @@ fn pass_gate(host: &RunHost, call_engine: &rhai::Engine, gate: &Gate) -> Result<
         host.printer.styles_bold("approval needed:"),
         host.printer.redactor().mask(&gate.message)
     ));
+    // A terminal answer with its comment (an approval's, or a rejection's reason).
+    let answered = |decision: GateDecision, how: &str, comment: Option<String>| {
+        let mut answer = event(decision, host.actor(), how);
+        if let Event::Gate { comment: slot, .. } = &mut answer {
+            *slot = comment;
+        }
+        answer
+    };
     let reject = |how: &str, reason: &str| {
-        host.emit(&event(
+        host.emit(&answered(
             GateDecision::Rejected,
-            host.actor(),
-            &format!("{how}: {reason}"),
+            how,
+            Some(reason.to_owned()),
         ));
         Err(StdlibError::Refused {
             message: format!("rejected at the gate ({reason}): {}", gate.message),
@@ -346,11 +395,7 @@ fn pass_gate(host: &RunHost, call_engine: &rhai::Engine, gate: &Gate) -> Result<
                 return None;
             }
         }
-        let how = match comment {
-            Some(comment) => format!("terminal: {comment}"),
-            None => "terminal".to_owned(),
-        };
-        host.emit(&event(GateDecision::Approved, host.actor(), &how));
+        host.emit(&answered(GateDecision::Approved, "terminal", comment));
         Some(Ok(()))
     };
     loop {
@@ -410,3 +455,236 @@ const GATE_HELP: &str = "  a  approve: the run goes on (a protected context asks
   i  inspect: a REPL in the paused run, with its variables; :approve, :reject REASON, :abort
   p  what the run changed so far
   ?  this help";
+
+/// `--wait-for-approval`: journal that the run waits, publish the gate for
+/// `runbook gates`, and wait (polling, Ctrl-C stops it) for `runbook approve`
+/// or `runbook reject` from another shell, or the expiry. See `remote.rs`.
+fn wait_for_approval(
+    host: &RunHost,
+    gate: &Gate,
+    at: &str,
+    timeout: Duration,
+    expected: Option<&str>,
+) -> Result<(), StdlibError> {
+    use crate::remote::{self, Answered, Outcome, Request};
+    let message = host.printer.redactor().mask(&gate.message).into_owned();
+    let record = |decision: GateDecision,
+                  approver: String,
+                  how: &str,
+                  channel: Channel,
+                  comment: Option<String>,
+                  expires: Option<String>| {
+        host.emit(&Event::Gate {
+            message: gate.message.clone(),
+            confirm: gate.confirm.clone(),
+            decision,
+            approver,
+            how: how.to_owned(),
+            at: at.to_owned(),
+            channel: Some(channel),
+            comment,
+            expires,
+            time: crate::event::now(),
+        });
+    };
+    let Some(run_dir) = host.run_dir() else {
+        record(
+            GateDecision::Rejected,
+            host.actor(),
+            "cannot wait without a journal",
+            Channel::Flag,
+            None,
+            None,
+        );
+        return Err(StdlibError::Refused {
+            message: format!("approval needed: {message}"),
+            hint: Some(
+                "only a run (`runbook run`, `runbook resume`) can wait for `runbook approve`"
+                    .into(),
+            ),
+        });
+    };
+    let run_id = run_dir
+        .file_name()
+        .map(|name| name.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let started_by = host.actor();
+    let since = chrono::Utc::now();
+    let expires_at = chrono::Duration::from_std(timeout)
+        .ok()
+        .and_then(|span| since.checked_add_signed(span))
+        .unwrap_or(chrono::DateTime::<chrono::Utc>::MAX_UTC);
+    let stamp =
+        |time: chrono::DateTime<chrono::Utc>| time.format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string();
+    let pid = std::process::id();
+    let request = Request {
+        run_id: run_id.clone(),
+        gate_id: remote::new_gate_id(),
+        message: message.clone(),
+        at: at.to_owned(),
+        runbook: host
+            .file
+            .as_ref()
+            .map(|file| file.display().to_string())
+            .unwrap_or_default(),
+        since: stamp(since),
+        expires: stamp(expires_at),
+        started_by: started_by.clone(),
+        context: host.context.name.clone(),
+        protected: host.context.protected,
+        four_eyes: host.context.four_eyes,
+        confirm: expected.map(str::to_owned),
+        pid,
+        start_ticks: crate::lock::start_ticks(pid),
+    };
+    // The journal says the run waits before anyone can answer.
+    record(
+        GateDecision::Waiting,
+        started_by.clone(),
+        "--wait-for-approval",
+        Channel::Remote,
+        None,
+        Some(request.expires.clone()),
+    );
+    if let Err(problem) = remote::open(&run_dir, &request) {
+        record(
+            GateDecision::Rejected,
+            started_by,
+            "cannot publish the gate",
+            Channel::Remote,
+            None,
+            None,
+        );
+        return Err(StdlibError::Refused {
+            message: format!("cannot wait for approval: {problem}"),
+            hint: Some("set RUNBOOK_STATE_DIR to a writable folder".into()),
+        });
+    }
+    let confirm = expected
+        .map(|text| format!(" --confirm {text}"))
+        .unwrap_or_default();
+    host.printer.line(&format!(
+        "  from another shell, within {}:\n  approve: runbook approve {run_id}{confirm} [--comment TEXT]\n  reject:  runbook reject {run_id} --reason TEXT{}",
+        runbook_stdlib::duration::human(timeout),
+        if host.context.four_eyes {
+            format!("\n  four eyes: someone other than {started_by} must approve")
+        } else {
+            String::new()
+        }
+    ));
+    let deadline = Instant::now() + timeout;
+    let outcome = remote::wait(&run_dir, &request, deadline, &|| host.was_interrupted());
+    remote::close(&run_dir, &request.gate_id);
+    let waited = format!(
+        "no decision within {}",
+        runbook_stdlib::duration::human(timeout)
+    );
+    let answer = match outcome {
+        Outcome::Answered(answer) => answer,
+        Outcome::Expired(answer) => answer,
+        Outcome::Interrupted => remote::Answer {
+            gate_id: request.gate_id.clone(),
+            decision: Answered::Interrupted,
+            by: started_by.clone(),
+            comment: None,
+            confirm: None,
+            time: crate::event::now(),
+        },
+        Outcome::Broken(problem) => {
+            record(
+                GateDecision::Rejected,
+                started_by,
+                "the decision could not be read",
+                Channel::Remote,
+                None,
+                None,
+            );
+            return Err(StdlibError::Refused {
+                message: format!("cannot read the decision: {problem}"),
+                hint: None,
+            });
+        }
+    };
+    match answer.decision {
+        Answered::Approved => {
+            // `runbook approve` checks these before it writes; a decision
+            // file that breaks them (written by hand) does not pass.
+            let problem = if host.context.four_eyes && answer.by == started_by {
+                Some(format!(
+                    "four eyes: {} started the run and cannot approve it",
+                    answer.by
+                ))
+            } else if expected.is_some() && answer.confirm.as_deref() != expected {
+                Some("the approval does not give the text this gate asks for".to_owned())
+            } else {
+                None
+            };
+            let Some(problem) = problem else {
+                record(
+                    GateDecision::Approved,
+                    answer.by,
+                    "runbook approve",
+                    Channel::Remote,
+                    answer.comment,
+                    None,
+                );
+                return Ok(());
+            };
+            record(
+                GateDecision::Rejected,
+                answer.by,
+                &format!("runbook approve, not accepted: {problem}"),
+                Channel::Remote,
+                answer.comment,
+                None,
+            );
+            Err(StdlibError::Refused {
+                message: format!("approval not accepted ({problem}): {message}"),
+                hint: None,
+            })
+        }
+        Answered::Rejected => {
+            let reason = answer.comment.clone().unwrap_or_default();
+            record(
+                GateDecision::Rejected,
+                answer.by.clone(),
+                "runbook reject",
+                Channel::Remote,
+                answer.comment,
+                None,
+            );
+            Err(StdlibError::Refused {
+                message: format!("rejected by {}: {reason}", answer.by),
+                hint: None,
+            })
+        }
+        Answered::Expired => {
+            record(
+                GateDecision::Expired,
+                String::new(),
+                &waited,
+                Channel::Expired,
+                None,
+                None,
+            );
+            Err(StdlibError::Refused {
+                message: format!("the gate expired ({waited}): {message}"),
+                hint: Some(
+                    "`runbook resume RUN --wait-for-approval DURATION` waits at it again"
+                        .to_owned(),
+                ),
+            })
+        }
+        Answered::Interrupted => {
+            record(
+                GateDecision::Rejected,
+                started_by,
+                "interrupted while waiting",
+                Channel::Terminal,
+                None,
+                None,
+            );
+            Err(StdlibError::Interrupted)
+        }
+    }
+}

@@ -28,12 +28,13 @@ const MAIN_AFTER: &str = "Examples:
   runbook check runbooks/
   runbook doc shell::run
   runbook repl --context production
+  runbook gates                       gates waiting for `runbook approve` / `runbook reject`
 
 Exit codes:
   0    ok (for --dry-run: the plan was produced)
   1    a step failed (rollbacks ran)
   2    usage or script error: bad arguments, syntax, unknown function, missing param
-  3    an approval gate was rejected, or could not be asked without --approve
+  3    an approval gate was rejected or expired, or could not be asked without --approve
   4    locked: another run holds the lock
   130  interrupted by Ctrl-C (rollbacks ran)
 
@@ -125,6 +126,34 @@ enum Command {
         #[command(flatten)]
         execution: Execution,
     },
+    /// Gates that runs started with --wait-for-approval are waiting at: run,
+    /// since when, expiry, who started it, context, the gate's message.
+    #[command(after_help = GATES_AFTER)]
+    Gates,
+    /// Approve the gate a run waits at (started with --wait-for-approval); the
+    /// run goes on within a second.
+    #[command(after_help = APPROVE_AFTER)]
+    Approve {
+        /// Run id (from `runbook gates`).
+        run: String,
+        /// A comment for the journal.
+        #[arg(long, value_name = "TEXT")]
+        comment: Option<String>,
+        /// For a protected context: its name, typed out (or the text the gate's
+        /// own `confirm` asks for).
+        #[arg(long, value_name = "TEXT")]
+        confirm: Option<String>,
+    },
+    /// Reject the gate a run waits at (started with --wait-for-approval); the
+    /// run rolls back and exits 3.
+    #[command(after_help = REJECT_AFTER)]
+    Reject {
+        /// Run id (from `runbook gates`).
+        run: String,
+        /// Why, for the journal (required).
+        #[arg(long, value_name = "TEXT", required = true)]
+        reason: String,
+    },
     /// Audit trail checks.
     #[command(subcommand)]
     Audit(AuditCommand),
@@ -173,6 +202,45 @@ enum SshCommand {
     },
 }
 
+const GATES_AFTER: &str = "\
+A run without a terminal that is started with --wait-for-approval DURATION waits at a gate it
+cannot pass otherwise (no --approve, a protected context without --confirm, a four-eyes context)
+instead of failing. It writes $RUNBOOK_STATE_DIR/runs/RUN/gate.json, which this command lists;
+answer it with `runbook approve RUN` or `runbook reject RUN --reason TEXT` from any shell that
+uses the same state dir. A run whose process died is noted, not listed.
+
+Example:
+  runbook run runbooks/deploy-production.rhai version=v2 --context production --wait-for-approval 30m &
+  runbook gates
+  runbook approve 20261122T013751Z-5359 --confirm production --comment \"checked the diff\"";
+
+const APPROVE_AFTER: &str = "\
+The approver is $RUNBOOK_APPROVER, else $USER@host: what the environment says, not authenticated.
+In a context with `four_eyes = true` the person who started the run cannot approve it. A
+protected context needs its name typed out with --confirm.
+
+Examples:
+  runbook approve 20261122T013751Z-5359
+  runbook approve 20261122T013751Z-5359 --confirm production --comment \"diff checked with alice\"
+
+Exit codes:
+  0  approved: the run goes on (it takes the decision up within a second)
+  2  no such run, or it is not waiting at a gate (it ended, died, or was not started with
+     --wait-for-approval): nothing was recorded; `runbook gates` lists the waiting ones
+  3  refused: four eyes (you started the run) or --confirm missing/wrong; the gate still waits
+  4  too late: the gate was already decided (another approver, a rejection, or its expiry came
+     first). Like a lock someone else holds: your answer changed nothing, and the message says
+     whose decision counts. (Exit 2 means you named the wrong thing; 4 means you lost a race.)";
+
+const REJECT_AFTER: &str = "\
+The run rolls back (its compensations run, newest first) and exits 3; the journal records who
+rejected and why. Anyone may reject, also the person who started the run.
+
+Example:
+  runbook reject 20261122T013751Z-5359 --reason \"wrong version: v2 is not signed\"
+
+Exit codes: 0 rejected, 2 no such run or not waiting at a gate, 4 already decided (or expired).";
+
 #[derive(Debug, Subcommand)]
 enum AuditCommand {
     /// Check a journal's hash chain: exits 1 and names the first line that was
@@ -202,6 +270,11 @@ Modes:
   live               reads and writes run; writes are journaled
   --dry-run          reads run, writes are listed in a numbered plan and not run
   --dry-run --offline  reads return --fixtures values or typed placeholders: touches nothing
+
+Gates without a terminal: --approve passes them; --wait-for-approval 30m waits for
+`runbook approve RUN` / `runbook reject RUN --reason TEXT` from another shell (see `runbook gates`);
+on expiry the gate is rejected (exit 3) and the journal says `expired`. Ctrl-C while waiting
+stops the run like a rejection (rollbacks run, exit 130).
 
 Exit codes: 0 ok, 1 step failed, 2 usage/script error, 3 approval refused, 4 locked, 130 interrupted.";
 
@@ -240,6 +313,11 @@ struct Execution {
     /// With --approve on a protected context: the context's name, typed out.
     #[arg(long, value_name = "CONTEXT", requires = "approve")]
     confirm: Option<String>,
+    /// Without a terminal, a gate nothing else approves waits this long (e.g.
+    /// 30m) for `runbook approve RUN` / `runbook reject RUN` from another
+    /// shell instead of failing; then it expires (exit 3).
+    #[arg(long, value_name = "DURATION", value_parser = parse_wait)]
+    wait_for_approval: Option<std::time::Duration>,
     /// Output for people (default) or JSON events on stdout.
     #[arg(long, value_enum, default_value_t = OutputFormat::Human)]
     output: OutputFormat,
@@ -249,6 +327,13 @@ struct Execution {
     /// Show every call and debug logs.
     #[arg(long, short)]
     verbose: bool,
+}
+
+fn parse_wait(text: &str) -> Result<std::time::Duration, String> {
+    match runbook_stdlib::duration::parse(text)? {
+        std::time::Duration::ZERO => Err("must be longer than 0 (e.g. 30m)".to_owned()),
+        duration => Ok(duration),
+    }
 }
 
 fn parse_param(text: &str) -> Result<(String, String), String> {
@@ -313,6 +398,7 @@ fn dispatch(command: Command) -> Result<Exit, Diagnostic> {
                 fixtures: args.fixtures,
                 approve: args.execution.approve,
                 confirm: args.execution.confirm,
+                wait_for_approval: args.execution.wait_for_approval,
                 output: args.execution.output,
                 no_rollback: args.execution.no_rollback,
                 verbose: args.execution.verbose,
@@ -349,6 +435,7 @@ fn dispatch(command: Command) -> Result<Exit, Diagnostic> {
             force,
             approve: execution.approve,
             confirm: execution.confirm,
+            wait_for_approval: execution.wait_for_approval,
             output: execution.output,
             no_rollback: execution.no_rollback,
             verbose: execution.verbose,
@@ -356,5 +443,13 @@ fn dispatch(command: Command) -> Result<Exit, Diagnostic> {
         Command::Audit(AuditCommand::Verify { run }) => commands::audit::verify(&run),
         Command::Ssh(SshCommand::Status) => commands::ssh::status(),
         Command::Ssh(SshCommand::Close { host, all }) => commands::ssh::close(host.as_deref(), all),
+
+        Command::Gates => commands::gates::gates(),
+        Command::Approve {
+            run,
+            comment,
+            confirm,
+        } => commands::approve::approve(&run, comment, confirm),
+        Command::Reject { run, reason } => commands::approve::reject(&run, reason),
     }
 }

@@ -82,6 +82,8 @@ pub struct Config {
 pub struct Context {
     pub name: Option<String>,
     pub protected: bool,
+    /// `four_eyes = true`: the person who started a run cannot approve its gates.
+    pub four_eyes: bool,
     /// The file the context came from (secret `file:` paths are relative to it).
     pub source: Option<PathBuf>,
     table: toml::Table,
@@ -185,6 +187,11 @@ impl Config {
             Some(toml::Value::Boolean(value)) => *value,
             Some(_) => return Err(invalid("protected", "must be true or false")),
         };
+        let four_eyes = match table.get("four_eyes") {
+            None => false,
+            Some(toml::Value::Boolean(value)) => *value,
+            Some(_) => return Err(invalid("four_eyes", "must be true or false")),
+        };
         let mut secrets = BTreeMap::new();
         if let Some(value) = table.get("secrets") {
             let toml::Value::Table(entries) = value else {
@@ -212,6 +219,7 @@ impl Config {
         Ok(Context {
             name: Some(name.to_owned()),
             protected,
+            four_eyes,
             source: Some(self.path.clone()),
             table,
             secrets,

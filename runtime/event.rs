@@ -83,15 +83,27 @@ pub enum Event {
         connection: Option<String>,
         time: String,
     },
-    /// An approval gate was asked (or recorded, in a dry-run).
+    /// An approval gate was asked (or recorded, in a dry-run), or a run
+    /// started waiting at it (`--wait-for-approval`; the decision follows).
     Gate {
         message: String,
         #[serde(skip_serializing_if = "Option::is_none")]
         confirm: Option<String>,
         decision: GateDecision,
+        /// Who decided (for `waiting`: who started the run).
         approver: String,
         how: String,
         at: String,
+        /// Where the decision came from. Absent in journals written before
+        /// channels were recorded, and for approvals before a resume point.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        channel: Option<Channel>,
+        /// The approver's comment, or a rejection's reason.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        comment: Option<String>,
+        /// While waiting: when the gate expires (RFC 3339, UTC).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        expires: Option<String>,
         time: String,
     },
     /// A log line from the script (`log::*`, `print`).
@@ -224,6 +236,35 @@ pub enum GateDecision {
     Rejected,
     /// Dry-run: recorded, not asked.
     Planned,
+    /// `--wait-for-approval`: the run waits for `runbook approve`/`reject`.
+    Waiting,
+    /// Nobody decided before `--wait-for-approval` ran out: a rejection.
+    Expired,
+}
+
+/// Where a gate's decision came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Channel {
+    /// Answered at the run's terminal.
+    Terminal,
+    /// Decided by the run's flags (`--approve`, `--confirm`, or their absence).
+    Flag,
+    /// Answered from another shell (`runbook approve` / `runbook reject`).
+    Remote,
+    /// `--wait-for-approval` ran out.
+    Expired,
+}
+
+impl Channel {
+    pub fn name(self) -> &'static str {
+        match self {
+            Channel::Terminal => "terminal",
+            Channel::Flag => "flag",
+            Channel::Remote => "remote",
+            Channel::Expired => "expired",
+        }
+    }
 }
 
 /// The level of a [`Event::Log`] line: the stdlib's levels, plus `print`

@@ -207,6 +207,9 @@ impl RunHost {
             approver: crate::identity::approver(),
             how: how.to_owned(),
             at: at.clone(),
+            channel: Some(crate::event::Channel::Terminal),
+            comment: None,
+            expires: None,
             time: crate::event::now(),
         };
         if let Some(left) = self.unlocked_for() {
@@ -247,6 +250,15 @@ impl RunHost {
     /// From now on every event is also written to `journal`.
     pub fn attach_journal(&self, journal: Journal) {
         *lock(&self.journal) = Some(journal);
+    }
+
+    /// The run's folder in the state dir (`runs/RUN`), where its journal is
+    /// and where `--wait-for-approval` puts its gate requests; `None` before
+    /// a journal is attached.
+    pub fn run_dir(&self) -> Option<PathBuf> {
+        lock(&self.journal)
+            .as_ref()
+            .and_then(|journal| journal.path().parent().map(std::path::Path::to_path_buf))
     }
 
     /// Close the journal (at the end of the run).

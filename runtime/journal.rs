@@ -358,7 +358,7 @@ mod tests {
     /// One event of every variant, with every enum the journal stores.
     fn every_variant() -> Vec<Event> {
         use crate::error::Exit;
-        use crate::event::{CallOutcome, GateDecision, Kind, LogLevel, Mode, StepStatus};
+        use crate::event::{CallOutcome, Channel, GateDecision, Kind, LogLevel, Mode, StepStatus};
         use runbook_stdlib::Effect;
         let time = || "2026-12-02T10:00:00.000Z".to_owned();
         let mut params = serde_json::Map::new();
@@ -439,6 +439,29 @@ mod tests {
                 approver: "alice@ops1".into(),
                 how: "terminal".into(),
                 at: "f.rhai:2:1".into(),
+                channel: None,
+                comment: None,
+                expires: None,
+                time: time(),
+            });
+        }
+        for (decision, channel) in [
+            (GateDecision::Waiting, Channel::Remote),
+            (GateDecision::Approved, Channel::Remote),
+            (GateDecision::Rejected, Channel::Terminal),
+            (GateDecision::Approved, Channel::Flag),
+            (GateDecision::Expired, Channel::Expired),
+        ] {
+            events.push(Event::Gate {
+                message: "ok?".into(),
+                confirm: None,
+                decision,
+                approver: "bob@ops2".into(),
+                how: "runbook approve".into(),
+                at: "f.rhai:2:1".into(),
+                channel: Some(channel),
+                comment: Some("looks good".into()),
+                expires: Some(time()),
                 time: time(),
             });
         }
@@ -519,6 +542,32 @@ mod tests {
                 complete: true
             }
         );
+    }
+
+    /// A gate line as journals wrote it before channels, comments and
+    /// expiry were recorded still reads, with the new fields absent.
+    #[test]
+    fn a_gate_line_without_the_newer_fields_still_reads() {
+        use crate::event::GateDecision;
+        let line = r#"{"event":"gate","message":"ok?","decision":"approved","approver":"alice@ops1","how":"--approve","at":"f.rhai:2:1","time":"2026-11-22T01:37:51.000Z"}"#;
+        let event: Event = serde_json::from_str(line).unwrap();
+        assert_eq!(
+            event,
+            Event::Gate {
+                message: "ok?".into(),
+                confirm: None,
+                decision: GateDecision::Approved,
+                approver: "alice@ops1".into(),
+                how: "--approve".into(),
+                at: "f.rhai:2:1".into(),
+                channel: None,
+                comment: None,
+                expires: None,
+                time: "2026-11-22T01:37:51.000Z".into(),
+            }
+        );
+        // And an event without them writes the same line as before.
+        assert_eq!(serde_json::to_string(&event).unwrap(), line);
     }
 
     #[test]

@@ -21,6 +21,7 @@ pub mod lock;
 pub mod plan;
 pub mod printer;
 pub mod reference;
+pub mod remote;
 pub mod repl;
 pub mod resume;
 pub mod runner;

@@ -75,7 +75,8 @@ impl Drop for RunLock {
     }
 }
 
-fn start_ticks(pid: u32) -> Option<u64> {
+/// The start time of process `pid` in clock ticks, if it runs.
+pub(crate) fn start_ticks(pid: u32) -> Option<u64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // The command name (field 2) may contain spaces; fields after `)` are fixed.
     let after = &stat[stat.rfind(')')? + 1..];
@@ -83,7 +84,13 @@ fn start_ticks(pid: u32) -> Option<u64> {
 }
 
 fn alive(holder: &Holder) -> bool {
-    match (start_ticks(holder.pid), holder.start_ticks) {
+    process_alive(holder.pid, holder.start_ticks)
+}
+
+/// Whether process `pid` (started at `ticks`, when known) still runs: a
+/// reused pid with another start time does not count.
+pub(crate) fn process_alive(pid: u32, ticks: Option<u64>) -> bool {
+    match (start_ticks(pid), ticks) {
         (Some(now), Some(then)) => now == then,
         (Some(_), None) => true,
         (None, _) => false,

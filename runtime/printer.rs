@@ -14,7 +14,7 @@ use runbook_stdlib::redact::Redactor;
 use runbook_stdlib::Effect;
 
 use crate::error::Exit;
-use crate::event::{CallOutcome, Event, GateDecision, Kind, LogLevel, Mode, StepStatus};
+use crate::event::{CallOutcome, Channel, Event, GateDecision, Kind, LogLevel, Mode, StepStatus};
 use crate::plan::PlanItem;
 
 /// `--output`: who reads the output.
@@ -444,12 +444,20 @@ impl Printer {
                 decision,
                 approver,
                 how,
+                channel,
+                comment,
+                expires,
                 ..
             } => {
+                let remote = *channel == Some(Channel::Remote);
                 let text = match decision {
                     GateDecision::Approved => format!(
                         "{} approved by {approver} ({how}): {message}",
                         s.ok.apply_to("✔")
+                    ),
+                    GateDecision::Rejected if remote => format!(
+                        "{} rejected by {approver} ({how}): {message}",
+                        s.bad.apply_to("✘")
                     ),
                     GateDecision::Rejected => {
                         format!("{} rejected ({how}): {message}", s.bad.apply_to("✘"))
@@ -457,6 +465,19 @@ impl Printer {
                     GateDecision::Planned => {
                         format!("{} gate (would ask): {message}", s.warn.apply_to("?"))
                     }
+                    GateDecision::Waiting => format!(
+                        "{} waiting for approval until {}: {message}",
+                        s.warn.apply_to("?"),
+                        expires.as_deref().unwrap_or("(no limit)")
+                    ),
+                    GateDecision::Expired => {
+                        format!("{} expired ({how}): {message}", s.bad.apply_to("✘"))
+                    }
+                };
+                let text = match (comment, decision) {
+                    (Some(reason), GateDecision::Rejected) => format!("{text}\n  reason: {reason}"),
+                    (Some(comment), _) => format!("{text}\n  comment: {comment}"),
+                    (None, _) => text,
                 };
                 self.line(&text);
             }

@@ -467,6 +467,9 @@ impl Repl {
             approver: crate::identity::approver(),
             how: "terminal".into(),
             at: "<repl>".into(),
+            channel: Some(crate::event::Channel::Terminal),
+            comment: None,
+            expires: None,
             time: crate::event::now(),
         });
         if approved {

@@ -31,6 +31,8 @@ pub struct RunOptions {
     pub fixtures: Option<PathBuf>,
     pub approve: bool,
     pub confirm: Option<String>,
+    /// `--wait-for-approval`: how long a gate nobody here can approve waits.
+    pub wait_for_approval: Option<std::time::Duration>,
     pub output: OutputFormat,
     pub no_rollback: bool,
     pub verbose: bool,
@@ -149,7 +151,11 @@ pub fn run_with(options: &RunOptions, resumed: Option<Resumed>) -> Result<Exit, 
         header: prepared.header.clone(),
         params: prepared.params.clone(),
         context,
-        approvals: ApprovalPolicy::new(options.approve, options.confirm.clone()),
+        approvals: ApprovalPolicy::new(
+            options.approve,
+            options.confirm.clone(),
+            options.wait_for_approval,
+        ),
         fixtures,
     };
     let host = Arc::new(RunHost::new(

@@ -66,7 +66,7 @@ impl Session {
             Mode::Live,
             Kind::Repl,
             context,
-            ApprovalPolicy::new(false, None),
+            ApprovalPolicy::new(false, None, None),
         )
     }
 

@@ -2,9 +2,11 @@
 //! how it ended, or the error that kept it from doing its job, which `cli`
 //! renders once and maps to the exit code.
 
+pub mod approve;
 pub mod audit;
 pub mod check;
 pub mod doc;
+pub mod gates;
 pub mod list;
 pub mod repl;
 pub mod resume;

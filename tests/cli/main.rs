@@ -6,6 +6,7 @@
 #[macro_use]
 mod harness;
 
+mod approvals;
 mod check;
 mod deploy;
 mod doc;

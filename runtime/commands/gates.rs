@@ -1,0 +1,61 @@
+//! `runbook gates`: the gates that runs started with `--wait-for-approval`
+//! are waiting at, oldest first (from `runs/RUN/gate.json`, see `remote.rs`).
+
+use crate::error::{Diagnostic, Exit};
+use crate::remote;
+
+pub fn gates() -> Result<Exit, Diagnostic> {
+    let found = remote::list();
+    let (waiting, stale): (Vec<_>, Vec<_>) = found.into_iter().partition(|(_, alive)| *alive);
+    for (request, _) in &stale {
+        eprintln!(
+            "note: run {} stopped waiting (its process, pid {}, is gone); `runbook resume {} --wait-for-approval 30m` waits again",
+            request.run_id, request.pid, request.run_id
+        );
+    }
+    if waiting.is_empty() {
+        eprintln!(
+            "no gates waiting in {}",
+            crate::journal::runs_dir().display()
+        );
+        return Ok(Exit::Ok);
+    }
+    println!(
+        "{:<24} {:<19}  {:<19}  {:<20} {:<20} gate",
+        "run", "waiting since (UTC)", "expires (UTC)", "started by", "context"
+    );
+    for (request, _) in &waiting {
+        let mut context = request.context.clone().unwrap_or_else(|| "-".to_owned());
+        if request.protected {
+            context.push_str(" (protected)");
+        }
+        if request.four_eyes {
+            context.push_str(" (four eyes)");
+        }
+        println!(
+            "{:<24} {:<19}  {:<19}  {:<20} {:<20} {} (at {})",
+            request.run_id,
+            short_time(&request.since),
+            short_time(&request.expires),
+            request.started_by,
+            context,
+            request.message,
+            request.at,
+        );
+        let confirm = request
+            .confirm
+            .as_deref()
+            .map(|text| format!(" --confirm {text}"))
+            .unwrap_or_default();
+        println!(
+            "  runbook approve {}{confirm} [--comment TEXT]  |  runbook reject {} --reason TEXT",
+            request.run_id, request.run_id
+        );
+    }
+    Ok(Exit::Ok)
+}
+
+/// `2026-12-02T10:00:00.000Z` as `2026-12-02 10:00:00`.
+fn short_time(time: &str) -> String {
+    time.get(..19).unwrap_or(time).replace('T', " ")
+}
