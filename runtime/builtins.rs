@@ -173,6 +173,11 @@ fn step(host: &RunHost, call: &mut Call<'_>) -> Result<Dynamic, Failure> {
         });
         return Ok(value);
     }
+    // `:run FILE --step` in a REPL session: ask before every step.
+    if host.stepping() && !before_step(host, call.context.engine(), &name)? {
+        host.log_warn(&format!("step `{name}` skipped at the --step prompt"));
+        return Ok(Dynamic::UNIT);
+    }
     let mut token = host.enter_step(&name, timeout)?;
     host.emit(&Event::StepStart {
         step: name.clone(),
@@ -256,6 +261,41 @@ fn step(host: &RunHost, call: &mut Call<'_>) -> Result<Dynamic, Failure> {
         }),
     }
     result
+}
+
+/// The `--step` question before a step: `Ok(true)` runs it, `Ok(false)` skips it.
+fn before_step(host: &RunHost, engine: &rhai::Engine, name: &str) -> Result<bool, StdlibError> {
+    let aborted = || StdlibError::Refused {
+        message: format!("aborted before step `{name}`"),
+        hint: None,
+    };
+    loop {
+        let answer = host.ask(
+            &format!("next step `{name}`: [c]ontinue  [s]kip  [i]nspect  [a]bort: "),
+            None,
+        );
+        match answer.as_deref().map(|text| text.trim().to_ascii_lowercase()) {
+            None => return Err(aborted()),
+            Some(answer) => match answer.as_str() {
+                "c" | "continue" | "" => return Ok(true),
+                "s" | "skip" => return Ok(false),
+                "a" | "abort" => return Err(aborted()),
+                "i" | "inspect" => {
+                    let heading = format!("inspecting the run before step `{name}`");
+                    match crate::inspect::open(host, engine, &heading) {
+                        crate::inspect::Decision::Approve(_) => return Ok(true),
+                        crate::inspect::Decision::Reject(_) | crate::inspect::Decision::Abort => {
+                            return Err(aborted());
+                        }
+                        crate::inspect::Decision::Back => {}
+                    }
+                }
+                other => host.printer.line(&format!(
+                    "  `{other}` is not an answer here: c runs the step, s skips it, i inspects, a aborts"
+                )),
+            },
+        }
+    }
 }
 
 fn failure_message(failure: &Failure) -> String {

@@ -502,6 +502,17 @@ pub(crate) fn pty(
     home: &Path,
     term: &str,
 ) -> rexpect::session::PtySession {
+    pty_with_env(args, dir, home, term, &[])
+}
+
+/// [`pty`] with more environment (e.g. the lab's `env()`).
+pub(crate) fn pty_with_env(
+    args: &[&str],
+    dir: &Path,
+    home: &Path,
+    term: &str,
+    env: &[(String, String)],
+) -> rexpect::session::PtySession {
     let mut command = Command::new(binary());
     command.args(args).current_dir(dir);
     for name in SCRUBBED {
@@ -512,7 +523,8 @@ pub(crate) fn pty(
         .env("NO_COLOR", "1")
         .env("TERM", term)
         .env("HOME", home)
-        .env("XDG_STATE_HOME", home.join("state"));
+        .env("XDG_STATE_HOME", home.join("state"))
+        .envs(env.iter().map(|(name, value)| (name, value)));
     rexpect::spawn_with_options(
         command,
         rexpect::reader::Options::new()

@@ -14,6 +14,7 @@ mod dry_run;
 mod examples;
 mod gates;
 mod http;
+mod incident;
 mod journal;
 mod k8s;
 mod recovery;
