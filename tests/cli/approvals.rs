@@ -61,6 +61,18 @@ fn spawn(dir: &Path, state: &Path, args: &[&str], approver: &str) -> Child {
 }
 
 /// The id of the run that waits at a gate in `state` (polls `gate.json`).
+/// alice starts gated.rhai with `--wait-for-approval 10m`; the child and its run id once it waits.
+fn alice_waits(scratch: &Scratch, state: &Path) -> (Child, String) {
+    let mut child = spawn(
+        scratch.path(),
+        state,
+        &["run", "gated.rhai", "--wait-for-approval", "10m"],
+        "alice",
+    );
+    let run = waiting_run(state, &mut child, scratch.path());
+    (child, run)
+}
+
 fn waiting_run(state: &Path, child: &mut Child, dir: &Path) -> String {
     let started = Instant::now();
     loop {
@@ -206,13 +218,7 @@ fn approve_from_a_second_process_releases_the_waiting_run() {
 fn reject_with_a_reason_rolls_back_and_exits_3() {
     let scratch = scratch(GATED);
     let state = scratch.file("state");
-    let mut child = spawn(
-        scratch.path(),
-        &state,
-        &["run", "gated.rhai", "--wait-for-approval", "10m"],
-        "alice",
-    );
-    let run = waiting_run(&state, &mut child, scratch.path());
+    let (mut child, run) = alice_waits(&scratch, &state);
     // The reason is required.
     command(&scratch, &state, &["reject", &run], "bob")
         .assert_exit(2)
@@ -282,13 +288,7 @@ fn two_concurrent_approvals_make_exactly_one_decision() {
     let script = format!("{GATED}sleep(\"3s\");\n");
     let scratch = scratch(&script);
     let state = scratch.file("state");
-    let mut child = spawn(
-        scratch.path(),
-        &state,
-        &["run", "gated.rhai", "--wait-for-approval", "10m"],
-        "alice",
-    );
-    let run = waiting_run(&state, &mut child, scratch.path());
+    let (mut child, run) = alice_waits(&scratch, &state);
     let outputs: Vec<crate::harness::Output> = std::thread::scope(|scope| {
         let handles: Vec<_> = ["bob", "carol"]
             .into_iter()
@@ -404,13 +404,7 @@ fn four_eyes_refuses_self_approval_and_accepts_someone_else() {
 fn ctrl_c_while_waiting_rolls_back_and_exits_130() {
     let scratch = scratch(GATED);
     let state = scratch.file("state");
-    let mut child = spawn(
-        scratch.path(),
-        &state,
-        &["run", "gated.rhai", "--wait-for-approval", "10m"],
-        "alice",
-    );
-    let run = waiting_run(&state, &mut child, scratch.path());
+    let (mut child, run) = alice_waits(&scratch, &state);
     Command::new("kill")
         .args(["-INT", &child.id().to_string()])
         .status()
