@@ -207,7 +207,12 @@ impl RunHost {
             approver: crate::identity::approver(),
             how: how.to_owned(),
             at: at.clone(),
-            channel: Some(crate::event::Channel::Terminal),
+            // Answered at the terminal, or (refused without one) by how the session runs.
+            channel: Some(if self.approvals.interactive {
+                crate::event::Channel::Terminal
+            } else {
+                crate::event::Channel::Flag
+            }),
             comment: None,
             expires: None,
             time: crate::event::now(),

@@ -16,7 +16,6 @@ use rhai::{AST, Dynamic, Engine, Map, Scope};
 use runbook_stdlib::Function;
 use rustyline::completion::{Completer, Pair};
 use rustyline::config::Configurer;
-use rustyline::error::ReadlineError;
 use rustyline::highlight::Highlighter;
 use rustyline::hint::Hinter;
 use rustyline::history::DefaultHistory;
@@ -181,10 +180,8 @@ impl Prompter for EditorPrompter {
         editor.set_auto_add_history(false);
         let answer = editor.readline(last);
         editor.set_auto_add_history(true);
-        match answer {
-            Ok(line) => Some(line),
-            Err(ReadlineError::Interrupted | ReadlineError::Eof) | Err(_) => None,
-        }
+        // Ctrl-C, end of input, or a terminal error: no answer.
+        answer.ok()
     }
 }
 
