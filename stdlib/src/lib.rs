@@ -11,6 +11,7 @@
 //! Adding a module: its folder, one entry in [`MODULES`], and the
 //! regenerated docs/stdlib.md.
 
+pub mod child;
 pub mod duration;
 pub mod function;
 pub mod host;

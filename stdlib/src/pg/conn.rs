@@ -265,7 +265,7 @@ impl Database {
     /// A command for one of PostgreSQL's programs, connected to this database
     /// through the environment (nothing secret in argv).
     pub(crate) fn command(&self, name: &str) -> tokio::process::Command {
-        let mut command = tokio::process::Command::new(self.tool(name));
+        let mut command = crate::child::command(self.tool(name));
         for variable in ["PGSERVICE", "PGSERVICEFILE", "PGOPTIONS", "PGPASSFILE"] {
             command.env_remove(variable);
         }

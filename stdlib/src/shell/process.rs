@@ -83,7 +83,7 @@ impl Command {
     pub(crate) async fn run(self) -> Result<Output, StdlibError> {
         let started = Instant::now();
         let program = self.argv[0].expose();
-        let mut command = tokio::process::Command::new(&program);
+        let mut command = crate::child::command(&program);
         command
             .args(self.argv[1..].iter().map(Text::expose))
             .stdin(if self.stdin.is_some() {
