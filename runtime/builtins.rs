@@ -61,12 +61,21 @@ pub fn functions(host: &Arc<RunHost>) -> Vec<Function> {
         function! {
             /// A named unit of progress, journaling and resume: runs `fn` and returns
             /// its value. Options: `retries` (default 0), `backoff` (default "1s",
-            /// doubling), `timeout` (stops the step and cancels its calls). Step names
-            /// are unique in a run.
+            /// doubling), `timeout` (stops the step and cancels its calls), `once`
+            /// (the step must not run twice: see below). Step names are unique in a run.
+            ///
+            /// On `runbook resume`, a step that completed is replayed: its body runs
+            /// again, but every stdlib call in it returns what the journal recorded
+            /// instead of running, so it returns the same value and registers the
+            /// same `on_rollback` compensations. The step the run died in runs again
+            /// from its start (so make steps safe to repeat), unless it has
+            /// `once: true`: then resume asks at a terminal ([r]un again, [s]kip)
+            /// or stops with exit 2 naming it, rolling nothing back.
             ///
             /// ```rhai
             /// let n = step("count", || 40 + 2);
             /// let m = step("flaky", #{retries: 2, backoff: "10ms", timeout: "5s"}, || n + 1);
+            /// step("charge the card", #{once: true}, || n * 2);
             /// ```
             local fn step("name: string", "fn: closure") | ("name: string", "opts: map", "fn: closure") -> "any"
             move |call| step(&step_host, call)
@@ -146,7 +155,7 @@ fn step(host: &RunHost, call: &mut Call<'_>) -> Result<Dynamic, Failure> {
     let name = call.string(0)?;
     let (options, closure) = if call.len() == 3 {
         (
-            call.options(1, &["retries", "backoff", "timeout"])?,
+            call.options(1, &["retries", "backoff", "timeout", "once"])?,
             call.fn_ptr(2)?,
         )
     } else {
@@ -157,21 +166,58 @@ fn step(host: &RunHost, call: &mut Call<'_>) -> Result<Dynamic, Failure> {
         .duration("backoff")?
         .unwrap_or(Duration::from_secs(1));
     let timeout = options.duration("timeout")?;
+    let once = options.bool("once")?.unwrap_or(false);
 
-    // Resume: a step that completed in an earlier attempt returns its value.
-    if let Some(value) = host.completed_step(&name) {
+    // Resume: a step that completed before the resume point runs again with
+    // every call answered from the journal (its compensations come back).
+    if host.replays_step(&name) {
         host.enter_step(&name, None)?;
+        // Attempts that failed before the one that succeeded are in the
+        // journal too: replay them as they went (without the waits).
+        let mut attempt = 0;
+        let outcome = loop {
+            match call.call_fn(&closure, Vec::new()) {
+                Err(_) if attempt < retries && host.halted().is_none() => {
+                    attempt += 1;
+                    host.retry_step(&name);
+                }
+                outcome => break outcome,
+            }
+        };
         host.leave_step(&name);
+        let value = outcome.map_err(Failure::Script)?;
+        let (shown, sealed) = host.journal_value(&value);
         host.emit(&Event::StepEnd {
             step: name,
             status: StepStatus::Skipped,
             duration_ms: 0,
-            value: (!value.is_unit()).then(|| runbook_stdlib::values::to_json(&value, false)),
-            redacted: false,
+            redacted: sealed.is_some(),
+            value: shown,
+            sealed,
             error: None,
             time: crate::event::now(),
         });
         return Ok(value);
+    }
+    host.check_replay_done(&name, call.context.call_position())?;
+    if once
+        && host.was_interrupted_in(&name)
+        && !rerun_once_step(host, call.context.engine(), &name)?
+    {
+        host.log_warn(&format!(
+            "step `{name}` (once) skipped at the prompt: treated as done by hand"
+        ));
+        host.emit(&Event::StepEnd {
+            step: name,
+            status: StepStatus::Skipped,
+            duration_ms: 0,
+            value: None,
+            redacted: false,
+            sealed: None,
+            error: None,
+            time: crate::event::now(),
+        });
+        return Ok(Dynamic::UNIT);
     }
     // `:run FILE --step` in a REPL session: ask before every step.
     if host.stepping() && !before_step(host, call.context.engine(), &name)? {
@@ -241,26 +287,83 @@ fn step(host: &RunHost, call: &mut Call<'_>) -> Result<Dynamic, Failure> {
     host.leave_step(&name);
     let duration_ms = millis(started.elapsed());
     match &result {
-        Ok(value) => host.emit(&Event::StepEnd {
-            step: name,
-            status: StepStatus::Ok,
-            duration_ms,
-            value: (!value.is_unit()).then(|| runbook_stdlib::values::to_json(value, false)),
-            redacted: runbook_stdlib::values::contains_secret(value),
-            error: None,
-            time: crate::event::now(),
-        }),
+        Ok(value) => {
+            let (shown, sealed) = host.journal_value(value);
+            host.emit(&Event::StepEnd {
+                step: name,
+                status: StepStatus::Ok,
+                duration_ms,
+                value: shown,
+                redacted: runbook_stdlib::values::contains_secret(value),
+                sealed,
+                error: None,
+                time: crate::event::now(),
+            });
+        }
         Err(failure) => host.emit(&Event::StepEnd {
             step: name,
             status: StepStatus::Failed,
             duration_ms,
             value: None,
             redacted: false,
+            sealed: None,
             error: Some(failure_message(failure)),
             time: crate::event::now(),
         }),
     }
     result
+}
+
+/// A `once` step that an earlier attempt started and never finished: it
+/// may have done part of its work, so it is not run again without a person
+/// saying so. At a terminal: ask; elsewhere: stop the run (exit 2), with
+/// nothing rolled back, so that it can be resumed once someone has looked.
+/// `Ok(true)` runs it again, `Ok(false)` skips it.
+fn rerun_once_step(host: &RunHost, engine: &rhai::Engine, name: &str) -> Result<bool, StdlibError> {
+    let stopped = |how: &str| {
+        let message = format!(
+            "step `{name}` is marked `once` and an earlier attempt of this run started it but did not finish it; {how}"
+        );
+        host.halt(&message);
+        StdlibError::Usage {
+            message,
+            hint: Some(
+                "check by hand what the step did, then resume at a terminal and answer [r]un again or [s]kip, or finish it by hand".into(),
+            ),
+        }
+    };
+    if !host.approvals.interactive {
+        return Err(stopped(
+            "not running it again without a person at a terminal",
+        ));
+    }
+    loop {
+        let answer = host.ask(
+            &format!(
+                "step `{name}` (once) was started by an earlier attempt and did not finish; it may have done part of its work.\n  [r]un it again  [s]kip it (done by hand)  [i]nspect  [a]bort: "
+            ),
+            None,
+        );
+        match answer.as_deref().map(|text| text.trim().to_ascii_lowercase()) {
+            Some(answer) if answer == "r" || answer == "run" => return Ok(true),
+            Some(answer) if answer == "s" || answer == "skip" => return Ok(false),
+            Some(answer) if answer == "i" || answer == "inspect" => {
+                let heading = format!("inspecting the run before step `{name}`");
+                if let crate::inspect::Decision::Reject(_) | crate::inspect::Decision::Abort =
+                    crate::inspect::open(host, engine, &heading)
+                {
+                    return Err(stopped("aborted at the prompt"));
+                }
+            }
+            None => return Err(stopped("no answer")),
+            Some(answer) if answer == "a" || answer == "abort" => {
+                return Err(stopped("aborted at the prompt"));
+            }
+            Some(other) => host.printer.line(&format!(
+                "  `{other}` is not an answer here: r runs the step again, s skips it, i inspects, a aborts"
+            )),
+        }
+    }
 }
 
 /// The `--step` question before a step: `Ok(true)` runs it, `Ok(false)` skips it.

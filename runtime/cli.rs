@@ -37,6 +37,8 @@ Exit codes:
   3    an approval gate was rejected or expired, or could not be asked without --approve
   4    locked: another run holds the lock
   130  interrupted by Ctrl-C (rollbacks ran)
+  143  stopped by SIGTERM (as Ctrl-C: rollbacks ran, journal flushed)
+  129  stopped by SIGHUP (the terminal went away; as Ctrl-C)
 
 Environment:
   RUNBOOK_CONTEXT   context when --context is not given
@@ -276,7 +278,7 @@ Gates without a terminal: --approve passes them; --wait-for-approval 30m waits f
 on expiry the gate is rejected (exit 3) and the journal says `expired`. Ctrl-C while waiting
 stops the run like a rejection (rollbacks run, exit 130).
 
-Exit codes: 0 ok, 1 step failed, 2 usage/script error, 3 approval refused, 4 locked, 130 interrupted.";
+Exit codes: 0 ok, 1 step failed, 2 usage/script error, 3 approval refused, 4 locked, 130 interrupted (143 SIGTERM, 129 SIGHUP).";
 
 #[derive(Debug, Args)]
 struct RunArgs {

@@ -38,8 +38,13 @@ pub fn build(host: &Arc<RunHost>) -> Engine {
         stop.load(Ordering::Relaxed)
             .then(|| Dynamic::from("interrupted"))
     });
-    let printer = Arc::clone(&host.printer);
-    engine.on_print(move |text| printer.data(text));
+    // A resume replaying the journal prints nothing the run printed already.
+    let print_host = Arc::clone(host);
+    engine.on_print(move |text| {
+        if !print_host.replaying() {
+            print_host.printer.data(text);
+        }
+    });
     let debug_host = Arc::clone(host);
     engine.on_debug(move |text, _source, position| {
         let at = debug_host.location(position);

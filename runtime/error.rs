@@ -27,6 +27,11 @@ pub enum Exit {
     Locked,
     /// 130: interrupted by Ctrl-C.
     Interrupted,
+    /// 143: stopped by SIGTERM (like Ctrl-C: rollbacks ran).
+    Terminated,
+    /// 129: stopped by SIGHUP, the terminal went away (like Ctrl-C).
+    #[serde(rename = "hangup")]
+    HungUp,
 }
 
 impl Exit {
@@ -38,6 +43,8 @@ impl Exit {
             Exit::Refused => 3,
             Exit::Locked => 4,
             Exit::Interrupted => 130,
+            Exit::Terminated => 143,
+            Exit::HungUp => 129,
         }
     }
 
@@ -50,6 +57,8 @@ impl Exit {
             Exit::Refused => "refused",
             Exit::Locked => "locked",
             Exit::Interrupted => "interrupted",
+            Exit::Terminated => "terminated",
+            Exit::HungUp => "hangup",
         }
     }
 }

@@ -40,9 +40,12 @@ pub enum Event {
         duration_ms: u64,
         #[serde(skip_serializing_if = "Option::is_none")]
         value: Option<serde_json::Value>,
-        /// The value held a secret: stored masked, so a resume runs the step again.
+        /// The value held a secret: `value` shows it masked, `sealed` holds it.
         #[serde(default, skip_serializing_if = "std::ops::Not::not")]
         redacted: bool,
+        /// The value, sealed under the run's key (see `seal.rs`), when it holds a secret.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        sealed: Option<String>,
         #[serde(skip_serializing_if = "Option::is_none")]
         error: Option<String>,
         time: String,
@@ -59,6 +62,13 @@ pub enum Event {
         duration_ms: u64,
         #[serde(skip_serializing_if = "Option::is_none")]
         error: Option<String>,
+        /// What the call returned (secrets masked), so that a resume can
+        /// replay it. Absent for `()` and in journals written before replay.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        result: Option<serde_json::Value>,
+        /// The result sealed under the run's key, when it holds a secret.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        sealed: Option<String>,
         time: String,
     },
     /// One host's result in a fan-out (`ssh::exec_all`): each host is its own event.

@@ -26,7 +26,19 @@ use crate::inspect::Paused;
 use crate::journal::Journal;
 use crate::plan::PlanItem;
 use crate::printer::Printer;
-use crate::resume::ResumeState;
+use crate::resume::{RecordedCall, ResumeState};
+use crate::seal::RunKey;
+
+/// Built-ins that steer the run: they have their own events and are never replayed.
+const CONTROL: &[&str] = &[
+    "step",
+    "approve",
+    "on_rollback",
+    "retry",
+    "wait_until",
+    "param",
+    "context",
+];
 
 /// A step in progress.
 #[derive(Debug, Clone)]
@@ -77,6 +89,8 @@ pub struct RunHost {
     /// Cancelled by Ctrl-C. Replaced by a fresh token while rollbacks run.
     run_token: Mutex<CancellationToken>,
     interrupted: AtomicBool,
+    /// How the run ends when interrupted: Ctrl-C (130), SIGTERM (143), SIGHUP (129).
+    interrupted_by: Mutex<crate::error::Exit>,
     /// Set whenever the script must stop at its next operation (Ctrl-C, step timeout).
     stop: Arc<AtomicBool>,
     steps: Mutex<Vec<StepFrame>>,
@@ -93,6 +107,23 @@ pub struct RunHost {
     prompter: Mutex<Arc<dyn Prompter>>,
     /// The run's scope where it paused at a gate or step (for `inspect`).
     paused: Arc<Paused>,
+    /// The run id and its key, for sealing values that hold a secret.
+    sealing: Mutex<Sealing>,
+    /// Set by `decide` for a call answered from the journal, so that
+    /// `finished` does not journal it a second time.
+    replayed_call: AtomicBool,
+    /// Why the run stopped where nothing may be rolled back (a resume that
+    /// diverged from its journal, or stopped before a `once` step).
+    halted: Mutex<Option<String>>,
+}
+
+/// What sealing needs: the run id (the AEAD's associated data) and the
+/// run's key, made on first use.
+#[derive(Debug, Default)]
+struct Sealing {
+    run_id: String,
+    key: Option<Arc<RunKey>>,
+    problem_shown: bool,
 }
 
 /// A write that ran.
@@ -121,6 +152,7 @@ impl RunHost {
             resume: Mutex::new(ResumeState::default()),
             run_token: Mutex::new(CancellationToken::new()),
             interrupted: AtomicBool::new(false),
+            interrupted_by: Mutex::new(crate::error::Exit::Interrupted),
             stop: Arc::new(AtomicBool::new(false)),
             steps: Mutex::new(Vec::new()),
             fanout: Mutex::new(None),
@@ -131,7 +163,202 @@ impl RunHost {
             unlocked_until: Mutex::new(None),
             prompter: Mutex::new(Arc::new(StdinPrompter)),
             paused: Arc::new(Paused::default()),
+            sealing: Mutex::new(Sealing::default()),
+            replayed_call: AtomicBool::new(false),
+            halted: Mutex::new(None),
         }
+    }
+
+    /// Seal values of run `run_id` with `key` (resume), or with a key made
+    /// on first use (`None`).
+    pub fn set_sealing(&self, run_id: &str, key: Option<Arc<RunKey>>) {
+        let mut sealing = lock(&self.sealing);
+        sealing.run_id = run_id.to_owned();
+        sealing.key = key;
+    }
+
+    /// The run's key, made now if it has none yet.
+    fn run_key(&self) -> Option<(String, Arc<RunKey>)> {
+        let mut sealing = lock(&self.sealing);
+        if sealing.run_id.is_empty() {
+            return None;
+        }
+        if sealing.key.is_none() {
+            match RunKey::load(&sealing.run_id).and_then(|key| match key {
+                Some(key) => Ok(key),
+                None => RunKey::create(&sealing.run_id),
+            }) {
+                Ok(key) => sealing.key = Some(Arc::new(key)),
+                Err(error) => {
+                    if !std::mem::replace(&mut sealing.problem_shown, true) {
+                        self.printer.line(&format!(
+                            "warning: {error}; values holding a secret are journaled masked only, and a resume will not get them back"
+                        ));
+                    }
+                    return None;
+                }
+            }
+        }
+        let key = sealing.key.clone()?;
+        Some((sealing.run_id.clone(), key))
+    }
+
+    /// A value as the journal keeps it: masked JSON, and sealed when it holds a secret.
+    pub fn journal_value(&self, value: &Dynamic) -> (Option<serde_json::Value>, Option<String>) {
+        if value.is_unit() {
+            return (None, None);
+        }
+        let shown = runbook_stdlib::values::to_json(value, false);
+        if !runbook_stdlib::values::contains_secret(value) {
+            return (Some(shown), None);
+        }
+        let sealed = self.run_key().and_then(|(run_id, key)| {
+            key.seal_value(&run_id, value)
+                .map_err(|error| self.printer.line(&format!("warning: {error}")))
+                .ok()
+        });
+        (Some(shown), sealed)
+    }
+
+    /// The run ended well: its key is not needed any more.
+    pub fn discard_key(&self) {
+        let sealing = lock(&self.sealing);
+        match &sealing.key {
+            Some(key) => key.discard(),
+            None if !sealing.run_id.is_empty() => {
+                let _ = std::fs::remove_file(crate::seal::key_path(&sealing.run_id));
+            }
+            None => {}
+        }
+    }
+
+    /// Stop the run where it must not roll back: the error is `message`.
+    pub fn halt(&self, message: &str) {
+        *lock(&self.halted) = Some(message.to_owned());
+    }
+
+    /// Why the run was halted, if it was.
+    pub fn halted(&self) -> Option<String> {
+        lock(&self.halted).clone()
+    }
+
+    /// Whether a resume is still answering calls from the journal.
+    pub fn replaying(&self) -> bool {
+        !lock(&self.resume).calls.is_empty()
+    }
+
+    /// Whether `step` completed before the resume point (its body is replayed).
+    pub fn replays_step(&self, step: &str) -> bool {
+        lock(&self.resume).completed.contains_key(step)
+    }
+
+    /// Whether `step` started in an earlier attempt and never ended.
+    pub fn was_interrupted_in(&self, step: &str) -> bool {
+        lock(&self.resume).interrupted.contains(step)
+    }
+
+    /// A step that is not replayed starts: if the journal still holds calls,
+    /// the runbook no longer does what the run did.
+    pub fn check_replay_done(&self, step: &str, position: Position) -> Result<(), StdlibError> {
+        let next = lock(&self.resume).calls.front().cloned();
+        match next {
+            None => Ok(()),
+            Some(recorded) => {
+                Err(self.diverged(&format!("it starts step `{step}`"), &recorded, position))
+            }
+        }
+    }
+
+    fn diverged(&self, what: &str, recorded: &RecordedCall, position: Position) -> StdlibError {
+        let message = format!(
+            "the runbook diverged from its journal at {}: {what} where the journal has `{}({})` (from {})",
+            self.location(position),
+            recorded.function,
+            recorded.args.join(", "),
+            recorded.at
+        );
+        self.halt(&message);
+        StdlibError::Usage {
+            message,
+            hint: Some(
+                "the runbook, its params or what it read changed since the run; nothing was rolled back and the run stays as it was: finish it by hand, or start a new run".into(),
+            ),
+        }
+    }
+
+    /// During a resume: the journal's answer to this call, if it has one.
+    fn replay(&self, call: &CallInfo) -> Option<HostDecision> {
+        let mut resume = lock(&self.resume);
+        let Some(recorded) = resume.calls.front().cloned() else {
+            drop(resume);
+            // Past the journal: a completed step must not make new calls.
+            let steps = lock(&self.steps).clone();
+            let completed = steps.iter().find(|frame| self.replays_step(&frame.name))?;
+            let message = format!(
+                "the runbook diverged from its journal at {}: step `{}` completed in the run without calling `{}`",
+                self.location(call.position),
+                completed.name,
+                self.printer.redactor().mask(&call.signature())
+            );
+            self.halt(&message);
+            self.replayed_call.store(true, Ordering::SeqCst);
+            return Some(HostDecision::Deny(StdlibError::Usage {
+                message,
+                hint: Some("the runbook changed since the run; nothing was rolled back: finish it by hand, or start a new run".into()),
+            }));
+        };
+        let redactor = self.printer.redactor();
+        let same = recorded.function == call.function
+            && recorded.args.len() == call.args.len()
+            && recorded
+                .args
+                .iter()
+                .zip(&call.args)
+                .all(|(journaled, given)| redactor.mask(journaled) == redactor.mask(given));
+        if !same {
+            drop(resume);
+            // Not journaled: a later resume must not expect this call.
+            self.replayed_call.store(true, Ordering::SeqCst);
+            let what = format!("it calls `{}`", redactor.mask(&call.signature()));
+            return Some(HostDecision::Deny(self.diverged(
+                &what,
+                &recorded,
+                call.position,
+            )));
+        }
+        resume.calls.pop_front();
+        let left = resume.calls.len();
+        drop(resume);
+        self.replayed_call.store(true, Ordering::SeqCst);
+        if left == 0 {
+            self.printer
+                .line("resume: replayed the journal; from here on calls run");
+        }
+        if let Err(message) = &recorded.outcome {
+            return Some(HostDecision::Deny(StdlibError::message(message.clone())));
+        }
+        let value = match (&recorded.sealed, &recorded.result) {
+            (Some(blob), _) => {
+                let opened = self
+                    .run_key()
+                    .ok_or(crate::seal::SealError::BadKey)
+                    .and_then(|(run_id, key)| key.open_value(&run_id, blob, redactor));
+                match opened {
+                    Ok(value) => value,
+                    Err(error) => {
+                        let message = format!(
+                            "cannot replay `{}` (from {}): {error}",
+                            recorded.function, recorded.at
+                        );
+                        self.halt(&message);
+                        return Some(HostDecision::Deny(StdlibError::message(message)));
+                    }
+                }
+            }
+            (None, Some(result)) => runbook_stdlib::values::from_json(result.clone()),
+            (None, None) => Dynamic::UNIT,
+        };
+        Some(HostDecision::Skip(value))
     }
 
     /// A param given to the run, and the header's spec of it.
@@ -276,11 +503,6 @@ impl RunHost {
         *lock(&self.resume) = state;
     }
 
-    /// The recorded value of a step completed in an earlier attempt of this run.
-    pub fn completed_step(&self, step: &str) -> Option<Dynamic> {
-        lock(&self.resume).step_value(step)
-    }
-
     /// Whether this gate was approved before the resume point (each approval counts once).
     pub fn take_earlier_approval(&self, message: &str, at: &str) -> bool {
         lock(&self.resume).take_gate(message, at)
@@ -289,6 +511,17 @@ impl RunHost {
     /// The flag the engine's progress hook watches.
     pub fn stop_flag(&self) -> Arc<AtomicBool> {
         Arc::clone(&self.stop)
+    }
+
+    /// SIGTERM or SIGHUP: as Ctrl-C, ending with `exit` (143, 129).
+    pub fn interrupt_by(&self, exit: crate::error::Exit) {
+        *lock(&self.interrupted_by) = exit;
+        self.interrupt();
+    }
+
+    /// The exit of an interrupted run (130 unless a signal said otherwise).
+    pub fn interrupted_exit(&self) -> crate::error::Exit {
+        *lock(&self.interrupted_by)
     }
 
     /// Ctrl-C: cancel the call in flight and stop the script.
@@ -305,6 +538,11 @@ impl RunHost {
     /// Before compensations run: a fresh token and a cleared stop flag, so that
     /// rollback calls can do their work after a Ctrl-C.
     pub fn begin_rollback(&self) {
+        // Compensations run for real, even when the run stopped mid-replay.
+        let mut resume = lock(&self.resume);
+        resume.calls.clear();
+        resume.completed.clear();
+        drop(resume);
         *lock(&self.run_token) = CancellationToken::new();
         lock(&self.steps).clear();
         self.stop.store(false, Ordering::SeqCst);
@@ -505,6 +743,11 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 impl Host for RunHost {
     fn decide(&self, call: &CallInfo, placeholder: &dyn Fn() -> Dynamic) -> HostDecision {
+        if !CONTROL.contains(&call.function.as_str())
+            && let Some(answer) = self.replay(call)
+        {
+            return answer;
+        }
         match self.decision(call) {
             Decision::Run
                 if call.effect == Effect::Write
@@ -534,11 +777,11 @@ impl Host for RunHost {
     }
 
     fn finished(&self, call: &CallInfo, outcome: Outcome<'_>, elapsed: Duration) {
-        // Control built-ins have their own events (step, gate, rollback).
-        if matches!(
-            call.function.as_str(),
-            "step" | "approve" | "on_rollback" | "retry" | "wait_until" | "param" | "context"
-        ) {
+        // Control built-ins have their own events (step, gate, rollback);
+        // a replayed call is in the journal already.
+        if CONTROL.contains(&call.function.as_str())
+            || self.replayed_call.swap(false, Ordering::SeqCst)
+        {
             return;
         }
         if call.effect == Effect::Write && matches!(outcome, Outcome::Ok(_)) {
@@ -548,6 +791,10 @@ impl Host for RunHost {
                 time: crate::event::now(),
             });
         }
+        let (result, sealed) = match outcome {
+            Outcome::Ok(value) if self.mode() == Mode::Live => self.journal_value(value),
+            _ => (None, None),
+        };
         let (outcome, error) = match outcome {
             Outcome::Ok(_) => (CallOutcome::Ok, None),
             Outcome::Err(message) => (CallOutcome::Error, Some(message.to_owned())),
@@ -568,6 +815,8 @@ impl Host for RunHost {
             outcome,
             duration_ms: u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX),
             error,
+            result,
+            sealed,
             time: crate::event::now(),
         };
         if call.effect == Effect::Local {

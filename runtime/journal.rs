@@ -392,6 +392,7 @@ mod tests {
                 duration_ms: 3,
                 value: Some(serde_json::json!({"a": [1, "b", null]})),
                 redacted: status == StepStatus::Failed,
+                sealed: (status == StepStatus::Failed).then(|| "v1:AAAA".into()),
                 error: (status == StepStatus::Failed).then(|| "boom".into()),
                 time: time(),
             });
@@ -412,6 +413,8 @@ mod tests {
                 outcome,
                 duration_ms: 1,
                 error: (outcome == CallOutcome::Error).then(|| "no".into()),
+                result: (outcome == CallOutcome::Ok).then(|| serde_json::json!({"code": 0})),
+                sealed: (outcome == CallOutcome::Ok).then(|| "v1:AAAA".into()),
                 time: time(),
             });
         }
@@ -500,6 +503,8 @@ mod tests {
             Exit::Refused,
             Exit::Locked,
             Exit::Interrupted,
+            Exit::Terminated,
+            Exit::HungUp,
         ] {
             events.push(Event::End {
                 status,

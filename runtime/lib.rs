@@ -25,4 +25,5 @@ pub mod remote;
 pub mod repl;
 pub mod resume;
 pub mod runner;
+pub mod seal;
 pub mod session;

@@ -361,7 +361,7 @@ impl Printer {
                     StepStatus::Skipped => self.line(&format!(
                         "{} {step} {}",
                         s.dim.apply_to("↷"),
-                        s.dim.apply_to("(done in an earlier run)")
+                        s.dim.apply_to("(done in an earlier attempt: replayed)")
                     )),
                     StepStatus::Failed => self.line(&format!(
                         "{} {step} {}{}",
@@ -539,6 +539,14 @@ impl Printer {
                     ),
                     Exit::Interrupted => format!(
                         "{} interrupted after {took} (exit {exit_code})",
+                        s.bad.apply_to("✗")
+                    ),
+                    Exit::Terminated => format!(
+                        "{} stopped by SIGTERM after {took} (exit {exit_code})",
+                        s.bad.apply_to("✗")
+                    ),
+                    Exit::HungUp => format!(
+                        "{} stopped by SIGHUP after {took} (exit {exit_code})",
                         s.bad.apply_to("✗")
                     ),
                     Exit::Locked => {

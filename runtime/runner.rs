@@ -45,6 +45,8 @@ pub struct Resumed {
     pub journal: PathBuf,
     pub state: crate::resume::ResumeState,
     pub force: bool,
+    /// The run's key (it opens the journal's sealed values), if it has one.
+    pub key: Option<Arc<crate::seal::RunKey>>,
 }
 
 /// Problems found before anything runs: shown as diagnostics, exit 2.
@@ -197,8 +199,16 @@ pub fn run_with(options: &RunOptions, resumed: Option<Resumed>) -> Result<Exit, 
     let (journal, cut_bytes) = journal?;
     let journal_path = journal.path().to_owned();
     host.attach_journal(journal);
+    if mode == Mode::Live {
+        host.set_sealing(
+            &run_id,
+            resumed.as_ref().and_then(|resumed| resumed.key.clone()),
+        );
+    }
     match resumed {
         Some(resumed) => {
+            let replayed = resumed.state.calls.len();
+            let steps = resumed.state.completed.len();
             host.set_resume(resumed.state);
             host.emit(&Event::Resume {
                 user: crate::identity::user(),
@@ -208,6 +218,11 @@ pub fn run_with(options: &RunOptions, resumed: Option<Resumed>) -> Result<Exit, 
                 cut_bytes,
                 time: crate::event::now(),
             });
+            if replayed > 0 || steps > 0 {
+                printer.line(&format!(
+                    "resume: replaying {steps} completed step(s) and {replayed} call(s) from the journal (nothing of that runs again)"
+                ));
+            }
         }
         None => host.emit(&Event::Run {
             run_id: run_id.clone(),
@@ -232,20 +247,10 @@ pub fn run_with(options: &RunOptions, resumed: Option<Resumed>) -> Result<Exit, 
         }),
     }
 
-    // Ctrl-C: the first cancels the call in flight and stops the script
-    // (rollbacks then run); the second exits at once.
-    let signal_host = Arc::clone(&host);
-    runtime.spawn(async move {
-        if tokio::signal::ctrl_c().await.is_ok() {
-            signal_host
-                .printer
-                .line("interrupted: stopping (Ctrl-C again to exit at once)");
-            signal_host.interrupt();
-            if tokio::signal::ctrl_c().await.is_ok() {
-                std::process::exit(Exit::Interrupted.code());
-            }
-        }
-    });
+    // Ctrl-C, SIGTERM and SIGHUP: the first cancels the call in flight and
+    // stops the script (rollbacks then run, the journal is flushed); a
+    // second exits at once.
+    spawn_signal_watch(&runtime, &host);
 
     let engine = Arc::new(engine);
     let ast = Arc::new(ast);
@@ -266,7 +271,7 @@ pub fn run_with(options: &RunOptions, resumed: Option<Resumed>) -> Result<Exit, 
         .as_ref()
         .map_or(Exit::Ok, |diagnostic| diagnostic.exit);
     let exit = if host.was_interrupted() {
-        Exit::Interrupted
+        host.interrupted_exit()
     } else {
         exit
     };
@@ -284,6 +289,9 @@ pub fn run_with(options: &RunOptions, resumed: Option<Resumed>) -> Result<Exit, 
     });
     runtime.block_on(runbook_stdlib::finish_run());
     host.detach_journal();
+    if exit == Exit::Ok {
+        host.discard_key();
+    }
     printer.line(&format!(
         "journal: {} (run {run_id})",
         journal_path.display()
@@ -305,10 +313,24 @@ fn execute(
     let mut scope = Scope::new();
     let error = engine.run_ast_with_scope(&mut scope, ast).err()?;
     let diagnostic = Diagnostic::from_rhai(&error);
+    if let Some(message) = host.halted() {
+        host.printer.line(
+            "not rolled back: the run stopped before doing anything its journal does not have; it can be resumed again",
+        );
+        return Some(Diagnostic {
+            exit: Exit::Usage,
+            message,
+            ..diagnostic
+        });
+    }
     let diagnostic = if host.was_interrupted() {
         Diagnostic {
-            exit: Exit::Interrupted,
-            message: "interrupted".into(),
+            exit: host.interrupted_exit(),
+            message: match host.interrupted_exit() {
+                Exit::Terminated => "stopped by SIGTERM".into(),
+                Exit::HungUp => "stopped by SIGHUP".into(),
+                _ => "interrupted".into(),
+            },
             ..diagnostic
         }
     } else {
@@ -316,6 +338,42 @@ fn execute(
     };
     roll_back(host, engine, ast, no_rollback);
     Some(diagnostic)
+}
+
+/// Watch for Ctrl-C, SIGTERM and SIGHUP: the first stops the run as an
+/// interruption (rollbacks run), a second of any of them exits at once.
+fn spawn_signal_watch(runtime: &tokio::runtime::Runtime, host: &Arc<RunHost>) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let signal_host = Arc::clone(host);
+    runtime.spawn(async move {
+        let (Ok(mut term), Ok(mut hup)) = (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::hangup()),
+        ) else {
+            return;
+        };
+        let mut first = true;
+        loop {
+            let (exit, name) = tokio::select! {
+                result = tokio::signal::ctrl_c() => {
+                    if result.is_err() {
+                        return;
+                    }
+                    (Exit::Interrupted, "Ctrl-C")
+                }
+                _ = term.recv() => (Exit::Terminated, "SIGTERM"),
+                _ = hup.recv() => (Exit::HungUp, "SIGHUP"),
+            };
+            if !first {
+                std::process::exit(exit.code());
+            }
+            first = false;
+            signal_host.printer.line(&format!(
+                "interrupted by {name}: stopping; compensations run (a second signal exits at once)"
+            ));
+            signal_host.interrupt_by(exit);
+        }
+    });
 }
 
 /// Run registered compensations newest first; a failing one is reported and

@@ -2,12 +2,14 @@
 //! for what is taken from it).
 
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use crate::error::{Diagnostic, Exit};
 use crate::event::{Kind, Mode};
 use crate::journal::{self, Verdict};
 use crate::printer::OutputFormat;
 use crate::runner::{Resumed, RunOptions};
+use crate::seal::RunKey;
 
 /// Options for `runbook resume`.
 #[derive(Debug, Clone, Default)]
@@ -84,6 +86,7 @@ pub fn resume(options: &ResumeOptions) -> Result<Exit, Diagnostic> {
         )
         .hint("resuming a changed runbook may skip or repeat the wrong steps; pass --force if you are sure"));
     }
+    let key = open_sealed(&original.run_id, &state)?;
     let run_options = RunOptions {
         file,
         params: original.params.clone(),
@@ -103,6 +106,41 @@ pub fn resume(options: &ResumeOptions) -> Result<Exit, Diagnostic> {
             journal: path,
             state,
             force: options.force,
+            key,
         }),
     )
+}
+
+/// The run's key, and proof that it opens every sealed value the replay
+/// needs, before anything runs.
+fn open_sealed(
+    run_id: &str,
+    state: &crate::resume::ResumeState,
+) -> Result<Option<Arc<RunKey>>, Diagnostic> {
+    let key =
+        RunKey::load(run_id).map_err(|error| Diagnostic::new(error.to_string(), Exit::Usage))?;
+    if state.sealed == 0 {
+        return Ok(key.map(Arc::new));
+    }
+    let Some(key) = key else {
+        return Err(Diagnostic::new(
+            format!(
+                "the journal holds sealed values; the run key `{}` is missing",
+                crate::seal::key_path(run_id).display()
+            ),
+            Exit::Usage,
+        )
+        .hint(format!(
+            "resume on the machine and state dir the run started in, or set {} to the run's key; nothing was run",
+            crate::seal::KEY_VAR
+        )));
+    };
+    let scratch = runbook_stdlib::redact::Redactor::new();
+    for blob in state.sealed_blobs() {
+        let _ = key.open_value(run_id, blob, &scratch).map_err(|error| {
+            Diagnostic::new(format!("the journal's sealed values cannot be used: {error}"), Exit::Usage)
+                .hint("`runbook audit verify RUN` checks the journal; a journal whose sealed values were changed cannot be resumed; nothing was run")
+        })?;
+    }
+    Ok(Some(Arc::new(key)))
 }

@@ -284,6 +284,14 @@ impl Secret {
         }
     }
 
+    /// Every part with whether it is secret, in order (to seal the value
+    /// whole and rebuild it; see the runtime's `seal`).
+    pub fn parts(&self) -> impl Iterator<Item = (&str, bool)> {
+        self.parts
+            .iter()
+            .map(|part| (part.text.as_ref(), part.secret))
+    }
+
     /// The texts of the secret parts, for the redactor.
     pub fn secret_texts(&self) -> impl Iterator<Item = &str> {
         self.parts

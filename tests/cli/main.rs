@@ -19,6 +19,7 @@ mod journal;
 mod k8s;
 mod recovery;
 mod repl;
+mod replay;
 mod run;
 mod s3_pg;
 mod secrets;

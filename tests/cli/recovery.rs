@@ -52,6 +52,9 @@ struct Outcomes {
     in_flight_rerun: usize,
     finished_before_kill: usize,
     killed_before_start: usize,
+    /// Trials where the file changed after runbook was dead: an orphaned
+    /// child finished its step (this must stay 0).
+    orphan_writes: usize,
 }
 
 /// One trial: kill after `delay`, resume, check the file and the journal.
@@ -73,6 +76,12 @@ fn crash_trial(delay: Duration, outcomes: &std::sync::Mutex<Outcomes>) {
     let finished = child.try_wait().unwrap().is_some();
     child.kill().ok(); // SIGKILL
     child.wait().unwrap();
+    // A child that outlived runbook would append its step's name after this.
+    let at_kill = std::fs::read_to_string(&out).unwrap_or_default();
+    std::thread::sleep(Duration::from_millis(150));
+    if std::fs::read_to_string(&out).unwrap_or_default() != at_kill {
+        outcomes.lock().unwrap().orphan_writes += 1;
+    }
     let journal = journals(&state);
     if journal.is_empty() {
         // Killed before the run began (a loaded machine starts slowly): nothing ran.
@@ -163,6 +172,10 @@ fn sigkill_at_many_points_then_resume_repeats_no_completed_step() {
     assert!(
         outcomes.exact + outcomes.in_flight_rerun >= 30,
         "too few trials were killed mid-run: {outcomes:?}"
+    );
+    assert_eq!(
+        outcomes.orphan_writes, 0,
+        "a child outlived runbook and finished its step after the kill: {outcomes:?}"
     );
 }
 

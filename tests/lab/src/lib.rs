@@ -355,6 +355,9 @@ impl Lab {
                 self.state_dir().display().to_string(),
             ),
         ];
+        if let Some(pg) = &self.pg {
+            env.push(("PGPASSWORD".to_owned(), pg.password().to_owned()));
+        }
         if let Some(s3) = &self.s3 {
             env.extend(s3.env());
         }

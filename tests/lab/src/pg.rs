@@ -88,6 +88,8 @@ pub struct PgLab {
     dir: PathBuf,
     bin_dir: PathBuf,
     port: u16,
+    /// The superuser's password (TCP logins need it: scram-sha-256).
+    password: String,
     child: Option<Child>,
 }
 
@@ -95,7 +97,9 @@ impl PgLab {
     /// The seeded database.
     pub const DATABASE: &str = "todos";
 
-    /// The role every lab connection uses (a superuser, trust authentication).
+    /// The role every lab connection uses: a superuser; its password
+    /// ([`PgLab::password`]) is checked on TCP (scram-sha-256), the socket
+    /// in the lab folder trusts it.
     pub const USER: &str = "postgres";
 
     /// Rows of `users` in the seeded database.
@@ -127,6 +131,7 @@ impl PgLab {
             dir: pg_dir,
             bin_dir,
             port: 0,
+            password: new_password(),
             child: None,
         };
         lab.initdb(owner)?;
@@ -153,11 +158,41 @@ impl PgLab {
     /// `postgres://postgres@127.0.0.1:PORT/DB`.
     pub fn url(&self, db: &str) -> String {
         format!(
-            "postgres://{}@{}:{}/{db}",
+            "postgres://{}:{}@{}:{}/{db}",
             PgLab::USER,
+            self.password,
             Ipv4Addr::LOCALHOST,
             self.port
         )
+    }
+
+    /// The superuser's password (also what `runbook-lab up` exports as `PGPASSWORD`).
+    pub fn password(&self) -> &str {
+        &self.password
+    }
+
+    /// A URL for `user` with `password` (to check a login of another role).
+    pub fn url_as(&self, user: &str, password: &str, db: &str) -> String {
+        format!(
+            "postgres://{user}:{password}@{}:{}/{db}",
+            Ipv4Addr::LOCALHOST,
+            self.port
+        )
+    }
+
+    /// Whether `user` can log in over TCP with `password` (scram-sha-256).
+    pub fn login_works(&self, user: &str, password: &str, db: &str) -> bool {
+        let psql = self.bin_dir.join("psql");
+        let mut command = Command::new(&psql);
+        command
+            .args(["-X", "-A", "-t", "-q", "-w", "-d"])
+            .arg(self.url_as(user, password, db))
+            .args(["-c", "select 1"])
+            .env("PGCONNECT_TIMEOUT", "10")
+            .env_remove("PGPASSWORD")
+            .env_remove("PGSERVICE")
+            .env_remove("PGOPTIONS");
+        output_within(&mut command, PSQL_TIMEOUT).is_ok_and(|output| output.status.success())
     }
 
     /// The port the server listens on (127.0.0.1 only).
@@ -276,15 +311,21 @@ impl PgLab {
         self.dir.join("postgres.log")
     }
 
-    /// `initdb` (trust authentication, UTF-8, C locale, no fsync), then the
-    /// lab's settings and `pg_hba.conf`.
+    /// `initdb` (the superuser's password, UTF-8, C locale, no fsync), then
+    /// the lab's settings and `pg_hba.conf` (scram-sha-256 on TCP, trust on
+    /// the lab's own socket).
     fn initdb(&self, owner: Option<Owner>) -> anyhow::Result<()> {
         let initdb = self.bin_dir.join("initdb");
+        let pwfile = self.dir.join("superuser.password");
+        std::fs::write(&pwfile, format!("{}\n", self.password))
+            .with_context(|| format!("cannot write `{}`", pwfile.display()))?;
         let mut command = Command::new(&initdb);
         command
             .arg("-D")
             .arg(self.data_dir())
-            .args(["-U", PgLab::USER, "-A", "trust", "-E", "UTF8"])
+            .args(["-U", PgLab::USER, "-E", "UTF8"])
+            .args(["--auth-local=trust", "--auth-host=scram-sha-256"])
+            .arg(format!("--pwfile={}", pwfile.display()))
             .args(["--locale=C", "--no-sync", "--no-instructions"])
             .current_dir(&self.dir);
         as_owner(&mut command, owner);
@@ -324,10 +365,10 @@ impl PgLab {
         let hba = self.data_dir().join("pg_hba.conf");
         std::fs::write(
             &hba,
-            "# runbook-lab: trust, and only from 127.0.0.1 (and the socket in the lab folder)\n\
+            "# runbook-lab: passwords (scram-sha-256) on 127.0.0.1 only; the socket in the lab folder trusts\n\
              local all         all                trust\n\
-             host  all         all  127.0.0.1/32  trust\n\
-             host  replication all  127.0.0.1/32  trust\n",
+             host  all         all  127.0.0.1/32  scram-sha-256\n\
+             host  replication all  127.0.0.1/32  scram-sha-256\n",
         )
         .with_context(|| format!("cannot write `{}`", hba.display()))
     }
@@ -698,6 +739,18 @@ pub(crate) fn alive(pid: u32) -> bool {
             .and_then(|rest| rest.split_whitespace().next())
             .is_some_and(|state| state != "Z" && state != "X")
     })
+}
+
+/// A fresh superuser password: letters and digits only, so that it needs no
+/// quoting in URLs or shells.
+fn new_password() -> String {
+    use rand::Rng;
+    const ALPHABET: &[u8] = b"abcdefghijkmnpqrstuvwxyzABCDEFGHJKLMNPQRSTUVWXYZ23456789";
+    let mut rng = rand::rng();
+    let tail: String = (0..20)
+        .map(|_| char::from(ALPHABET[rng.random_range(0..ALPHABET.len())]))
+        .collect();
+    format!("lab{tail}")
 }
 
 #[cfg(test)]

@@ -80,11 +80,18 @@ fn the_seeded_server_answers_real_clients_and_stops_on_drop() {
         "user7@example.com|User 7"
     );
 
-    // Loopback only, trust, as the postgres superuser, at the advertised URL.
+    // Loopback only, as the postgres superuser with its password, at the advertised URL.
     assert_eq!(
         pg.url("todos"),
-        format!("postgres://postgres@127.0.0.1:{}/todos", pg.port())
+        format!(
+            "postgres://postgres:{}@127.0.0.1:{}/todos",
+            pg.password(),
+            pg.port()
+        )
     );
+    // TCP logins need the password (scram-sha-256).
+    assert!(pg.login_works("postgres", pg.password(), "todos"));
+    assert!(!pg.login_works("postgres", "wrong", "todos"));
     assert_eq!(
         pg.psql("postgres", "show listen_addresses").unwrap(),
         "127.0.0.1"
@@ -186,10 +193,7 @@ fn the_lab_contexts_point_at_postgres() {
         .unwrap();
     for name in [Lab::CONTEXT, Lab::PROTECTED_CONTEXT] {
         let table = &config["context"][name]["pg"];
-        assert_eq!(
-            table["url"].as_str(),
-            Some(format!("postgres://postgres@127.0.0.1:{}/todos", pg.port()).as_str())
-        );
+        assert_eq!(table["url"].as_str(), Some(pg.url("todos").as_str()));
         assert_eq!(
             table["bin_dir"].as_str(),
             Some(pg.bin_dir().display().to_string().as_str())
@@ -223,7 +227,7 @@ fn runbook_lab_run_with_postgres_hands_runbook_a_database() {
     assert!(output.status.success(), "{:?} {stderr}", output.status);
     assert_eq!(String::from_utf8(output.stdout).unwrap(), "2000\n");
     assert!(
-        stderr.contains("pg       postgres://postgres@127.0.0.1:"),
+        stderr.contains("pg       postgres://postgres:lab"),
         "{stderr}"
     );
 }
