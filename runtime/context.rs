@@ -239,11 +239,25 @@ pub fn resolve(requested: Option<&str>, starts: &[&Path]) -> Result<Context, Con
     match (name, config) {
         (None, _) => Ok(Context::default()),
         (Some(name), None) => Err(ContextError::NoFile { name }),
-        (Some(name), Some(config)) => config.context(&name),
+        (Some(name), Some(config)) => {
+            let context = config.context(&name)?;
+            // Children never inherit the variables the context reads secrets from.
+            runbook_stdlib::child::hide_env(context.secret_env_vars());
+            Ok(context)
+        }
     }
 }
 
 impl Context {
+    /// The variables named by the context's `env:` secret sources.
+    pub fn secret_env_vars(&self) -> Vec<String> {
+        self.secrets
+            .values()
+            .filter_map(|source| source.strip_prefix("env:"))
+            .map(str::to_owned)
+            .collect()
+    }
+
     /// The context as the script sees it through `context()`: every key of the
     /// table plus `name`; secret sources are listed by name only.
     pub fn to_dynamic(&self) -> Dynamic {
