@@ -190,7 +190,7 @@ impl Journal {
             path: path.to_owned(),
             source,
         };
-        let key = AuditKey::for_reading(&state_dir())?;
+        let key = AuditKey::for_reading(&key_dir(path))?;
         let text = std::fs::read_to_string(path).map_err(io)?;
         let (whole, cut) = whole_lines(&text);
         let run_id = whole
@@ -361,10 +361,21 @@ pub enum Verdict {
     CutOff { lines: usize },
 }
 
-/// Check the keyed chain of a journal and its end witnesses, with the audit
-/// key of the state dir (or `RUNBOOK_AUDIT_KEY`).
+/// The state dir whose audit key wrote `journal`: the one it lies in
+/// (`<dir>/runs/<id>/journal.jsonl`), else the current one.
+fn key_dir(journal: &Path) -> PathBuf {
+    journal
+        .parent()
+        .and_then(Path::parent)
+        .filter(|runs| runs.file_name().is_some_and(|name| name == "runs"))
+        .and_then(Path::parent)
+        .map_or_else(state_dir, Path::to_owned)
+}
+
+/// Check the keyed chain of a journal and its end witnesses, with
+/// `RUNBOOK_AUDIT_KEY` or the audit key of the state dir that holds it.
 pub fn verify(path: &Path) -> Result<Verdict, JournalError> {
-    let key = AuditKey::for_reading(&state_dir())?;
+    let key = AuditKey::for_reading(&key_dir(path))?;
     verify_with(path, &key)
 }
 

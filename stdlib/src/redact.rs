@@ -75,6 +75,14 @@ fn derived_forms(text: &str) -> Vec<String> {
     forms.push(hex.to_uppercase());
     forms.push(hex);
     forms.push(text.chars().rev().collect());
+    // Escaped forms, for text that was encoded before it reached the
+    // redactor (a map printed by the script, an error quoting a value).
+    if let Ok(json) = serde_json::to_string(text) {
+        forms.push(json.trim_matches('"').to_owned());
+    }
+    forms.push(text.escape_debug().to_string());
+    forms.push(text.escape_default().to_string());
+    forms.retain(|form| form.as_str() != text);
     forms
 }
 

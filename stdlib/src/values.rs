@@ -39,8 +39,14 @@ const MAX_RENDERED: usize = 200;
 /// Render an argument for plans, the journal and errors: strings quoted,
 /// secrets as `***`, long values shortened.
 pub fn render(value: &Dynamic) -> String {
+    render_masked(value, &crate::redact::Redactor::new())
+}
+
+/// [`render`] with every string masked before it is quoted or shortened,
+/// so neither escaping nor the cut can leave part of a secret showing.
+pub fn render_masked(value: &Dynamic, redactor: &crate::redact::Redactor) -> String {
     let mut out = String::new();
-    render_into(value, &mut out, 0);
+    render_into(value, &mut out, 0, redactor);
     if out.chars().count() > MAX_RENDERED {
         let cut: String = out.chars().take(MAX_RENDERED).collect();
         format!("{cut}…")
@@ -49,7 +55,12 @@ pub fn render(value: &Dynamic) -> String {
     }
 }
 
-fn render_into(value: &Dynamic, out: &mut String, depth: usize) {
+fn render_into(
+    value: &Dynamic,
+    out: &mut String,
+    depth: usize,
+    redactor: &crate::redact::Redactor,
+) {
     if depth > 4 {
         out.push('…');
         return;
@@ -58,6 +69,7 @@ fn render_into(value: &Dynamic, out: &mut String, depth: usize) {
         out.push_str(&secret.to_string());
     } else if value.is_string() {
         let text = value.clone().into_string().unwrap_or_default();
+        let text = redactor.mask(&text).into_owned();
         out.push_str(&serde_json::Value::String(text).to_string());
     } else if let Some(array) = value.read_lock::<Array>() {
         out.push('[');
@@ -65,7 +77,7 @@ fn render_into(value: &Dynamic, out: &mut String, depth: usize) {
             if index > 0 {
                 out.push_str(", ");
             }
-            render_into(item, out, depth + 1);
+            render_into(item, out, depth + 1, redactor);
         }
         out.push(']');
     } else if let Some(map) = value.read_lock::<Map>() {
@@ -74,9 +86,9 @@ fn render_into(value: &Dynamic, out: &mut String, depth: usize) {
             if index > 0 {
                 out.push_str(", ");
             }
-            out.push_str(key);
+            out.push_str(&redactor.mask(key));
             out.push_str(": ");
-            render_into(item, out, depth + 1);
+            render_into(item, out, depth + 1, redactor);
         }
         out.push('}');
     } else if value.is_fnptr() {

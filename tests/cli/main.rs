@@ -7,6 +7,7 @@
 mod harness;
 
 mod approvals;
+mod audit_tamper;
 mod check;
 mod deploy;
 mod doc;
@@ -22,5 +23,6 @@ mod repl;
 mod run;
 mod s3_pg;
 mod secrets;
+mod secrets_corpus;
 mod ssh;
 mod ssh_masters;

@@ -88,7 +88,10 @@ fn gate(
     let info = CallInfo {
         function: function.qualified_name(),
         effect: function.effect,
-        args: args.iter().map(values::render).collect(),
+        args: args
+            .iter()
+            .map(|arg| values::render_masked(arg, host.redactor()))
+            .collect(),
         position,
         has_preview: function.preview.is_some(),
     };
