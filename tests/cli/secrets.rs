@@ -222,7 +222,10 @@ fn secrets_example_keeps_its_values_masked() {
         "the JSON holding the token is not masked\n{}",
         output.report()
     );
-    assert_eq!(lines[2], "***", "a string function on a secret gives a secret");
+    assert_eq!(
+        lines[2], "***",
+        "a string function on a secret gives a secret"
+    );
 }
 
 /// Every file under `dir`, recursively.

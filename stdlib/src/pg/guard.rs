@@ -82,7 +82,7 @@ pub(crate) fn refusal(sql: &str) -> Option<String> {
     };
     if !READ_STATEMENTS.contains(first) {
         return Some(format!(
-            "`pg::query` runs only statements that read (SELECT, WITH, VALUES, TABLE, SHOW, EXPLAIN), not `{}`",
+            "`pg::query` runs only statements that read (SELECT, WITH, VALUES, TABLE, SHOW, EXPLAIN, in a read-only transaction), not `{}`",
             first.to_uppercase()
         ));
     }
