@@ -126,8 +126,7 @@ impl Redactor {
         }
         let mut known = self.known.write().unwrap_or_else(PoisonError::into_inner);
         for candidate in candidates {
-            if candidate.chars().count() >= MIN_SECRET_LEN
-                && !known.substrings.contains(&candidate)
+            if candidate.chars().count() >= MIN_SECRET_LEN && !known.substrings.contains(&candidate)
             {
                 known.substrings.push(candidate);
             }
