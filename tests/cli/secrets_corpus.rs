@@ -10,6 +10,8 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use runbook_lab::{Lab, S3Kind};
+
 use crate::harness::{Output, Run, Scratch, binary, repo_root};
 
 const QUOTE: &str = "ab\"QuoteSec\\cd";
@@ -595,4 +597,72 @@ shell::run(["sh", "-c", "tool --password-file=/dev/stdin"], #{stdin: pw});
     shipped
         .assert_success()
         .assert_not_contains("warning: a secret is concatenated");
+}
+
+/// `runbook ARGS` against the lab with every descendant's command line
+/// sampled; the run's status and what was seen.
+fn sampled_run(lab: &Lab, args: &[&str]) -> (std::process::ExitStatus, Vec<String>) {
+    let mut command = Command::new(binary());
+    command
+        .args(args)
+        .current_dir(repo_root())
+        .envs(lab.env())
+        .env("CI", "true")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    sample_cmdlines(command.spawn().unwrap())
+}
+
+#[test]
+fn no_secret_in_any_command_line_while_the_shipped_runbooks_run() {
+    let lab = Lab::builder()
+        .ssh_hosts(0)
+        .postgres(true)
+        .s3(S3Kind::S3sFs)
+        .start()
+        .expect("the lab starts");
+    // Every value the lab hands runbook as a secret (keys, tokens, passwords).
+    let secrets: Vec<String> = lab
+        .env()
+        .into_iter()
+        .filter(|(name, value)| {
+            let name = name.to_uppercase();
+            (name.contains("SECRET") || name.contains("TOKEN") || name.contains("PASSWORD"))
+                && value.len() >= 6
+        })
+        .map(|(_, value)| value)
+        .collect();
+    assert!(!secrets.is_empty(), "the lab has no secrets to look for");
+    let mut seen = Vec::new();
+    for args in [
+        vec!["run", "runbooks/backup-db.rhai", "--context", "lab"],
+        vec![
+            "run",
+            "runbooks/dr-restore.rhai",
+            "--context",
+            "lab",
+            "--approve",
+        ],
+        vec![
+            "run",
+            "--dry-run",
+            "runbooks/backup-db.rhai",
+            "--context",
+            "lab",
+        ],
+    ] {
+        let (status, lines) = sampled_run(&lab, &args);
+        assert!(status.success(), "{args:?} failed");
+        seen.extend(lines);
+    }
+    assert!(
+        seen.iter().any(|line| line.contains("pg_dump")),
+        "the sampling never saw pg_dump"
+    );
+    let leaks: Vec<&String> = seen
+        .iter()
+        .filter(|line| secrets.iter().any(|secret| line.contains(secret.as_str())))
+        .collect();
+    assert!(leaks.is_empty(), "a secret in a command line: {leaks:?}");
 }
