@@ -666,3 +666,61 @@ fn no_secret_in_any_command_line_while_the_shipped_runbooks_run() {
         .collect();
     assert!(leaks.is_empty(), "a secret in a command line: {leaks:?}");
 }
+
+#[test]
+fn the_repl_keeps_secrets_out_of_its_output_and_history() {
+    let scratch = Scratch::new();
+    let config = scratch.write(
+        "runbook.toml",
+        "[context.t]\n[context.t.secrets]\ntoken = \"env:RBC_REPL_TOKEN\"\n",
+    );
+    const TOKEN: &str = "repl-Token\"Value\\77";
+    let env = vec![
+        ("RUNBOOK_CONFIG".to_owned(), config.display().to_string()),
+        ("RBC_REPL_TOKEN".to_owned(), TOKEN.to_owned()),
+    ];
+    let mut session = crate::harness::pty_with_env(
+        &["repl", "--context", "t"],
+        scratch.path(),
+        &scratch.file("home"),
+        "xterm",
+        &env,
+    );
+    session.exp_string("t> ").expect("the prompt");
+    let mut seen = String::new();
+    for line in [
+        "let t = secret(\"token\");",
+        "t",
+        "#{t: t, text: shell::read([\"sh\", \"-c\", \"printf '%s' \\\"$T\\\"\"], #{env: #{T: t}}).stdout}",
+        ":vars",
+    ] {
+        std::thread::sleep(Duration::from_millis(100));
+        session.send_line(line).expect("send a line");
+        seen.push_str(&session.exp_string("t> ").expect("the prompt again"));
+    }
+    // Typed by hand (the terminal echoes it as typed; the history must not keep it).
+    std::thread::sleep(Duration::from_millis(100));
+    session
+        .send_line("print(\"repl-Token\\\"Value\\\\77 typed by hand\")")
+        .expect("send a line");
+    // Its echo first, then what it printed.
+    session.exp_string("typed by hand").expect("the echo");
+    let printed = session.exp_string("typed by hand").expect("the output");
+    assert!(printed.ends_with("*** "), "{printed:?}");
+    session.exp_string("t> ").expect("the prompt again");
+    session.send_control('d').expect("Ctrl-D");
+    let _ = crate::harness::pty_exit(&mut session);
+    for needle in ["repl-Token", "Value\\77", "Value\\\\77"] {
+        assert!(
+            !seen.contains(needle),
+            "{needle} in the REPL's output:\n{seen}"
+        );
+    }
+    assert!(seen.contains("***"), "{seen}");
+    let history = scratch.read("home/state/runbook/history");
+    assert!(!history.contains("repl-Token"), "history: {history:?}");
+    assert!(
+        history.contains("secret(\\\"token\\\")") || history.contains("secret(\"token\")"),
+        "history: {history:?}"
+    );
+}
