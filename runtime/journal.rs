@@ -5,10 +5,13 @@
 //! the MAC of the line before it: an edit breaks the line's own MAC, a
 //! removal or reordering breaks the chain, and without the key nobody can
 //! write a line that fits, so `runbook audit verify` names the first line
-//! that does not. Every end record is also witnessed by a file of its own,
-//! `witness/end-<lines>.json` next to the journal, created once (never
-//! rewritten) and read-only: cutting the end off a journal, or the lines
-//! after a witnessed end, is found even though the rest still chains.
+//! that does not. The head of the chain is also witnessed at every step end,
+//! gate, rollback, resume and end record by a file of its own,
+//! `witness/head-<lines>.json` next to the journal, created once (never
+//! rewritten) and read-only: cutting lines off the end of a journal (even
+//! of a run that was killed and has no end record) is found down to the
+//! last witness, though the rest still chains; every end record must have
+//! its witness.
 //!
 //! Secrets are masked in the event's values before it is encoded, so JSON
 //! escaping cannot hide one from the redactor. Lines are written whole and
@@ -45,7 +48,7 @@ fn witness_dir(journal: &Path) -> PathBuf {
 
 /// The witness of an end record that is line `lines` of the journal.
 fn witness_path(journal: &Path, lines: u64) -> PathBuf {
-    witness_dir(journal).join(format!("end-{lines}.json"))
+    witness_dir(journal).join(format!("head-{lines}.json"))
 }
 
 /// What a witness file holds: which run, how many lines the journal had at
@@ -253,14 +256,21 @@ impl Journal {
         }
         self.prev = mac;
         self.seq += 1;
-        if matches!(event, Event::End { .. }) {
+        if matches!(
+            event,
+            Event::StepEnd { .. }
+                | Event::Gate { .. }
+                | Event::Rollback { .. }
+                | Event::Resume { .. }
+                | Event::End { .. }
+        ) {
             self.witness()?;
         }
         Ok(())
     }
 
-    /// Write the witness of the end record just appended: created once,
-    /// read-only, never rewritten.
+    /// Write the witness of the line just appended (the chain's head):
+    /// created once, read-only, never rewritten.
     fn witness(&self) -> Result<(), JournalError> {
         use std::os::unix::fs::OpenOptionsExt;
         let path = witness_path(&self.path, self.seq);
@@ -391,6 +401,8 @@ pub fn verify_with(path: &Path, key: &AuditKey) -> Result<Verdict, JournalError>
     let mut run_id = String::new();
     // The end records: (lines up to and including it, its MAC).
     let mut ends: Vec<(u64, String)> = Vec::new();
+    // Every line's MAC, for the witnesses.
+    let mut macs: Vec<String> = Vec::new();
     let mut cut_off = false;
     for (index, line) in text.split_inclusive('\n').enumerate() {
         let number = index + 1;
@@ -440,6 +452,7 @@ pub fn verify_with(path: &Path, key: &AuditKey) -> Result<Verdict, JournalError>
             _ => {}
         }
         prev = mac.to_owned();
+        macs.push(mac.to_owned());
         complete = matches!(parsed.event, Event::End { .. });
         count = number;
     }
@@ -465,7 +478,7 @@ pub fn verify_with(path: &Path, key: &AuditKey) -> Result<Verdict, JournalError>
             ),
         });
     }
-    if let Some(verdict) = check_witnesses(path, key, &run_id, &ends, count as u64) {
+    if let Some(verdict) = check_witnesses(path, key, &run_id, &ends, &macs) {
         return Ok(verdict);
     }
     if cut_off {
@@ -484,8 +497,9 @@ fn check_witnesses(
     key: &AuditKey,
     run_id: &str,
     ends: &[(u64, String)],
-    lines: u64,
+    macs: &[String],
 ) -> Option<Verdict> {
+    let lines = macs.len() as u64;
     let broken = |line: u64, problem: String| {
         Some(Verdict::Broken {
             line: usize::try_from(line).unwrap_or(usize::MAX),
@@ -497,7 +511,7 @@ fn check_witnesses(
         for entry in entries.flatten() {
             let name = entry.file_name().to_string_lossy().into_owned();
             let Some(number) = name
-                .strip_prefix("end-")
+                .strip_prefix("head-")
                 .and_then(|rest| rest.strip_suffix(".json"))
                 .and_then(|number| number.parse::<u64>().ok())
             else {
@@ -531,16 +545,20 @@ fn check_witnesses(
                 return broken(
                     lines + 1,
                     format!(
-                        "the witness `{name}` records an end record at line {number}, but the journal has {lines} lines: lines were removed from its end"
+                        "the witness `{name}` records line {number}, but the journal has {lines} lines: lines were removed from its end"
                     ),
                 );
             }
-            match ends.iter().find(|(at, _)| *at == number) {
-                Some((_, mac)) if *mac == witness.line_mac => witnessed.push(number),
+            match usize::try_from(number)
+                .ok()
+                .and_then(|number| number.checked_sub(1))
+                .and_then(|index| macs.get(index))
+            {
+                Some(mac) if *mac == witness.line_mac => witnessed.push(number),
                 _ => {
                     return broken(
                         number,
-                        format!("line {number} is not the end record the witness `{name}` records"),
+                        format!("line {number} is not the line the witness `{name}` records"),
                     );
                 }
             }
@@ -551,7 +569,7 @@ fn check_witnesses(
         .and_then(|(at, _)| {
             broken(
                 *at,
-                format!("the end record has no witness (`witness/end-{at}.json` is missing)"),
+                format!("the end record has no witness (`witness/head-{at}.json` is missing)"),
             )
         })
 }

@@ -182,12 +182,8 @@ fn every_tampering_fails_audit_verify() {
     // Removing the witness of an intact journal is found too.
     std::fs::write(&journal, &good).unwrap();
     let witness_dir = journal.parent().unwrap().join("witness");
-    let witness = std::fs::read_dir(&witness_dir)
-        .unwrap()
-        .flatten()
-        .next()
-        .unwrap()
-        .path();
+    let witness = witness_dir.join(format!("head-{count}.json"));
+    assert!(witness.exists(), "the end record's witness");
     let mut permissions = std::fs::metadata(&witness).unwrap().permissions();
     #[allow(clippy::permissions_set_readonly_false)]
     permissions.set_readonly(false);
@@ -243,4 +239,28 @@ fn a_journal_without_an_end_fails_unless_allowed_and_still_resumes() {
     verify(&scratch, &journal, &["--allow-incomplete"])
         .assert_success()
         .assert_contains("hash chain intact");
+    // Its tail cut off below the last witness (step `a` ended): found even
+    // with --allow-incomplete.
+    let good = std::fs::read_to_string(&journal).unwrap();
+    let kept: String = good
+        .lines()
+        .take(2)
+        .map(|line| format!("{line}\n"))
+        .collect();
+    std::fs::write(&journal, kept).unwrap();
+    verify(&scratch, &journal, &["--allow-incomplete"])
+        .assert_exit(1)
+        .assert_contains("lines were removed from its end");
+    std::fs::write(&journal, &good).unwrap();
+    // And it still resumes (the key verifies it; a killed run has no end).
+    let resumed = Run::command(["resume", journal.to_str().unwrap()])
+        .current_dir(scratch.path())
+        .state_dir(&state)
+        .output();
+    assert_ne!(
+        resumed.code,
+        2,
+        "resume refused the killed run\n{}",
+        resumed.report()
+    );
 }
