@@ -390,7 +390,7 @@ fn children_do_not_inherit_undeclared_secret_variables() {
     let scratch = Scratch::new();
     scratch.write(
         "runbook.toml",
-        "[context.t]\n[context.t.secrets]\ntoken = \"env:RBC_CHILD_TOKEN\"\nother = \"env:RBC_OTHER_TOKEN\"\n",
+        "[context.t]\n[context.t.secrets]\ntoken = \"env:RBC_CHILD_TOKEN\"\nother = \"env:RBC_OTHER_TOKEN\"\n[context.prod.secrets]\ndb = \"env:RBC_PROD_PASSWORD\"\n",
     );
     scratch.write(
         "s.rhai",
@@ -405,6 +405,7 @@ shell::run(["sh", "-c", "env > ENV-GIVEN"], #{env: #{RBC_CHILD_TOKEN: secret("to
         .context("t")
         .env("RBC_CHILD_TOKEN", "child-token-value-1")
         .env("RBC_OTHER_TOKEN", "other-token-value-2")
+        .env("RBC_PROD_PASSWORD", "prod-password-value-4")
         .env("AWS_SECRET_ACCESS_KEY", "aws-secret-value-3")
         .env(
             "RUNBOOK_AUDIT_KEY",
@@ -422,6 +423,8 @@ shell::run(["sh", "-c", "env > ENV-GIVEN"], #{env: #{RBC_CHILD_TOKEN: secret("to
         "aws-secret-value-3",
         "RUNBOOK_AUDIT_KEY",
         "an-audit-key",
+        "RBC_PROD_PASSWORD",
+        "prod-password-value-4",
     ] {
         assert!(!plain.contains(hidden), "a child saw {hidden}:\n{plain}");
     }
