@@ -269,3 +269,99 @@ pub fn check(ast: &AST, header: &Header, known: &Known) -> Vec<Diagnostic> {
     problems.sort_by_key(|problem| (problem.position.line(), problem.position.position()));
     problems
 }
+
+/// Calls that run a command line, and which argument is the command.
+const COMMAND_CALLS: &[(&str, &str, usize)] = &[
+    ("shell", "run", 0),
+    ("shell", "read", 0),
+    ("ssh", "exec", 1),
+    ("ssh", "read", 1),
+    ("ssh", "exec_all", 1),
+    ("k8s", "exec", 1),
+];
+
+/// Calls whose result is a secret.
+fn makes_secret(call: &rhai::FnCallExpr) -> bool {
+    let module = call.namespace.to_string();
+    matches!(
+        (module.as_str(), call.name.as_str()),
+        ("", "secret") | ("secrets", "generate") | ("k8s", "secret")
+    )
+}
+
+/// Whether `expr` builds text out of pieces (`+`, `${...}`) one of which is
+/// a secret: a variable bound to one, or a call that makes one.
+fn concatenates_secret(expr: &Expr, secrets: &HashSet<String>) -> bool {
+    fn holds_secret(expr: &Expr, secrets: &HashSet<String>) -> bool {
+        match expr {
+            Expr::Variable(variable, ..) => secrets.contains(variable.1.as_str()),
+            Expr::FnCall(call, _) | Expr::MethodCall(call, _) => {
+                makes_secret(call) || call.args.iter().any(|arg| holds_secret(arg, secrets))
+            }
+            Expr::InterpolatedString(parts, _) | Expr::Array(parts, _) => {
+                parts.iter().any(|part| holds_secret(part, secrets))
+            }
+            Expr::Dot(binary, ..) | Expr::Index(binary, ..) => holds_secret(&binary.lhs, secrets),
+            _ => false,
+        }
+    }
+    match expr {
+        Expr::InterpolatedString(parts, _) => parts.iter().any(|part| holds_secret(part, secrets)),
+        Expr::FnCall(call, _) if call.op_token.is_some() && call.name == "+" => {
+            call.args.iter().any(|arg| holds_secret(arg, secrets))
+        }
+        Expr::Array(items, _) => items.iter().any(|item| concatenates_secret(item, secrets)),
+        _ => false,
+    }
+}
+
+/// Advice that does not stop a run: a secret concatenated into a command
+/// line (which every local user can read in `/proc/*/cmdline`, and a remote
+/// host logs) instead of going through `env` or `stdin`.
+pub fn warnings(ast: &AST) -> Vec<Diagnostic> {
+    let mut secrets: HashSet<String> = HashSet::new();
+    ast.walk(&mut |nodes: &[ASTNode]| {
+        if let Some(ASTNode::Stmt(Stmt::Var(declaration, ..))) = nodes.last()
+            && let Expr::FnCall(call, _) | Expr::MethodCall(call, _) = &declaration.1
+            && makes_secret(call)
+        {
+            secrets.insert(declaration.0.name.to_string());
+        }
+        true
+    });
+    let mut warnings = Vec::new();
+    ast.walk(&mut |nodes: &[ASTNode]| {
+        let (call, position) = match nodes.last() {
+            Some(ASTNode::Expr(Expr::FnCall(call, position))) => (&**call, position),
+            Some(ASTNode::Stmt(Stmt::FnCall(call, position))) => (&**call, position),
+            _ => return true,
+        };
+        let module = call.namespace.to_string();
+        let Some((_, _, index)) = COMMAND_CALLS
+            .iter()
+            .find(|(m, name, _)| *m == module && *name == call.name.as_str())
+        else {
+            return true;
+        };
+        if call
+            .args
+            .get(*index)
+            .is_some_and(|command| concatenates_secret(command, &secrets))
+        {
+            warnings.push(
+                Diagnostic::new(
+                    format!(
+                        "a secret is concatenated into the command line of `{module}::{}`: while it runs, any local user can read it in /proc/*/cmdline (and a remote host may log it)",
+                        call.name
+                    ),
+                    Exit::Usage,
+                )
+                .at(*position)
+                .hint("pass it through the environment or stdin: `shell::run([\"sh\", \"-c\", \"tool --password-file=/dev/stdin\"], #{stdin: pw})` or `#{env: #{PGPASSWORD: pw}}`"),
+            );
+        }
+        true
+    });
+    warnings.sort_by_key(|warning| (warning.position.line(), warning.position.position()));
+    warnings
+}

@@ -40,11 +40,17 @@ Exit codes:
   143  stopped by SIGTERM (as Ctrl-C: rollbacks ran, journal flushed)
   129  stopped by SIGHUP (the terminal went away; as Ctrl-C)
 
+Locks: a live run locks its runbook (by canonical path: symlinks and `..` resolved) and context
+in the state dir, so a second run with the same state dir exits 4. The lock is per state dir:
+other people and machines do not see it. `k8s::lock(name, ttl)` in the runbook is the lock
+across people (a Kubernetes Lease).
+
 Environment:
   RUNBOOK_CONTEXT   context when --context is not given
   RUNBOOK_CONFIG    path of runbook.toml (default: searched upward from the runbook, then the cwd)
   RUNBOOK_APPROVER  identity recorded for approvals (default: $USER@host)
-  RUNBOOK_STATE_DIR journals, locks and REPL history (default: $XDG_STATE_HOME/runbook or ~/.local/state/runbook)
+  RUNBOOK_STATE_DIR journals, locks, the audit key and REPL history (default: $XDG_STATE_HOME/runbook or ~/.local/state/runbook)
+  RUNBOOK_AUDIT_KEY the key of the journals' keyed hash chain (default: <state dir>/audit.key, mode 0600)
   XDG_RUNTIME_DIR   ssh master sockets go to $XDG_RUNTIME_DIR/runbook/ssh (else $RUNBOOK_STATE_DIR/ssh)
   CI                when set, gates never prompt: they need --approve
   NO_COLOR          disable colors";
@@ -245,14 +251,22 @@ Exit codes: 0 rejected, 2 no such run or not waiting at a gate, 4 already decide
 
 #[derive(Debug, Subcommand)]
 enum AuditCommand {
-    /// Check a journal's hash chain: exits 1 and names the first line that was
-    /// edited, removed or reordered.
+    /// Check a journal's keyed hash chain (HMAC-SHA256 under the audit key)
+    /// and its end witnesses: exits 1 and names the first line that was
+    /// edited, removed, reordered, appended or written without the key, and
+    /// exits 1 when the journal has no end record (unless --allow-incomplete).
     #[command(
-        after_help = "Examples:\n  runbook audit verify 20261122T013751Z-5359\n  runbook audit verify /backup/journals/run.jsonl"
+        after_help = "The audit key is $RUNBOOK_AUDIT_KEY, else <state dir>/audit.key (mode 0600, created by the \
+first run). Whoever can read the key can forge journals: keep it where the journal's writers cannot \
+read it when that matters.\n\nExit codes: 0 intact, 1 broken or incomplete, 2 no such run or no key.\n\n\
+Examples:\n  runbook audit verify 20261122T013751Z-5359\n  runbook audit verify --allow-incomplete 20261122T013751Z-5359\n  runbook audit verify /backup/journals/run.jsonl"
     )]
     Verify {
         /// Run id or journal file.
         run: String,
+        /// Accept a journal without an end record (a run still going, or killed).
+        #[arg(long)]
+        allow_incomplete: bool,
     },
 }
 
@@ -442,7 +456,10 @@ fn dispatch(command: Command) -> Result<Exit, Diagnostic> {
             no_rollback: execution.no_rollback,
             verbose: execution.verbose,
         }),
-        Command::Audit(AuditCommand::Verify { run }) => commands::audit::verify(&run),
+        Command::Audit(AuditCommand::Verify {
+            run,
+            allow_incomplete,
+        }) => commands::audit::verify(&run, allow_incomplete),
         Command::Ssh(SshCommand::Status) => commands::ssh::status(),
         Command::Ssh(SshCommand::Close { host, all }) => commands::ssh::close(host.as_deref(), all),
 

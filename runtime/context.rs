@@ -163,6 +163,18 @@ impl Config {
         })
     }
 
+    /// The variables named by an `env:` secret source in any context.
+    pub fn secret_env_vars(&self) -> Vec<String> {
+        self.contexts
+            .values()
+            .filter_map(|table| table.get("secrets").and_then(toml::Value::as_table))
+            .flat_map(|secrets| secrets.values())
+            .filter_map(toml::Value::as_str)
+            .filter_map(|source| source.strip_prefix("env:"))
+            .map(str::to_owned)
+            .collect()
+    }
+
     pub fn context(&self, name: &str) -> Result<Context, ContextError> {
         let table = self
             .contexts
@@ -236,14 +248,33 @@ pub fn resolve(requested: Option<&str>, starts: &[&Path]) -> Result<Context, Con
             .as_ref()
             .and_then(|config| config.default_context.clone())
     });
+    if let Some(config) = &config {
+        // Children never inherit the variables any context of the file reads
+        // secrets from: a run in `lab` must not hand `production`'s on.
+        runbook_stdlib::child::hide_env(config.secret_env_vars());
+    }
     match (name, config) {
         (None, _) => Ok(Context::default()),
         (Some(name), None) => Err(ContextError::NoFile { name }),
-        (Some(name), Some(config)) => config.context(&name),
+        (Some(name), Some(config)) => {
+            let context = config.context(&name)?;
+            // Children never inherit the variables the context reads secrets from.
+            runbook_stdlib::child::hide_env(context.secret_env_vars());
+            Ok(context)
+        }
     }
 }
 
 impl Context {
+    /// The variables named by the context's `env:` secret sources.
+    pub fn secret_env_vars(&self) -> Vec<String> {
+        self.secrets
+            .values()
+            .filter_map(|source| source.strip_prefix("env:"))
+            .map(str::to_owned)
+            .collect()
+    }
+
     /// The context as the script sees it through `context()`: every key of the
     /// table plus `name`; secret sources are listed by name only.
     pub fn to_dynamic(&self) -> Dynamic {

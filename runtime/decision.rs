@@ -34,6 +34,9 @@ pub enum Skip {
 /// fixture answers it and whether its backend has a dry run of its own.
 pub fn decide(effect: Effect, mode: Mode, has_fixture: bool, has_preview: bool) -> Decision {
     match (effect, mode) {
+        // A read that writes locally (a download): its dry-run body writes
+        // elsewhere and the plan notes the target.
+        (Effect::Read, Mode::DryRun) if has_preview => Decision::Preview,
         (Effect::Local, _)
         | (Effect::Read, Mode::Live | Mode::DryRun)
         | (Effect::Write, Mode::Live) => Decision::Run,
@@ -68,6 +71,9 @@ mod tests {
         (Read, Live, true, false, Run),
         (Read, DryRun, false, false, Run),
         (Read, DryRun, true, false, Run),
+        (Read, DryRun, false, true, Preview),
+        (Read, Live, false, true, Run),
+        (Read, DryRunOffline, false, true, PLACEHOLDER),
         (Read, DryRunOffline, false, false, PLACEHOLDER),
         (Read, DryRunOffline, true, false, FIXTURE),
         (Write, Live, false, false, Run),

@@ -1,10 +1,22 @@
 //! The journal: every event of a run, one JSON object per line in
-//! `<state dir>/runs/<run-id>/journal.jsonl`. Each line ends with `"hash"`,
-//! the SHA-256 of the line's text before that field, and carries in `"prev"`
-//! the hash of the line before it: an edit breaks the line's own hash, a
-//! removal or reordering breaks the chain, so `runbook audit verify` names
-//! the first line that does not fit. Lines are written whole and flushed as they happen, and
-//! fsynced at step boundaries, so a killed run loses nothing it reported.
+//! `<state dir>/runs/<run-id>/journal.jsonl`. Each line ends with `"mac"`,
+//! the HMAC-SHA256 (under the audit key, see `audit_key.rs`, kept outside the
+//! journal) of the line's text before that field, and carries in `"prev"`
+//! the MAC of the line before it: an edit breaks the line's own MAC, a
+//! removal or reordering breaks the chain, and without the key nobody can
+//! write a line that fits, so `runbook audit verify` names the first line
+//! that does not. The head of the chain is also witnessed at every step end,
+//! gate, rollback, resume and end record by a file of its own,
+//! `witness/head-<lines>.json` next to the journal, created once (never
+//! rewritten) and read-only: cutting lines off the end of a journal (even
+//! of a run that was killed and has no end record) is found down to the
+//! last witness, though the rest still chains; every end record must have
+//! its witness.
+//!
+//! Secrets are masked in the event's values before it is encoded, so JSON
+//! escaping cannot hide one from the redactor. Lines are written whole and
+//! flushed as they happen, and fsynced at step boundaries, so a killed run
+//! loses nothing it reported.
 
 use std::fs::{File, OpenOptions};
 use std::io::Write;
@@ -14,17 +26,53 @@ use runbook_stdlib::redact::Redactor;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
+use crate::audit_key::{AuditKey, KeyError};
 use crate::event::Event;
 
-/// How each line ends: `,"hash":"<hex>"}`.
-const HASH_FIELD: &str = ",\"hash\":\"";
+/// How each line ends: `,"mac":"<hex>"}`.
+const MAC_FIELD: &str = ",\"mac\":\"";
 
-/// Split a line into its hashed body and the hash it records.
+/// Split a line into its MACed body and the MAC it records.
 fn split_hash(line: &str) -> Option<(&str, &str)> {
-    let at = line.rfind(HASH_FIELD)?;
-    let hash = line[at + HASH_FIELD.len()..].strip_suffix("\"}")?;
+    let at = line.rfind(MAC_FIELD)?;
+    let hash = line[at + MAC_FIELD.len()..].strip_suffix("\"}")?;
     Some((&line[..at], hash))
 }
+
+/// The folder of a journal's end witnesses.
+fn witness_dir(journal: &Path) -> PathBuf {
+    journal
+        .parent()
+        .map_or_else(|| PathBuf::from("witness"), |dir| dir.join("witness"))
+}
+
+/// The witness of an end record that is line `lines` of the journal.
+fn witness_path(journal: &Path, lines: u64) -> PathBuf {
+    witness_dir(journal).join(format!("head-{lines}.json"))
+}
+
+/// What a witness file holds: which run, how many lines the journal had at
+/// the end record, that line's MAC, and a MAC over those three.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+struct Witness {
+    run_id: String,
+    lines: u64,
+    line_mac: String,
+    mac: String,
+}
+
+impl Witness {
+    fn text(run_id: &str, lines: u64, line_mac: &str) -> String {
+        format!("runbook witness\n{run_id}\n{lines}\n{line_mac}")
+    }
+}
+
+/// Top-level fields of an event that are vocabulary, not data (its tag and
+/// enums): never masked, so a secret that equals `approved` or `ok` cannot
+/// make a line unreadable. Everything else is masked on its values.
+pub const VOCABULARY: &[&str] = &[
+    "event", "status", "mode", "kind", "effect", "outcome", "decision", "channel", "level",
+];
 
 /// The `prev` of the first line.
 pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
@@ -44,6 +92,8 @@ pub enum JournalError {
         line: usize,
         problem: String,
     },
+    #[error(transparent)]
+    Key(#[from] KeyError),
 }
 
 impl From<JournalError> for crate::error::Diagnostic {
@@ -52,6 +102,7 @@ impl From<JournalError> for crate::error::Diagnostic {
             JournalError::Io { .. } => "set RUNBOOK_STATE_DIR to a writable folder",
             JournalError::UnknownRun(_) => "`runbook runs` lists the recorded runs",
             JournalError::Corrupt { .. } => "`runbook audit verify RUN` checks the whole journal",
+            JournalError::Key(error) => error.hint(),
         };
         crate::error::Diagnostic::new(error.to_string(), crate::error::Exit::Usage).hint(hint)
     }
@@ -104,6 +155,8 @@ pub struct Journal {
     prev: String,
     seq: u64,
     redactor: Redactor,
+    key: AuditKey,
+    run_id: String,
 }
 
 impl Journal {
@@ -116,6 +169,7 @@ impl Journal {
             source,
         };
         std::fs::create_dir_all(&dir).map_err(io)?;
+        let key = AuditKey::for_writing(&state_dir())?;
         let file = OpenOptions::new()
             .create_new(true)
             .append(true)
@@ -127,6 +181,8 @@ impl Journal {
             prev: GENESIS.to_owned(),
             seq: 0,
             redactor,
+            key,
+            run_id: run_id.to_owned(),
         })
     }
 
@@ -137,8 +193,18 @@ impl Journal {
             path: path.to_owned(),
             source,
         };
+        let key = AuditKey::for_reading(&key_dir(path))?;
         let text = std::fs::read_to_string(path).map_err(io)?;
         let (whole, cut) = whole_lines(&text);
+        let run_id = whole
+            .lines()
+            .next()
+            .and_then(|line| parse_line(line).ok())
+            .and_then(|line| match line.event {
+                Event::Run { run_id, .. } => Some(run_id),
+                _ => None,
+            })
+            .unwrap_or_default();
         if cut > 0 {
             std::fs::write(path, whole).map_err(io)?;
         }
@@ -155,6 +221,8 @@ impl Journal {
                 prev,
                 seq: lines.len() as u64,
                 redactor,
+                key,
+                run_id,
             },
             cut,
         ))
@@ -164,18 +232,20 @@ impl Journal {
         &self.path
     }
 
-    /// Append one event: masked, chained, flushed; fsynced when `sync`.
+    /// Append one event: masked (on its values, before encoding), chained
+    /// with the keyed MAC, flushed; fsynced when `sync`. An end record is
+    /// also written to its witness file.
     pub fn append(&mut self, event: &Event, sync: bool) -> Result<(), JournalError> {
         let mut value = serde_json::to_value(event).unwrap_or(Value::Null);
+        self.redactor.mask_json_except(&mut value, VOCABULARY);
         if let Value::Object(fields) = &mut value {
             fields.insert("seq".into(), Value::from(self.seq));
             fields.insert("prev".into(), Value::from(self.prev.clone()));
         }
         let text = serde_json::to_string(&value).unwrap_or_default();
-        let text = self.redactor.mask(&text).into_owned();
         let body = text.strip_suffix('}').unwrap_or(&text);
-        let hash = sha256_hex(body.as_bytes());
-        let line = format!("{body}{HASH_FIELD}{hash}\"}}\n");
+        let mac = self.key.mac(body);
+        let line = format!("{body}{MAC_FIELD}{mac}\"}}\n");
         let io = |source| JournalError::Io {
             path: self.path.clone(),
             source,
@@ -184,9 +254,49 @@ impl Journal {
         if sync {
             self.file.sync_data().map_err(io)?;
         }
-        self.prev = hash;
+        self.prev = mac;
         self.seq += 1;
+        if matches!(
+            event,
+            Event::StepEnd { .. }
+                | Event::Gate { .. }
+                | Event::Rollback { .. }
+                | Event::Resume { .. }
+                | Event::End { .. }
+        ) {
+            self.witness()?;
+        }
         Ok(())
+    }
+
+    /// Write the witness of the line just appended (the chain's head):
+    /// created once, read-only, never rewritten.
+    fn witness(&self) -> Result<(), JournalError> {
+        use std::os::unix::fs::OpenOptionsExt;
+        let path = witness_path(&self.path, self.seq);
+        let io = |source| JournalError::Io {
+            path: path.clone(),
+            source,
+        };
+        std::fs::create_dir_all(witness_dir(&self.path)).map_err(io)?;
+        let witness = Witness {
+            run_id: self.run_id.clone(),
+            lines: self.seq,
+            line_mac: self.prev.clone(),
+            mac: self
+                .key
+                .mac(&Witness::text(&self.run_id, self.seq, &self.prev)),
+        };
+        let text = serde_json::to_string(&witness).unwrap_or_default();
+        let mut file = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o444)
+            .open(&path)
+            .map_err(io)?;
+        file.write_all(format!("{text}\n").as_bytes())
+            .and_then(|()| file.sync_all())
+            .map_err(io)
     }
 }
 
@@ -261,8 +371,26 @@ pub enum Verdict {
     CutOff { lines: usize },
 }
 
-/// Check the hash chain of a journal.
+/// The state dir whose audit key wrote `journal`: the one it lies in
+/// (`<dir>/runs/<id>/journal.jsonl`), else the current one.
+fn key_dir(journal: &Path) -> PathBuf {
+    journal
+        .parent()
+        .and_then(Path::parent)
+        .filter(|runs| runs.file_name().is_some_and(|name| name == "runs"))
+        .and_then(Path::parent)
+        .map_or_else(state_dir, Path::to_owned)
+}
+
+/// Check the keyed chain of a journal and its end witnesses, with
+/// `RUNBOOK_AUDIT_KEY` or the audit key of the state dir that holds it.
 pub fn verify(path: &Path) -> Result<Verdict, JournalError> {
+    let key = AuditKey::for_reading(&key_dir(path))?;
+    verify_with(path, &key)
+}
+
+/// [`verify`] with a given key.
+pub fn verify_with(path: &Path, key: &AuditKey) -> Result<Verdict, JournalError> {
     let text = std::fs::read_to_string(path).map_err(|source| JournalError::Io {
         path: path.to_owned(),
         source,
@@ -270,6 +398,12 @@ pub fn verify(path: &Path) -> Result<Verdict, JournalError> {
     let mut prev = GENESIS.to_owned();
     let mut count = 0;
     let mut complete = false;
+    let mut run_id = String::new();
+    // The end records: (lines up to and including it, its MAC).
+    let mut ends: Vec<(u64, String)> = Vec::new();
+    // Every line's MAC, for the witnesses.
+    let mut macs: Vec<String> = Vec::new();
+    let mut cut_off = false;
     for (index, line) in text.split_inclusive('\n').enumerate() {
         let number = index + 1;
         let broken = |problem: String| {
@@ -280,7 +414,8 @@ pub fn verify(path: &Path) -> Result<Verdict, JournalError> {
         };
         let Some(line) = line.strip_suffix('\n') else {
             if count == number - 1 && count > 0 {
-                return Ok(Verdict::CutOff { lines: count });
+                cut_off = true;
+                break;
             }
             return broken("the line is cut off (no newline)".into());
         };
@@ -288,11 +423,14 @@ pub fn verify(path: &Path) -> Result<Verdict, JournalError> {
             Ok(parsed) => parsed,
             Err(problem) => return broken(problem),
         };
-        let Some((body, hash)) = split_hash(line) else {
-            return broken("the line has no hash at its end".into());
+        let Some((body, mac)) = split_hash(line) else {
+            return broken("the line has no MAC at its end".into());
         };
-        if sha256_hex(body.as_bytes()) != hash {
-            return broken("the line was edited (its hash does not match its text)".into());
+        if !key.check(body, mac) {
+            return broken(
+                "the line was edited or written without the audit key (its MAC does not match its text)"
+                    .into(),
+            );
         }
         if parsed.prev != prev {
             return broken(if number == 1 {
@@ -307,7 +445,14 @@ pub fn verify(path: &Path) -> Result<Verdict, JournalError> {
         if parsed.seq != index as u64 {
             return broken(format!("sequence number {}, expected {index}", parsed.seq));
         }
-        prev = hash.to_owned();
+        match &parsed.event {
+            Event::Run { run_id: id, .. } if index == 0 => run_id.clone_from(id),
+            _ if index == 0 => return broken("the first line is not the run's start".into()),
+            Event::End { .. } => ends.push((number as u64, mac.to_owned())),
+            _ => {}
+        }
+        prev = mac.to_owned();
+        macs.push(mac.to_owned());
         complete = matches!(parsed.event, Event::End { .. });
         count = number;
     }
@@ -317,30 +462,154 @@ pub fn verify(path: &Path) -> Result<Verdict, JournalError> {
             problem: "the journal is empty".into(),
         });
     }
+    // A journal in `runs/<id>/` belongs to run <id>: a swapped file is found.
+    if let Some(dir) = path.parent()
+        && dir
+            .parent()
+            .and_then(Path::file_name)
+            .is_some_and(|name| name == "runs")
+        && let Some(name) = dir.file_name().and_then(|name| name.to_str())
+        && name != run_id
+    {
+        return Ok(Verdict::Broken {
+            line: 1,
+            problem: format!(
+                "the journal is run `{run_id}`'s, found in the folder of run `{name}` (swapped?)"
+            ),
+        });
+    }
+    if let Some(verdict) = check_witnesses(path, key, &run_id, &ends, &macs) {
+        return Ok(verdict);
+    }
+    if cut_off {
+        return Ok(Verdict::CutOff { lines: count });
+    }
     Ok(Verdict::Intact {
         lines: count,
         complete,
     })
 }
 
+/// Every end record has its witness, and every witness names an end record
+/// that is still there, with the same MAC.
+fn check_witnesses(
+    path: &Path,
+    key: &AuditKey,
+    run_id: &str,
+    ends: &[(u64, String)],
+    macs: &[String],
+) -> Option<Verdict> {
+    let lines = macs.len() as u64;
+    let broken = |line: u64, problem: String| {
+        Some(Verdict::Broken {
+            line: usize::try_from(line).unwrap_or(usize::MAX),
+            problem,
+        })
+    };
+    let mut witnessed: Vec<u64> = Vec::new();
+    if let Ok(entries) = std::fs::read_dir(witness_dir(path)) {
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let Some(number) = name
+                .strip_prefix("head-")
+                .and_then(|rest| rest.strip_suffix(".json"))
+                .and_then(|number| number.parse::<u64>().ok())
+            else {
+                continue;
+            };
+            let witness: Option<Witness> = std::fs::read_to_string(entry.path())
+                .ok()
+                .and_then(|text| serde_json::from_str(&text).ok());
+            let Some(witness) = witness.filter(|witness| {
+                witness.lines == number
+                    && key.check(
+                        &Witness::text(&witness.run_id, witness.lines, &witness.line_mac),
+                        &witness.mac,
+                    )
+            }) else {
+                return broken(
+                    number,
+                    format!("the witness `{name}` was edited or written without the audit key"),
+                );
+            };
+            if witness.run_id != run_id {
+                return broken(
+                    number,
+                    format!(
+                        "the witness `{name}` is run `{}`'s (swapped?)",
+                        witness.run_id
+                    ),
+                );
+            }
+            if number > lines {
+                return broken(
+                    lines + 1,
+                    format!(
+                        "the witness `{name}` records line {number}, but the journal has {lines} lines: lines were removed from its end"
+                    ),
+                );
+            }
+            match usize::try_from(number)
+                .ok()
+                .and_then(|number| number.checked_sub(1))
+                .and_then(|index| macs.get(index))
+            {
+                Some(mac) if *mac == witness.line_mac => witnessed.push(number),
+                _ => {
+                    return broken(
+                        number,
+                        format!("line {number} is not the line the witness `{name}` records"),
+                    );
+                }
+            }
+        }
+    }
+    ends.iter()
+        .find(|(at, _)| !witnessed.contains(at))
+        .and_then(|(at, _)| {
+            broken(
+                *at,
+                format!("the end record has no witness (`witness/head-{at}.json` is missing)"),
+            )
+        })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn write_journal(dir: &Path) -> PathBuf {
-        let path = dir.join("journal.jsonl");
-        let file = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&path)
-            .unwrap();
-        let mut journal = Journal {
-            path: path.clone(),
-            file,
+    fn test_key() -> AuditKey {
+        AuditKey::from_bytes(b"a test key of thirty-two bytes!!")
+    }
+
+    fn verify(path: &Path) -> Result<Verdict, JournalError> {
+        verify_with(path, &test_key())
+    }
+
+    fn open_journal(path: &Path) -> Journal {
+        Journal {
+            path: path.to_owned(),
+            file: OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)
+                .unwrap(),
             prev: GENESIS.into(),
             seq: 0,
             redactor: Redactor::new(),
-        };
+            key: test_key(),
+            run_id: "20261202T100000Z-ab12".into(),
+        }
+    }
+
+    fn start_event() -> Event {
+        every_variant().remove(0)
+    }
+
+    fn write_journal(dir: &Path) -> PathBuf {
+        let path = dir.join("journal.jsonl");
+        let mut journal = open_journal(&path);
+        journal.append(&start_event(), true).unwrap();
         for step in ["a", "b", "c"] {
             journal
                 .append(
@@ -522,17 +791,7 @@ mod tests {
     fn every_variant_round_trips_through_the_journal() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("journal.jsonl");
-        let mut journal = Journal {
-            path: path.clone(),
-            file: OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(&path)
-                .unwrap(),
-            prev: GENESIS.into(),
-            seq: 0,
-            redactor: Redactor::new(),
-        };
+        let mut journal = open_journal(&path);
         let events = every_variant();
         for event in &events {
             journal.append(event, false).unwrap();
@@ -595,7 +854,7 @@ mod tests {
                     problem: text,
                     ..
                 }) => {
-                    assert_eq!(line, 4, "{bad}");
+                    assert_eq!(line, 5, "{bad}");
                     assert!(text.contains(problem), "{bad}: {text}");
                 }
                 other => panic!("{bad}: expected a corrupt-line error, got {other:?}"),
@@ -604,7 +863,7 @@ mod tests {
         // A cut-off last line (a process killed mid-write) is left out and counted.
         std::fs::write(&path, format!("{good}{{\"event\":\"st")).unwrap();
         let recorded = read(&path).unwrap();
-        assert_eq!(recorded.events.len(), 3);
+        assert_eq!(recorded.events.len(), 4);
         assert_eq!(recorded.cut_bytes, 12);
     }
 
@@ -615,7 +874,7 @@ mod tests {
         assert_eq!(
             verify(&path).unwrap(),
             Verdict::Intact {
-                lines: 3,
+                lines: 4,
                 complete: false
             }
         );
@@ -631,7 +890,7 @@ mod tests {
         std::fs::write(&path, text).unwrap();
         match verify(&path).unwrap() {
             Verdict::Broken { line, problem } => {
-                assert_eq!(line, 2);
+                assert_eq!(line, 3);
                 assert!(problem.contains("edited"), "{problem}");
             }
             other => panic!("expected a broken chain, got {other:?}"),
@@ -648,7 +907,7 @@ mod tests {
         std::fs::write(&path, text).unwrap();
         assert!(matches!(
             verify(&path).unwrap(),
-            Verdict::Broken { line: 3, .. }
+            Verdict::Broken { line: 4, .. }
         ));
     }
 
@@ -661,15 +920,100 @@ mod tests {
             .lines()
             .map(str::to_owned)
             .collect();
-        std::fs::write(&path, format!("{}\n{}\n", lines[0], lines[2])).unwrap();
+        std::fs::write(&path, format!("{}\n{}\n{}\n", lines[0], lines[1], lines[3])).unwrap();
+        assert!(matches!(
+            verify(&path).unwrap(),
+            Verdict::Broken { line: 3, .. }
+        ));
+        let swapped = format!("{}\n{}\n{}\n{}\n", lines[0], lines[2], lines[1], lines[3]);
+        std::fs::write(&path, swapped).unwrap();
         assert!(matches!(
             verify(&path).unwrap(),
             Verdict::Broken { line: 2, .. }
         ));
-        std::fs::write(&path, format!("{}\n{}\n{}\n", lines[1], lines[0], lines[2])).unwrap();
-        assert!(matches!(
+    }
+
+    /// A finished journal: start, two steps, end (and its witness).
+    fn finished_journal(dir: &Path) -> PathBuf {
+        let path = write_journal(dir);
+        let mut journal = open_journal(&path);
+        let text = std::fs::read_to_string(&path).unwrap();
+        journal.seq = text.lines().count() as u64;
+        journal.prev = split_hash(text.lines().last().unwrap())
+            .unwrap()
+            .1
+            .to_owned();
+        let end = every_variant().pop().unwrap();
+        journal.append(&end, true).unwrap();
+        path
+    }
+
+    fn assert_broken(path: &Path, what: &str) {
+        match verify(path).unwrap() {
+            Verdict::Broken { .. } => {}
+            other => panic!("{what}: expected BROKEN, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn every_tampering_is_found() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = finished_journal(dir.path());
+        let good = std::fs::read_to_string(&path).unwrap();
+        assert_eq!(
             verify(&path).unwrap(),
-            Verdict::Broken { line: 1, .. }
-        ));
+            Verdict::Intact {
+                lines: 5,
+                complete: true
+            }
+        );
+        let lines: Vec<&str> = good.lines().collect();
+        let keep = |count: usize| {
+            lines[..count]
+                .iter()
+                .map(|line| format!("{line}\n"))
+                .collect::<String>()
+        };
+        // Delete the last line (the end record): the witness still names it.
+        std::fs::write(&path, keep(4)).unwrap();
+        assert_broken(&path, "delete last line");
+        // Truncate to the start and forge an end record without the key.
+        let forged_end = {
+            let mut forger = open_journal(&dir.path().join("forged.jsonl"));
+            forger.key = AuditKey::from_bytes(b"not the key, just a guess at one");
+            forger.prev = split_hash(lines[1]).unwrap().1.to_owned();
+            forger.seq = 2;
+            forger.append(&every_variant().pop().unwrap(), true).ok();
+            std::fs::read_to_string(dir.path().join("forged.jsonl")).unwrap()
+        };
+        std::fs::write(&path, keep(2) + forged_end.as_str()).unwrap();
+        assert_broken(&path, "truncate + forged end");
+        // Append a line after the end.
+        std::fs::write(&path, good.clone() + lines[2] + "\n").unwrap();
+        assert_broken(&path, "append");
+        // Re-chain every line with plain SHA-256 (the old, unkeyed chain).
+        let mut prev = GENESIS.to_owned();
+        let mut rechained = String::new();
+        for line in &lines {
+            let (body, _) = split_hash(line).unwrap();
+            let mut value: Value = serde_json::from_str(&format!("{body}}}")).unwrap();
+            value["prev"] = Value::from(prev.clone());
+            let text = serde_json::to_string(&value).unwrap();
+            let body = text.strip_suffix('}').unwrap();
+            let hash = sha256_hex(body.as_bytes());
+            rechained.push_str(&format!("{body}{MAC_FIELD}{hash}\"}}\n"));
+            prev = hash;
+        }
+        std::fs::write(&path, rechained).unwrap();
+        assert_broken(&path, "re-chain without the key");
+        // Remove the witness of an intact journal.
+        std::fs::write(&path, &good).unwrap();
+        let witness = witness_path(&path, 5);
+        let mut permissions = std::fs::metadata(&witness).unwrap().permissions();
+        #[allow(clippy::permissions_set_readonly_false)]
+        permissions.set_readonly(false);
+        std::fs::set_permissions(&witness, permissions).unwrap();
+        std::fs::remove_file(&witness).unwrap();
+        assert_broken(&path, "witness removed");
     }
 }

@@ -3,6 +3,7 @@
 
 pub mod analysis;
 pub mod approval;
+pub mod audit_key;
 pub mod builtins;
 pub mod cli;
 pub mod commands;

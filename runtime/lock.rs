@@ -1,7 +1,11 @@
-//! The local run lock: one live run of a runbook per context on a machine.
+//! The local run lock: one live run of a runbook per context per state dir.
 //! A second run exits 4 and says who holds the lock since when. A lock left
 //! by a process that died (SIGKILL, power loss) is detected and taken over.
-//! (Across machines, `k8s::lock` takes a Kubernetes Lease.)
+//! The lock keys on the runbook's canonical path (symlinks and `..`
+//! resolved), so reaching the same file another way finds the same lock.
+//! It is only as wide as the state dir: two people with their own state
+//! dirs, or two machines, do not see each other's locks; `k8s::lock` (a
+//! Kubernetes Lease) is the lock across people and machines.
 
 use std::fs::OpenOptions;
 use std::io::Write;
@@ -98,7 +102,11 @@ pub(crate) fn process_alive(pid: u32, ticks: Option<u64>) -> bool {
 }
 
 fn lock_path(runbook: &Path, context: Option<&str>) -> PathBuf {
-    let absolute = std::path::absolute(runbook).unwrap_or_else(|_| runbook.to_owned());
+    // The file itself, however it was reached: a symlink, `../x/../`, a
+    // relative path all give the same key.
+    let absolute = std::fs::canonicalize(runbook)
+        .or_else(|_| std::path::absolute(runbook))
+        .unwrap_or_else(|_| runbook.to_owned());
     let key = format!("{}\n{}", absolute.display(), context.unwrap_or(""));
     let name = absolute
         .file_stem()
@@ -163,4 +171,24 @@ pub fn acquire(runbook: &Path, context: Option<&str>, run_id: &str) -> Result<Ru
         path,
         source: std::io::Error::other("the lock file keeps reappearing"),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_symlink_or_dot_dot_path_finds_the_same_lock() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("deploy.rhai");
+        std::fs::write(&file, "1").unwrap();
+        std::fs::create_dir(dir.path().join("sub")).unwrap();
+        let link = dir.path().join("link.rhai");
+        std::os::unix::fs::symlink(&file, &link).unwrap();
+        let dotted = dir.path().join("sub/../deploy.rhai");
+        let key = lock_path(&file, Some("lab"));
+        assert_eq!(lock_path(&link, Some("lab")), key);
+        assert_eq!(lock_path(&dotted, Some("lab")), key);
+        assert_ne!(lock_path(&file, Some("other")), key);
+    }
 }

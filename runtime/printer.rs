@@ -1,8 +1,14 @@
 //! All terminal output goes through the [`Printer`]. It renders the event
 //! stream: for people on stderr (spinners on a terminal, timestamped lines
 //! otherwise), or as JSON lines on stdout with `--output json`. Every string
-//! passes the redactor on its way out.
+//! passes the redactor on its way out: an event's values are masked before
+//! they are encoded or laid out (JSON escaping, indentation), and the text is
+//! masked again as it is written. Control characters in what an event
+//! carries (approver names, step names, command output) are escaped in
+//! human output, so no external text can move the cursor, colour the
+//! screen or start a line that looks like runbook's own.
 
+use std::borrow::Cow;
 use std::io::{IsTerminal, Write};
 use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
@@ -167,7 +173,11 @@ impl Printer {
     /// Data for stdout (script `print`, the plan, tables), masked. In JSON
     /// mode stdout holds events only, so data becomes a log event instead.
     pub fn data(&self, text: &str) {
-        let text = self.redactor.mask(text);
+        let masked = self.redactor.mask(text);
+        let text = match self.format {
+            OutputFormat::Json => masked,
+            OutputFormat::Human => Cow::Owned(clean_lines(&masked).into_owned()),
+        };
         match self.format {
             OutputFormat::Json => self.emit(&Event::Log {
                 level: LogLevel::Print,
@@ -278,11 +288,12 @@ impl Printer {
         self.progress.suspend(f)
     }
 
-    /// Render one event.
+    /// Render one event, its values masked first.
     pub fn emit(&self, event: &Event) {
         if self.format == OutputFormat::Json {
-            if let Ok(json) = serde_json::to_string(event) {
-                let json = self.redactor.mask(&json);
+            if let Ok(mut json) = serde_json::to_value(event) {
+                self.redactor
+                    .mask_json_except(&mut json, crate::journal::VOCABULARY);
                 let mut stdout = std::io::stdout().lock();
                 let _ = writeln!(stdout, "{json}");
                 let _ = stdout.flush();
@@ -293,6 +304,10 @@ impl Printer {
     }
 
     fn render(&self, event: &Event) {
+        // Masked on its values, then with external text made inert.
+        let masked = self.redactor.mask_serde(event, crate::journal::VOCABULARY);
+        let event = clean_event(masked.as_ref().unwrap_or(event));
+        let event = &event;
         let s = &self.styles;
         match event {
             Event::Run {
@@ -635,7 +650,8 @@ impl Printer {
 
     /// An error report (already rendered with position and hint) on stderr.
     pub fn error(&self, report: &str) {
-        let report = self.redactor.mask(report);
+        let masked = self.redactor.mask(report);
+        let report = clean_lines(&masked);
         match self.format {
             OutputFormat::Json => {
                 let _ = writeln!(std::io::stderr(), "{report}");
@@ -702,6 +718,131 @@ pub fn render_plan(plan: &[PlanItem]) -> String {
         }
     }
     out
+}
+
+/// `text` with every control character escaped (`\n`, `\x1b`, ...): for
+/// one-line fields such as names, where a newline could forge a line.
+pub fn clean(text: &str) -> Cow<'_, str> {
+    escape_controls(text, false)
+}
+
+/// `text` with control characters escaped except newlines and tabs: for
+/// text that has lines of its own (output, errors, messages).
+pub fn clean_lines(text: &str) -> Cow<'_, str> {
+    escape_controls(text, true)
+}
+
+fn escape_controls(text: &str, keep_lines: bool) -> Cow<'_, str> {
+    let keep = |c: char| keep_lines && (c == '\n' || c == '\t');
+    if !text.chars().any(|c| c.is_control() && !keep(c)) {
+        return Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        match c {
+            c if !c.is_control() || keep(c) => out.push(c),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if (c as u32) < 0x100 => out.push_str(&format!("\\x{:02x}", c as u32)),
+            c => out.push_str(&format!("\\u{{{:x}}}", c as u32)),
+        }
+    }
+    Cow::Owned(out)
+}
+
+fn cleaned(text: &str) -> String {
+    clean(text).into_owned()
+}
+
+fn cleaned_lines(text: &str) -> String {
+    clean_lines(text).into_owned()
+}
+
+/// An event with the external text it carries made safe for a terminal.
+fn clean_event(event: &Event) -> Event {
+    let mut event = event.clone();
+    let one = |text: &mut String| *text = cleaned(text);
+    let many = |text: &mut String| *text = cleaned_lines(text);
+    match &mut event {
+        Event::Run {
+            runbook,
+            context,
+            run_id,
+            ..
+        } => {
+            one(runbook);
+            one(run_id);
+            if let Some(context) = context {
+                one(context);
+            }
+        }
+        Event::Input { line, .. } => one(line),
+        Event::StepStart { step, .. } => one(step),
+        Event::StepEnd { step, error, .. } => {
+            one(step);
+            if let Some(error) = error {
+                many(error);
+            }
+        }
+        Event::Call {
+            function,
+            args,
+            error,
+            ..
+        } => {
+            one(function);
+            args.iter_mut().for_each(one);
+            if let Some(error) = error {
+                many(error);
+            }
+        }
+        Event::Host {
+            host,
+            error,
+            output_tail,
+            ..
+        } => {
+            one(host);
+            many(output_tail);
+            if let Some(error) = error {
+                many(error);
+            }
+        }
+        Event::Gate {
+            message,
+            approver,
+            how,
+            comment,
+            expires,
+            confirm,
+            ..
+        } => {
+            many(message);
+            one(approver);
+            one(how);
+            for text in [comment, expires, confirm].into_iter().flatten() {
+                one(text);
+            }
+        }
+        Event::Log { message, .. } => many(message),
+        Event::Rollback { step, error, .. } => {
+            one(step);
+            if let Some(error) = error {
+                many(error);
+            }
+        }
+        Event::Resume { user, host, .. } => {
+            one(user);
+            one(host);
+        }
+        Event::End { error, .. } => {
+            if let Some(error) = error {
+                many(error);
+            }
+        }
+    }
+    event
 }
 
 fn human_ms(millis: u64) -> String {

@@ -319,7 +319,10 @@ impl Repl {
                 for (name, _, value) in scope.iter() {
                     text.push_str(&format!(
                         "{name} = {}\n",
-                        runbook_stdlib::values::render(&value)
+                        runbook_stdlib::values::render_masked(
+                            &value,
+                            self.host().printer.redactor()
+                        )
                     ));
                 }
                 printer.data(if text.is_empty() {
@@ -391,7 +394,7 @@ impl Repl {
             return format!(
                 "{topic}: a variable of this session ({}) = {}",
                 runbook_stdlib::values::type_name(&value),
-                runbook_stdlib::values::render(&value)
+                runbook_stdlib::values::render_masked(&value, self.host().printer.redactor())
             );
         }
         format!("nothing called `{topic}`; `:doc` lists every function")

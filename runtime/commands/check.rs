@@ -35,9 +35,13 @@ pub fn check(paths: &[PathBuf]) -> Result<Exit, Diagnostic> {
     let mut failed = 0;
     for file in &files {
         let problems = match check_file(&engine, &known, file) {
-            Ok((problems, source)) => {
+            Ok((problems, warnings, source)) => {
                 for problem in &problems {
                     eprintln!("{}\n", problem.render_with(Some(file), Some(&source)));
+                }
+                for warning in &warnings {
+                    let text = warning.render_with(Some(file), Some(&source));
+                    eprintln!("{}\n", text.replacen("error: ", "warning: ", 1));
                 }
                 problems.len()
             }
@@ -71,12 +75,13 @@ fn check_file(
     engine: &rhai::Engine,
     known: &Known,
     file: &Path,
-) -> Result<(Vec<Diagnostic>, String), Diagnostic> {
+) -> Result<(Vec<Diagnostic>, Vec<Diagnostic>, String), Diagnostic> {
     let source = crate::engine::read_source(file)?;
     let header = Header::parse(&source);
     let ast = match crate::engine::compile(engine, &source, &rhai::Scope::new()) {
         Ok(ast) => ast,
-        Err(diagnostic) => return Ok((vec![diagnostic], source)),
+        Err(diagnostic) => return Ok((vec![diagnostic], Vec::new(), source)),
     };
-    Ok((analyse(&ast, &header, known), source))
+    let warnings = crate::analysis::warnings(&ast);
+    Ok((analyse(&ast, &header, known), warnings, source))
 }

@@ -136,10 +136,22 @@ pub fn repl(context: Option<&str>) -> Result<Exit, Diagnostic> {
     if let Some(parent) = history.parent() {
         let _ = std::fs::create_dir_all(parent);
     }
-    let _ = editor
-        .lock()
-        .unwrap_or_else(PoisonError::into_inner)
-        .save_history(&history);
+    {
+        // What was typed is kept masked: a secret pasted at the prompt, or
+        // one the session learned later, never reaches the history file.
+        let redactor = repl.session.host.printer.redactor().clone();
+        let mut editor = editor.lock().unwrap_or_else(PoisonError::into_inner);
+        let entries: Vec<String> = editor
+            .history()
+            .iter()
+            .map(|entry| redactor.mask(entry).into_owned())
+            .collect();
+        let _ = editor.clear_history();
+        for entry in entries {
+            let _ = editor.add_history_entry(entry);
+        }
+        let _ = editor.save_history(&history);
+    }
     let host = Arc::clone(&repl.session.host);
     host.emit(&Event::End {
         status: Exit::Ok,

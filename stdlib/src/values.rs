@@ -39,8 +39,14 @@ const MAX_RENDERED: usize = 200;
 /// Render an argument for plans, the journal and errors: strings quoted,
 /// secrets as `***`, long values shortened.
 pub fn render(value: &Dynamic) -> String {
+    render_masked(value, &crate::redact::Redactor::new())
+}
+
+/// [`render`] with every string masked before it is quoted or shortened,
+/// so neither escaping nor the cut can leave part of a secret showing.
+pub fn render_masked(value: &Dynamic, redactor: &crate::redact::Redactor) -> String {
     let mut out = String::new();
-    render_into(value, &mut out, 0);
+    render_into(value, &mut out, 0, redactor);
     if out.chars().count() > MAX_RENDERED {
         let cut: String = out.chars().take(MAX_RENDERED).collect();
         format!("{cut}…")
@@ -49,7 +55,12 @@ pub fn render(value: &Dynamic) -> String {
     }
 }
 
-fn render_into(value: &Dynamic, out: &mut String, depth: usize) {
+fn render_into(
+    value: &Dynamic,
+    out: &mut String,
+    depth: usize,
+    redactor: &crate::redact::Redactor,
+) {
     if depth > 4 {
         out.push('…');
         return;
@@ -58,6 +69,7 @@ fn render_into(value: &Dynamic, out: &mut String, depth: usize) {
         out.push_str(&secret.to_string());
     } else if value.is_string() {
         let text = value.clone().into_string().unwrap_or_default();
+        let text = redactor.mask(&text).into_owned();
         out.push_str(&serde_json::Value::String(text).to_string());
     } else if let Some(array) = value.read_lock::<Array>() {
         out.push('[');
@@ -65,7 +77,7 @@ fn render_into(value: &Dynamic, out: &mut String, depth: usize) {
             if index > 0 {
                 out.push_str(", ");
             }
-            render_into(item, out, depth + 1);
+            render_into(item, out, depth + 1, redactor);
         }
         out.push(']');
     } else if let Some(map) = value.read_lock::<Map>() {
@@ -74,9 +86,9 @@ fn render_into(value: &Dynamic, out: &mut String, depth: usize) {
             if index > 0 {
                 out.push_str(", ");
             }
-            out.push_str(key);
+            out.push_str(&redactor.mask(key));
             out.push_str(": ");
-            render_into(item, out, depth + 1);
+            render_into(item, out, depth + 1, redactor);
         }
         out.push('}');
     } else if value.is_fnptr() {
@@ -239,8 +251,37 @@ pub fn contains_secret(value: &Dynamic) -> bool {
     false
 }
 
+/// Call `found` with the text of every secret part inside `value`.
+pub fn each_secret_text(value: &Dynamic, found: &mut dyn FnMut(&str)) {
+    if let Some(secret) = value.read_lock::<Secret>() {
+        secret.secret_texts().for_each(found);
+    } else if let Some(array) = value.read_lock::<Array>() {
+        for item in array.iter() {
+            each_secret_text(item, found);
+        }
+    } else if let Some(map) = value.read_lock::<Map>() {
+        for item in map.values() {
+            each_secret_text(item, found);
+        }
+    }
+}
+
 /// Convert JSON into a Rhai value.
 pub fn from_json(value: serde_json::Value) -> Dynamic {
+    from_json_with(value, &mut |text| Dynamic::from(text))
+}
+
+/// Convert JSON parsed from a secret into a Rhai value: every string in it
+/// becomes a secret (made by `secret`, which also registers it for masking);
+/// keys, numbers and booleans stay plain.
+pub fn from_json_secret(
+    value: serde_json::Value,
+    secret: &mut dyn FnMut(String) -> Secret,
+) -> Dynamic {
+    from_json_with(value, &mut |text| Dynamic::from(secret(text)))
+}
+
+fn from_json_with(value: serde_json::Value, string: &mut dyn FnMut(String) -> Dynamic) -> Dynamic {
     match value {
         serde_json::Value::Null => Dynamic::UNIT,
         serde_json::Value::Bool(b) => Dynamic::from_bool(b),
@@ -248,14 +289,17 @@ pub fn from_json(value: serde_json::Value) -> Dynamic {
             Some(i) => Dynamic::from_int(i),
             None => Dynamic::from_float(n.as_f64().unwrap_or(f64::NAN)),
         },
-        serde_json::Value::String(s) => Dynamic::from(s),
-        serde_json::Value::Array(items) => {
-            Dynamic::from_array(items.into_iter().map(from_json).collect())
-        }
+        serde_json::Value::String(s) => string(s),
+        serde_json::Value::Array(items) => Dynamic::from_array(
+            items
+                .into_iter()
+                .map(|item| from_json_with(item, string))
+                .collect(),
+        ),
         serde_json::Value::Object(fields) => Dynamic::from_map(
             fields
                 .into_iter()
-                .map(|(key, value)| (key.into(), from_json(value)))
+                .map(|(key, value)| (key.into(), from_json_with(value, string)))
                 .collect(),
         ),
     }
@@ -324,9 +368,16 @@ pub fn register_types(engine: &mut Engine) {
         .register_fn("==", |left: Secret, right: Secret| {
             left.expose() == right.expose()
         })
+        .register_fn("==", |left: Secret, right: ImmutableString| {
+            left.expose() == right.as_str()
+        })
+        .register_fn("!=", |left: Secret, right: ImmutableString| {
+            left.expose() != right.as_str()
+        })
         .register_fn("!=", |left: Secret, right: Secret| {
             left.expose() != right.expose()
         });
+    register_secret_strings(engine);
     engine
         .register_type_with_name::<StdlibError>("Error")
         .register_fn("to_string", |error: &mut StdlibError| error.to_string())
@@ -339,9 +390,150 @@ pub fn register_types(engine: &mut Engine) {
         });
 }
 
+/// A secret derived from another by a string function: wholly secret (the
+/// runtime registers its text for masking when it is handed to a call).
+fn derived(text: impl Into<std::sync::Arc<str>>) -> Secret {
+    Secret::new(text)
+}
+
+fn char_range(text: &str, start: i64, len: Option<i64>) -> String {
+    let count = i64::try_from(text.chars().count()).unwrap_or(i64::MAX);
+    let start = if start < 0 {
+        (count + start).max(0)
+    } else {
+        start.min(count)
+    };
+    let len = len.unwrap_or(count - start).clamp(0, count - start);
+    text.chars()
+        .skip(usize::try_from(start).unwrap_or(0))
+        .take(usize::try_from(len).unwrap_or(0))
+        .collect()
+}
+
+/// String functions on a secret give secrets: `to_upper`, `sub_string`,
+/// `split`, `trim`, `replace`... never the plain text.
+fn register_secret_strings(engine: &mut Engine) {
+    engine
+        .register_fn("to_upper", |secret: &mut Secret| {
+            derived(secret.expose().to_uppercase())
+        })
+        .register_fn("to_lower", |secret: &mut Secret| {
+            derived(secret.expose().to_lowercase())
+        })
+        .register_fn("make_upper", |secret: &mut Secret| {
+            *secret = derived(secret.expose().to_uppercase());
+        })
+        .register_fn("make_lower", |secret: &mut Secret| {
+            *secret = derived(secret.expose().to_lowercase());
+        })
+        .register_fn("trim", |secret: &mut Secret| {
+            *secret = derived(secret.expose().trim());
+        })
+        .register_fn("trimmed", |secret: &mut Secret| {
+            derived(secret.expose().trim())
+        })
+        .register_fn("sub_string", |secret: &mut Secret, start: i64, len: i64| {
+            derived(char_range(&secret.expose(), start, Some(len)))
+        })
+        .register_fn("sub_string", |secret: &mut Secret, start: i64| {
+            derived(char_range(&secret.expose(), start, None))
+        })
+        .register_fn("crop", |secret: &mut Secret, start: i64, len: i64| {
+            *secret = derived(char_range(&secret.expose(), start, Some(len)));
+        })
+        .register_fn("crop", |secret: &mut Secret, start: i64| {
+            *secret = derived(char_range(&secret.expose(), start, None));
+        })
+        .register_fn("truncate", |secret: &mut Secret, len: i64| {
+            *secret = derived(char_range(&secret.expose(), 0, Some(len)));
+        })
+        .register_fn(
+            "split",
+            |secret: &mut Secret, separator: ImmutableString| {
+                secret
+                    .expose()
+                    .split(separator.as_str())
+                    .map(|part| Dynamic::from(derived(part)))
+                    .collect::<Array>()
+            },
+        )
+        .register_fn("split", |secret: &mut Secret| {
+            secret
+                .expose()
+                .split_whitespace()
+                .map(|part| Dynamic::from(derived(part)))
+                .collect::<Array>()
+        })
+        .register_fn("lines", |secret: &mut Secret| {
+            secret
+                .expose()
+                .lines()
+                .map(|part| Dynamic::from(derived(part)))
+                .collect::<Array>()
+        })
+        .register_fn(
+            "replace",
+            |secret: &mut Secret, find: ImmutableString, with: ImmutableString| {
+                *secret = derived(secret.expose().replace(find.as_str(), with.as_str()));
+            },
+        )
+        .register_fn("contains", |secret: &mut Secret, find: ImmutableString| {
+            secret.expose().contains(find.as_str())
+        })
+        .register_fn(
+            "starts_with",
+            |secret: &mut Secret, find: ImmutableString| secret.expose().starts_with(find.as_str()),
+        )
+        .register_fn("ends_with", |secret: &mut Secret, find: ImmutableString| {
+            secret.expose().ends_with(find.as_str())
+        })
+        .register_fn("+=", |secret: &mut Secret, plain: ImmutableString| {
+            *secret = secret.append(&plain);
+        })
+        .register_fn("+=", |secret: &mut Secret, other: Secret| {
+            *secret = secret.concat(&other);
+        });
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn string_functions_on_a_secret_give_secrets() {
+        let mut engine = Engine::new();
+        register_types(&mut engine);
+        let mut scope = rhai::Scope::new();
+        scope.push("s", Secret::new("Hunter2-Secret value"));
+        for script in [
+            "s.to_upper()",
+            "s.to_lower()",
+            "s.sub_string(0, 7)",
+            "s.sub_string(3)",
+            "s.split(\"-\")[0]",
+            "s.split()[1]",
+            "{ let t = s; t.trim(); t }",
+            "{ let t = s; t.replace(\"Hunter\", \"x\"); t }",
+        ] {
+            let value: Dynamic = engine.eval_with_scope(&mut scope, script).unwrap();
+            assert!(value.is::<Secret>(), "{script}: {}", type_name(&value));
+            assert_eq!(render(&value), "***", "{script}");
+        }
+        let upper: Dynamic = engine.eval_with_scope(&mut scope, "s.to_upper()").unwrap();
+        assert_eq!(upper.cast::<Secret>().expose(), "HUNTER2-SECRET VALUE");
+    }
+
+    #[test]
+    fn json_parsed_from_a_secret_holds_secrets() {
+        let value = from_json_secret(
+            serde_json::json!({"user": "app", "password": "pw-123456", "port": 5432}),
+            &mut |text| Secret::new(text),
+        );
+        let map = value.cast::<Map>();
+        assert!(map["password"].is::<Secret>());
+        assert!(map["user"].is::<Secret>());
+        assert_eq!(map["port"].as_int().unwrap(), 5432);
+    }
 
     #[test]
     fn return_types_are_checked() {

@@ -18,6 +18,7 @@ const SCRUBBED: &[&str] = &[
     "RUNBOOK_CONTEXT",
     "RUNBOOK_APPROVER",
     "RUNBOOK_STATE_DIR",
+    "RUNBOOK_AUDIT_KEY",
     "XDG_STATE_HOME",
     // ssh master sockets: in the fresh state dir unless a test sets it.
     "XDG_RUNTIME_DIR",

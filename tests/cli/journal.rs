@@ -88,10 +88,10 @@ fn a_run_writes_a_journal_with_the_streamed_events() {
             "streamed event missing from the journal (or out of order): {event}"
         );
     }
-    // Each line carries the hash of the one before it.
+    // Each line carries the MAC of the one before it.
     for pair in journal.windows(2) {
         assert_eq!(
-            pair[1]["prev"], pair[0]["hash"],
+            pair[1]["prev"], pair[0]["mac"],
             "broken chain at {}",
             pair[1]
         );

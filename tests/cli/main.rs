@@ -7,6 +7,7 @@
 mod harness;
 
 mod approvals;
+mod audit_tamper;
 mod check;
 mod deploy;
 mod doc;
@@ -17,11 +18,13 @@ mod http;
 mod incident;
 mod journal;
 mod k8s;
+mod read_cannot_write;
 mod recovery;
 mod repl;
 mod replay;
 mod run;
 mod s3_pg;
 mod secrets;
+mod secrets_corpus;
 mod ssh;
 mod ssh_masters;

@@ -216,11 +216,15 @@ fn secrets_example_keeps_its_values_masked() {
     let output = Run::new("examples/secrets.rhai").output();
     output.assert_success().assert_contains("new password: ***");
     let lines: Vec<&str> = output.stdout.lines().collect();
-    assert_eq!(lines.len(), 2, "{}", output.report());
+    assert_eq!(lines.len(), 3, "{}", output.report());
     assert!(
         lines[1].contains("***"),
         "the JSON holding the token is not masked\n{}",
         output.report()
+    );
+    assert_eq!(
+        lines[2], "***",
+        "a string function on a secret gives a secret"
     );
 }
 

@@ -184,13 +184,27 @@ pub(crate) fn functions() -> Vec<Function> {
             /// `file:PATH`). The value prints as `***` everywhere and is masked in
             /// all output, even when it is part of a longer string.
             ///
+            /// Secrets shorter than 6 characters are refused: masking them inside
+            /// other text would garble output and reveal them. Options:
+            /// `allow_short: true` takes a short one anyway and masks it only
+            /// where a whole value equals it, never as part of a longer text.
+            ///
             /// ```rhai
             /// let token = secret("api_token");
             /// ```
-            read fn secret("name: string") -> "secret"
+            read fn secret("name: string", "opts?: map") -> "secret"
             |call| {
                 let name = call.string(0)?;
-                Ok(Dynamic::from(call.host.secret(&name)?))
+                let allow_short = call.options(1, &["allow_short"])?.bool("allow_short")?.unwrap_or(false);
+                let secret = call.host.secret(&name)?;
+                let length = secret.expose().chars().count();
+                if length < crate::redact::MIN_SECRET_LEN && !allow_short {
+                    return Err(crate::host::StdlibError::usage(
+                        format!("secret `{name}` is {length} character{} long: secrets shorter than {} characters cannot be masked safely in output", if length == 1 { "" } else { "s" }, crate::redact::MIN_SECRET_LEN),
+                        format!("use a longer secret, or `secret(\"{name}\", #{{allow_short: true}})` to mask it only where a whole value equals it"),
+                    ).into());
+                }
+                Ok(Dynamic::from(secret))
             }
         },
     ]

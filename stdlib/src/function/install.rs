@@ -79,10 +79,19 @@ fn gate(
     args: Vec<Dynamic>,
 ) -> Result<Dynamic, Box<rhai::EvalAltResult>> {
     let position = context.call_position();
+    // A secret derived in the script (`s.sub_string(0, 8)`, `s.to_upper()`)
+    // is registered for masking when it is handed to a call, before any
+    // process or server sees it and can echo it.
+    for arg in &args {
+        values::each_secret_text(arg, &mut |text| host.redactor().add(text));
+    }
     let info = CallInfo {
         function: function.qualified_name(),
         effect: function.effect,
-        args: args.iter().map(values::render).collect(),
+        args: args
+            .iter()
+            .map(|arg| values::render_masked(arg, host.redactor()))
+            .collect(),
         position,
         has_preview: function.preview.is_some(),
     };

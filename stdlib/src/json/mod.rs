@@ -4,9 +4,9 @@
 use rhai::Dynamic;
 
 use crate::function;
-use crate::function::{Call, Failure, Function};
+use crate::function::{Call, Failure, Function, Text};
 use crate::host::StdlibError;
-use crate::values::{contains_secret, from_json, to_json};
+use crate::values::{contains_secret, from_json, from_json_secret, to_json};
 
 /// Text built from `value`: a secret if any part of `value` is one.
 pub(crate) fn text_result(call: &Call<'_>, value: &Dynamic, text: String) -> Dynamic {
@@ -14,6 +14,16 @@ pub(crate) fn text_result(call: &Call<'_>, value: &Dynamic, text: String) -> Dyn
         Dynamic::from(call.secret(text))
     } else {
         Dynamic::from(text)
+    }
+}
+
+/// A parsed document as a Rhai value: when the text was a secret, every
+/// string in it is a secret too (`json::parse(secret("db")).password`).
+pub(crate) fn parsed(call: &Call<'_>, text: &Text, value: serde_json::Value) -> Dynamic {
+    if text.is_secret() {
+        from_json_secret(value, &mut |string| call.secret(string))
+    } else {
+        from_json(value)
     }
 }
 
@@ -25,13 +35,14 @@ fn parse_json(call: &mut Call<'_>) -> Result<Dynamic, Failure> {
             "check the text with `log::info(text)`; `json::parse` needs one JSON document",
         )
     })?;
-    Ok(from_json(value))
+    Ok(parsed(call, &text, value))
 }
 
 pub(crate) fn functions() -> Vec<Function> {
     vec![
         function! {
             /// Parse JSON text into maps, arrays, strings and numbers (`null` becomes `()`).
+            /// Parsing a secret gives secrets: every string in the result is one.
             ///
             /// ```rhai
             /// let v = json::parse(`{"replicas": 3}`);

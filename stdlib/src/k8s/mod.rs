@@ -46,15 +46,11 @@ pub(crate) fn settings(call: &Call<'_>) -> Result<client::Settings, crate::host:
     client::Settings::from_section(&call.host.section(""))
 }
 
-/// Secret values shorter than this are not searched for in output: masking
-/// every `app` or `1` would garble it. (They still print as `***` as values.)
-const MIN_MASKED: usize = 4;
-
-/// Remember a secret value's text so that it is masked wherever it shows up.
+/// Remember a secret value's text so that it is masked wherever it shows up
+/// (values shorter than `redact::MIN_SECRET_LEN` only as whole values:
+/// masking every `app` or `1` would garble output and reveal them).
 pub(crate) fn mask(call: &Call<'_>, text: &str) {
-    if text.chars().count() >= MIN_MASKED {
-        call.host.redactor().add(text);
-    }
+    call.host.redactor().add(text);
 }
 
 /// A secret value from the cluster: prints as `***`, masked in all output.

@@ -40,11 +40,34 @@ impl Database {
     /// The database named by `value` (a URL, a key-value string, a bare name,
     /// or `None`/empty for the context's `pg.url`).
     pub(crate) fn resolve(call: &Call<'_>, value: Option<&Text>) -> Result<Database, StdlibError> {
+        Self::resolve_with(call, value, false)
+    }
+
+    /// The database for a read (`pg::query`): like [`Database::resolve`],
+    /// but the context's `pg.read_url` (a role without superuser, the guard
+    /// that does not depend on runbook) comes before its `pg.url`.
+    pub(crate) fn resolve_for_reading(
+        call: &Call<'_>,
+        value: Option<&Text>,
+    ) -> Result<Database, StdlibError> {
+        Self::resolve_with(call, value, true)
+    }
+
+    fn resolve_with(
+        call: &Call<'_>,
+        value: Option<&Text>,
+        read: bool,
+    ) -> Result<Database, StdlibError> {
         let top = call.host.section("");
         let table = call.host.section("pg");
         let name = table.context_name().to_owned();
         let context_url = || {
-            table.string("url")?.ok_or_else(|| {
+            let read_url = if read {
+                table.string("read_url")?
+            } else {
+                None
+            };
+            read_url.map_or_else(|| table.string("url"), |url| Ok(Some(url)))?.ok_or_else(|| {
                 StdlibError::usage(
                     format!("context `{name}` has no PostgreSQL url"),
                     format!(

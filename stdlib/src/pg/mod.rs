@@ -6,6 +6,7 @@
 mod catalog;
 mod conn;
 mod dump;
+mod guard;
 mod password;
 mod restore;
 mod rows;
@@ -160,11 +161,49 @@ fn database_arg(call: &Call<'_>, index: usize) -> Result<Database, StdlibError> 
     Database::resolve(call, text.as_ref())
 }
 
+/// Databases `pg::query` has already warned about (connected as a superuser).
+static WARNED_SUPERUSER: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+
 fn query(call: &mut Call<'_>) -> Result<Dynamic, Failure> {
-    let database = database_arg(call, 0)?;
+    let value = call.arg(0);
+    let text = if value.is_unit() {
+        None
+    } else {
+        Some(call.text(0)?)
+    };
+    let database = Database::resolve_for_reading(call, text.as_ref())?;
     let sql = call.string(1)?;
+    if let Some(reason) = guard::refusal(&sql) {
+        return Err(StdlibError::failed(
+            reason,
+            "`pg::query` only reads, so that a dry-run can run it; use `pg::exec` (a write: planned in a dry-run, never run there) for anything else",
+        )
+        .into());
+    }
+    let context = call.host.section("").context_name().to_owned();
     let rows = call.block_on(async {
         let mut client = database.connect().await?;
+        let superuser = client
+            .query_one("select rolsuper from pg_roles where rolname = current_user", &[])
+            .await
+            .ok()
+            .and_then(|row| row.try_get::<_, bool>(0).ok())
+            .unwrap_or(false);
+        if superuser {
+            let key = database.display();
+            let mut warned = WARNED_SUPERUSER
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            if !warned.contains(&key) {
+                warned.push(key.clone());
+                call.host.log(
+                    crate::host::Level::Warn,
+                    &format!(
+                        "pg::query is connected to `{key}` as a SUPERUSER: the read-only guard (a read-only transaction and a list of refused functions) cannot stop a superuser from writing through functions it does not know; set `read_url` under [context.{context}.pg] to a role without superuser"
+                    ),
+                );
+            }
+        }
         let transaction = client
             .build_transaction()
             .read_only(true)
@@ -279,9 +318,16 @@ pub(crate) fn functions() -> Vec<Function> {
         function! {
             /// Run one SQL statement that reads and return its rows as maps (column →
             /// value: ints, floats, strings, bools, maps for json, `()` for NULL). It
-            /// runs in a read-only transaction, so it is safe in a dry-run; use
-            /// `pg::exec` to change data. `database` is a url, a database name on the
-            /// context's server, or `()` for the context's `pg.url`.
+            /// runs in a dry-run, so it must not write: only one statement that
+            /// starts with SELECT, WITH, VALUES, TABLE, SHOW or EXPLAIN is sent, never
+            /// COPY or a call of a function with effects outside the transaction
+            /// (`pg_terminate_backend`, `lo_export`, `dblink_exec`, `set_config`, ...),
+            /// and it runs in a read-only transaction. That list cannot know every
+            /// function: connect as a role without superuser (`read_url` in
+            /// `[context.X.pg]`, used before `url`) to rely on the server instead;
+            /// `pg::query` warns when it is connected as a superuser. Use `pg::exec`
+            /// to change data. `database` is a url, a database name on the context's
+            /// server, or `()` for the context's `pg.read_url` / `pg.url`.
             ///
             /// ```rhai
             /// for row in pg::query("todos", "select count(*) as n from todos") {

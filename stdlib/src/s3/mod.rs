@@ -199,6 +199,57 @@ fn prune_preview(call: &mut Call<'_>) -> Result<Dynamic, Failure> {
     Ok(prune_result(&plan))
 }
 
+/// A temporary file for a download a dry-run makes in place of `target`:
+/// `<tmp>/runbook-dry-run-<pid>/<n>-<file name>`.
+pub(crate) fn dry_run_file(target: &std::path::Path) -> Result<PathBuf, StdlibError> {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static COUNT: AtomicU64 = AtomicU64::new(0);
+    let dir = std::env::temp_dir().join(format!("runbook-dry-run-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).map_err(|error| {
+        StdlibError::message(format!("cannot create `{}`: {error}", dir.display()))
+    })?;
+    let name = target.file_name().map_or_else(
+        || "download".into(),
+        |name| name.to_string_lossy().into_owned(),
+    );
+    Ok(dir.join(format!("{}-{name}", COUNT.fetch_add(1, Ordering::SeqCst))))
+}
+
+/// What a dry-run's plan says about a download it kept away from `target`.
+pub(crate) fn dry_run_note(
+    target: &std::path::Path,
+    instead: &std::path::Path,
+    bytes: u64,
+) -> String {
+    let exists = if target.exists() {
+        " (it exists and would be overwritten)"
+    } else {
+        ""
+    };
+    format!(
+        "dry-run: `{}` was not written{exists}; the {bytes} bytes went to `{}`",
+        target.display(),
+        instead.display()
+    )
+}
+
+/// `s3::download` with a dry-run body: the object goes to a temporary file.
+fn with_dry_run_target(function: Function) -> Function {
+    Function {
+        preview: Some(std::sync::Arc::new(|call: &mut Call<'_>| {
+            let key = call.string(0)?;
+            let local = PathBuf::from(call.string(1)?);
+            let bucket = Bucket::from_call(call)?;
+            let instead = dry_run_file(&local)?;
+            let bytes = call.block_on(transfer::download(&bucket, &key, &instead))?;
+            call.host
+                .plan_detail(&dry_run_note(&local, &instead, bytes));
+            Ok(Dynamic::from_int(i64::try_from(bytes).unwrap_or(i64::MAX)))
+        })),
+        ..function
+    }
+}
+
 pub(crate) fn functions() -> Vec<Function> {
     vec![
         function! {
@@ -240,10 +291,12 @@ pub(crate) fn functions() -> Vec<Function> {
                 Ok(written_map(&key, &written))
             }
         },
-        function! {
+        with_dry_run_target(function! {
             /// Download the object `key` to a local file, streamed. The file appears
             /// only once the whole object arrived (it is written beside it under a
-            /// temporary name, then renamed). Returns the number of bytes.
+            /// temporary name, then renamed). Returns the number of bytes. In a
+            /// dry-run the object is downloaded to a temporary file instead, so
+            /// `local_path` is never overwritten; the plan notes the target.
             ///
             /// ```rhai
             /// s3::download("archives/app.tar.gz", "/tmp/app.tar.gz");
@@ -256,7 +309,7 @@ pub(crate) fn functions() -> Vec<Function> {
                 let bytes = call.block_on(transfer::download(&bucket, &key, &local))?;
                 Ok(Dynamic::from_int(i64::try_from(bytes).unwrap_or(i64::MAX)))
             }
-        },
+        }),
         function! {
             /// Read the object `key` through (streamed, nothing kept) and return
             /// `#{key, size, sha256}`: to check a stored backup against its manifest.

@@ -83,7 +83,10 @@ pub(crate) fn functions() -> Vec<Function> {
             /// it is listed in the plan. A non-zero exit is an error (showing the
             /// exit code and the end of stderr) unless `check: false`.
             /// Options: `check` (default true), `timeout` ("30s"), `env` (map; values
-            /// may be secrets), `cwd`, `stdin` (text sent to the command).
+            /// may be secrets), `cwd`, `stdin` (text sent to the command). Hand a
+            /// secret to a command through `env` or `stdin`, never inside the command
+            /// line (every local user can read that in /proc/*/cmdline). The command
+            /// does not inherit the variables the context reads secrets from.
             ///
             /// ```rhai
             /// let r = shell::run(["touch", "/tmp/runbook-example"]);
@@ -95,6 +98,9 @@ pub(crate) fn functions() -> Vec<Function> {
         function! {
             /// Run a local command that only observes (uname, df, git rev-parse).
             /// Runs in a dry-run too. Same arguments and result as `shell::run`.
+            /// runbook cannot check that a command only observes: whatever you pass
+            /// runs, in a dry-run as well. Use `shell::run` for anything that could
+            /// change something.
             ///
             /// ```rhai
             /// let kernel = shell::read("uname -s").stdout.trim();

@@ -310,6 +310,7 @@ impl Files {
         let _ = fs::remove_file(&self.socket);
         let persist_secs = persist.as_secs_f64().ceil().max(1.0) as u64;
         let mut command = tokio::process::Command::new("ssh");
+        crate::child::scrub_env(&mut command);
         command
             .kill_on_drop(true)
             // It outlives the run: hold no folder the run was started in.

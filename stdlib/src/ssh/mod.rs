@@ -400,8 +400,28 @@ fn exec_all(call: &mut Call<'_>) -> Result<Dynamic, Failure> {
 }
 
 fn transfer(call: &mut Call<'_>, upload: bool) -> Result<Dynamic, Failure> {
+    transfer_to(call, upload, None)
+}
+
+/// `ssh::download` in a dry-run: into a temporary file, the plan notes the target.
+fn download_elsewhere(call: &mut Call<'_>) -> Result<Dynamic, Failure> {
+    let target = PathBuf::from(call.string(2)?);
+    let instead = crate::s3::dry_run_file(&target)?;
+    let bytes = transfer_to(call, false, Some(instead.display().to_string()))?;
+    let count = u64::try_from(bytes.as_int().unwrap_or(0)).unwrap_or(0);
+    call.host
+        .plan_detail(&crate::s3::dry_run_note(&target, &instead, count));
+    Ok(bytes)
+}
+
+fn transfer_to(
+    call: &mut Call<'_>,
+    upload: bool,
+    local: Option<String>,
+) -> Result<Dynamic, Failure> {
     let host = call.string(0)?;
     let (from, to) = (call.string(1)?, call.string(2)?);
+    let to = local.unwrap_or(to);
     let inventory = inventory(call)?;
     let target = inventory.resolve_host(&host)?;
     let (bytes, connected) = call.block_on(async {
@@ -444,6 +464,9 @@ pub(crate) fn functions() -> Vec<Function> {
         function! {
             /// Run a command that only observes (uptime, df, cat) on one host. Runs
             /// in a dry-run too. Same arguments and result as `ssh::exec`.
+            /// runbook cannot check that a command only observes: whatever you pass
+            /// runs, in a dry-run as well. Use `ssh::exec` for anything that could
+            /// change the host.
             ///
             /// ```rhai
             /// let load = ssh::read("web1", "cat /proc/loadavg").stdout;
@@ -494,15 +517,20 @@ pub(crate) fn functions() -> Vec<Function> {
             write fn ssh::upload("host: string", "local: string", "remote: string") -> "int"
             |call| transfer(call, true)
         },
-        function! {
-            /// Copy a file from a host to a local path (SFTP, streamed; the local file
-            /// appears only when complete). Returns the number of bytes moved.
-            ///
-            /// ```rhai
-            /// ssh::download("db1", "/var/log/postgresql/postgresql.log", "/tmp/pg.log");
-            /// ```
-            read fn ssh::download("host: string", "remote: string", "local: string") -> "int"
-            |call| transfer(call, false)
+        Function {
+            preview: Some(std::sync::Arc::new(download_elsewhere)),
+            ..function! {
+                /// Copy a file from a host to a local path (SFTP, streamed; the local file
+                /// appears only when complete). Returns the number of bytes moved. In a
+                /// dry-run the file goes to a temporary path instead and the plan notes
+                /// the target, so nothing local is overwritten.
+                ///
+                /// ```rhai
+                /// ssh::download("db1", "/var/log/postgresql/postgresql.log", "/tmp/pg.log");
+                /// ```
+                read fn ssh::download("host: string", "remote: string", "local: string") -> "int"
+                |call| transfer(call, false)
+            }
         },
         function! {
             /// The host names of a group in the context's inventory.

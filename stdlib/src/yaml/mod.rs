@@ -6,8 +6,8 @@ use rhai::Dynamic;
 use crate::function;
 use crate::function::{Call, Failure, Function};
 use crate::host::StdlibError;
-use crate::json::text_result;
-use crate::values::{from_json, to_json};
+use crate::json::{parsed, text_result};
+use crate::values::to_json;
 
 fn parse_yaml(call: &mut Call<'_>) -> Result<Dynamic, Failure> {
     let text = call.text(0)?;
@@ -17,13 +17,14 @@ fn parse_yaml(call: &mut Call<'_>) -> Result<Dynamic, Failure> {
             "`yaml::parse` reads one YAML document",
         )
     })?;
-    Ok(from_json(value))
+    Ok(parsed(call, &text, value))
 }
 
 pub(crate) fn functions() -> Vec<Function> {
     vec![
         function! {
             /// Parse one YAML document (e.g. a Kubernetes manifest) into a value.
+            /// Parsing a secret gives secrets: every string in the result is one.
             ///
             /// ```rhai
             /// let v = yaml::parse("kind: Deployment\nspec:\n  replicas: 2\n");
