@@ -288,15 +288,23 @@ impl Journal {
                 .mac(&Witness::text(&self.run_id, self.seq, &self.prev)),
         };
         let text = serde_json::to_string(&witness).unwrap_or_default();
+        // Written whole under a temporary name, then linked into place
+        // (which fails if it exists): a kill mid-write leaves no half witness.
+        let temporary =
+            witness_dir(&self.path).join(format!(".head-{}.{}.tmp", self.seq, std::process::id()));
+        let _ = std::fs::remove_file(&temporary);
         let mut file = OpenOptions::new()
             .write(true)
             .create_new(true)
             .mode(0o444)
-            .open(&path)
+            .open(&temporary)
             .map_err(io)?;
         file.write_all(format!("{text}\n").as_bytes())
             .and_then(|()| file.sync_all())
-            .map_err(io)
+            .map_err(io)?;
+        let linked = std::fs::hard_link(&temporary, &path).map_err(io);
+        let _ = std::fs::remove_file(&temporary);
+        linked
     }
 }
 

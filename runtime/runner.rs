@@ -344,23 +344,25 @@ fn execute(
 /// interruption (rollbacks run), a second of any of them exits at once.
 fn spawn_signal_watch(runtime: &tokio::runtime::Runtime, host: &Arc<RunHost>) {
     use tokio::signal::unix::{SignalKind, signal};
-    let signal_host = Arc::clone(host);
-    runtime.spawn(async move {
-        let (Ok(mut term), Ok(mut hup)) = (
+    // Installed now, not when the task is first polled: a signal in between
+    // would take the default action and kill the run without its rollbacks.
+    let streams = {
+        let _entered = runtime.enter();
+        (
+            signal(SignalKind::interrupt()),
             signal(SignalKind::terminate()),
             signal(SignalKind::hangup()),
-        ) else {
-            return;
-        };
+        )
+    };
+    let (Ok(mut int), Ok(mut term), Ok(mut hup)) = streams else {
+        return;
+    };
+    let signal_host = Arc::clone(host);
+    runtime.spawn(async move {
         let mut first = true;
         loop {
             let (exit, name) = tokio::select! {
-                result = tokio::signal::ctrl_c() => {
-                    if result.is_err() {
-                        return;
-                    }
-                    (Exit::Interrupted, "Ctrl-C")
-                }
+                _ = int.recv() => (Exit::Interrupted, "Ctrl-C"),
                 _ = term.recv() => (Exit::Terminated, "SIGTERM"),
                 _ = hup.recv() => (Exit::HungUp, "SIGHUP"),
             };

@@ -80,12 +80,20 @@ pub fn repl(context: Option<&str>) -> Result<Exit, Diagnostic> {
     let started = Instant::now();
 
     // Ctrl-C while a line runs stops it (at the prompt, rustyline handles it).
+    // The handler is installed here, before the first prompt, not when a
+    // task first gets polled: a Ctrl-C in between would kill the session.
     let signal_host = Arc::clone(&session.host);
-    session.runtime.spawn(async move {
-        while tokio::signal::ctrl_c().await.is_ok() {
-            signal_host.interrupt();
-        }
-    });
+    let interrupts = {
+        let _entered = session.runtime.enter();
+        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
+    };
+    if let Ok(mut interrupts) = interrupts {
+        session.runtime.spawn(async move {
+            while interrupts.recv().await.is_some() {
+                signal_host.interrupt();
+            }
+        });
+    }
 
     let context_name = session
         .host

@@ -17,7 +17,9 @@
 //!   set after the removal and wins.
 //!
 //! The death signal is tied to the thread that started the child; children
-//! are started on the script's thread, which lives as long as the run.
+//! are started on the script's thread, which lives as long as the run. It
+//! is set after the fork, so the wrapper checks that its parent is still
+//! runbook before it `exec`s the program (else it exits 137 at once).
 
 use std::collections::BTreeSet;
 use std::ffi::OsStr;
@@ -114,11 +116,20 @@ pub fn command(program: impl AsRef<OsStr>) -> tokio::process::Command {
     let program = program.as_ref();
     let mut command = match (setpriv(), find_on_path(program)) {
         (Some(setpriv), Some(resolved)) => {
+            // The death signal is set after the fork: if runbook died in
+            // between, nobody would send it. So the wrapped program starts
+            // only if its parent is still runbook (a `sh` that then `exec`s it).
             let mut command = tokio::process::Command::new(setpriv);
             command
                 .arg("--pdeathsig")
                 .arg("KILL")
                 .arg("--")
+                .arg("/bin/sh")
+                .arg("-c")
+                .arg(format!(
+                    "[ \"$PPID\" = {} ] || exit 137; exec \"$0\" \"$@\"",
+                    std::process::id()
+                ))
                 .arg(resolved);
             command
         }
@@ -147,6 +158,20 @@ mod tests {
             hidden_env()
                 .iter()
                 .any(|name| name == "AWS_SECRET_ACCESS_KEY")
+        );
+    }
+
+    #[tokio::test]
+    async fn arguments_reach_the_wrapped_program_intact() {
+        let output = command("printf")
+            .args(["%s|", "a b", "c'd\"e", "$HOME", ""])
+            .output()
+            .await
+            .expect("printf runs");
+        assert!(output.status.success());
+        assert_eq!(
+            String::from_utf8_lossy(&output.stdout),
+            "a b|c'd\"e|$HOME||"
         );
     }
 
