@@ -69,9 +69,9 @@ fn lab() -> Lab {
     let pg = lab.postgres().expect("postgres");
     pg.psql(
         PgLab::DATABASE,
-        &format!("create role app login password '{ORIGINAL}'"),
+        &format!("alter role app password '{ORIGINAL}'"),
     )
-    .expect("create the app role");
+    .expect("set the app role's password");
     assert!(pg.login_works("app", ORIGINAL, PgLab::DATABASE));
     assert!(
         !pg.login_works("app", "not-the-password", PgLab::DATABASE),

@@ -288,6 +288,18 @@ pub(crate) fn functions() -> Vec<Function> {
             read fn k8s::secret("name: string", "opts?: map") -> "map"
             secrets::secret
         },
+        function! {
+            /// The Deployments and StatefulSets whose pods use Secret `name` (through
+            /// env `secretKeyRef`, `envFrom`, or a secret or projected volume): what
+            /// must restart after the Secret changes, found rather than hard-coded.
+            /// Returns an array of `#{kind, name, namespace}`. Options: `namespace`.
+            ///
+            /// ```rhai
+            /// for user in k8s::users_of_secret("app-db") { k8s::restart(user.name); }
+            /// ```
+            read fn k8s::users_of_secret("name: string", "opts?: map") -> "array<#{kind: string, name: string, namespace: string}>"
+            secrets::users_of_secret
+        },
         with_preview(
             function! {
                 /// Create a Secret, or set the given keys in it (other keys stay unless

@@ -173,3 +173,103 @@ pub(crate) fn set_secret(call: &mut Call<'_>, mode: Mode) -> Result<Dynamic, Fai
     result.insert("created".into(), Dynamic::from_bool(created));
     Ok(Dynamic::from_map(result))
 }
+
+/// The names of the Secrets a pod template uses: env `secretKeyRef`,
+/// `envFrom.secretRef`, `secret` volumes and projected volume sources.
+fn secrets_in(template: Option<&k8s_openapi::api::core::v1::PodTemplateSpec>) -> Vec<String> {
+    let mut names = Vec::new();
+    let Some(spec) = template.and_then(|template| template.spec.as_ref()) else {
+        return names;
+    };
+    let containers = spec
+        .containers
+        .iter()
+        .chain(spec.init_containers.iter().flatten());
+    for container in containers {
+        for env in container.env.iter().flatten() {
+            if let Some(reference) = env
+                .value_from
+                .as_ref()
+                .and_then(|from| from.secret_key_ref.as_ref())
+            {
+                names.push(reference.name.clone());
+            }
+        }
+        for from in container.env_from.iter().flatten() {
+            if let Some(reference) = &from.secret_ref {
+                names.push(reference.name.clone());
+            }
+        }
+    }
+    for volume in spec.volumes.iter().flatten() {
+        if let Some(name) = volume
+            .secret
+            .as_ref()
+            .and_then(|secret| secret.secret_name.clone())
+        {
+            names.push(name);
+        }
+        for source in volume
+            .projected
+            .iter()
+            .flat_map(|projected| projected.sources.iter().flatten())
+        {
+            if let Some(reference) = &source.secret {
+                names.push(reference.name.clone());
+            }
+        }
+    }
+    names
+}
+
+/// `k8s::users_of_secret(name, opts?)`: the Deployments and StatefulSets
+/// whose pods reference Secret `name`.
+pub(crate) fn users_of_secret(call: &mut Call<'_>) -> Result<Dynamic, Failure> {
+    use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
+    let name = call.string(0)?;
+    let options = call.options(1, &["namespace"])?;
+    let settings = settings(call)?;
+    let namespace = options.string("namespace")?;
+    let users = call.block_on(async {
+        let kube = connect(&settings, namespace).await?;
+        let subject = Subject::new("deployments", "", Some(&kube.namespace));
+        let params = kube::api::ListParams::default();
+        let deployments: Api<Deployment> = Api::namespaced(kube.client.clone(), &kube.namespace);
+        let deployments = deployments
+            .list(&params)
+            .await
+            .map_err(|error| api(&kube, &subject, "list", &error))?;
+        let subject = Subject::new("statefulsets", "", Some(&kube.namespace));
+        let statefulsets: Api<StatefulSet> = Api::namespaced(kube.client.clone(), &kube.namespace);
+        let statefulsets = statefulsets
+            .list(&params)
+            .await
+            .map_err(|error| api(&kube, &subject, "list", &error))?;
+        let mut users = Vec::new();
+        for deployment in deployments.items {
+            let template = deployment.spec.as_ref().map(|spec| &spec.template);
+            if secrets_in(template).contains(&name) {
+                users.push(("Deployment", deployment.metadata.name.unwrap_or_default()));
+            }
+        }
+        for statefulset in statefulsets.items {
+            let template = statefulset.spec.as_ref().map(|spec| &spec.template);
+            if secrets_in(template).contains(&name) {
+                users.push(("StatefulSet", statefulset.metadata.name.unwrap_or_default()));
+            }
+        }
+        Ok((users, kube.namespace.clone()))
+    })?;
+    let (users, namespace) = users;
+    let items: Array = users
+        .into_iter()
+        .map(|(kind, user)| {
+            let mut map = Map::new();
+            map.insert("kind".into(), kind.into());
+            map.insert("name".into(), user.into());
+            map.insert("namespace".into(), namespace.clone().into());
+            Dynamic::from_map(map)
+        })
+        .collect();
+    Ok(Dynamic::from_array(items))
+}

@@ -43,14 +43,110 @@ impl Database {
         Self::resolve_with(call, value, false)
     }
 
-    /// The database for a read (`pg::query`): like [`Database::resolve`],
-    /// but the context's `pg.read_url` (a role without superuser, the guard
-    /// that does not depend on runbook) comes before its `pg.url`.
-    pub(crate) fn resolve_for_reading(
+    /// The database an argument names: `()`, a url or name (string or
+    /// secret), or a map of connection details ([`Database::resolve_map`]).
+    pub(crate) fn resolve_value(
         call: &Call<'_>,
-        value: Option<&Text>,
+        value: &rhai::Dynamic,
+        read: bool,
+        index: usize,
     ) -> Result<Database, StdlibError> {
-        Self::resolve_with(call, value, true)
+        if value.is_unit() {
+            return Self::resolve_with(call, None, read);
+        }
+        if let Some(map) = value.read_lock::<rhai::Map>() {
+            return Self::resolve_map(call, &map, read);
+        }
+        let text = Text::from_dynamic(value).ok_or_else(|| {
+            call.bad_arg(
+                index,
+                format!(
+                    "must be a url, a database name, a map of connection details or (), got {}",
+                    crate::values::type_name(value)
+                ),
+            )
+        })?;
+        Self::resolve_with(call, Some(&text), read)
+    }
+
+    /// A database given as a map of connection details: `url` (or
+    /// `DATABASE_URL`), `host`, `port`, `user` (or `username`), `password`
+    /// (a secret), `database` (or `dbname`); what is missing comes from the
+    /// url, else the context's `pg.url`. The values of an app's Secret
+    /// (`k8s::secret("app-db")`, with `username`, `password`,
+    /// `DATABASE_URL`) work as they are.
+    pub(crate) fn resolve_map(
+        call: &Call<'_>,
+        map: &rhai::Map,
+        read: bool,
+    ) -> Result<Database, StdlibError> {
+        const KNOWN: &[&str] = &[
+            "url",
+            "DATABASE_URL",
+            "host",
+            "port",
+            "user",
+            "username",
+            "password",
+            "database",
+            "dbname",
+        ];
+        let text = |keys: &[&str]| -> Result<Option<Text>, StdlibError> {
+            for key in keys {
+                if let Some(value) = map.get(*key) {
+                    if value.is_unit() {
+                        continue;
+                    }
+                    return Text::from_dynamic(value).map(Some).ok_or_else(|| {
+                        StdlibError::usage(
+                            format!(
+                                "pg: connection detail `{key}` must be a string or a secret, got {}",
+                                crate::values::type_name(value)
+                            ),
+                            "pass `#{host, port, user, password, database}` or `#{url}`",
+                        )
+                    });
+                }
+            }
+            Ok(None)
+        };
+        if !map.keys().any(|key| KNOWN.contains(&key.as_str())) {
+            return Err(StdlibError::usage(
+                "pg: the map names no connection detail",
+                format!("use any of: {}", KNOWN.join(", ")),
+            ));
+        }
+        let url = text(&["url", "DATABASE_URL"])?;
+        let mut database = Self::resolve_with(call, url.as_ref(), read)?;
+        if let Some(host) = text(&["host"])? {
+            database.config.host(&host.expose());
+        }
+        if let Some(port) = map.get("port") {
+            let port = port
+                .as_int()
+                .ok()
+                .or_else(|| port.clone().into_string().ok().and_then(|p| p.parse().ok()))
+                .and_then(|port| u16::try_from(port).ok())
+                .ok_or_else(|| {
+                    StdlibError::usage(
+                        "pg: connection detail `port` must be a port number",
+                        "e.g. `port: 5432`",
+                    )
+                })?;
+            database.config.port(port);
+        }
+        if let Some(user) = text(&["user", "username"])? {
+            database.config.user(user.expose());
+        }
+        if let Some(password) = text(&["password"])? {
+            let password = password.expose();
+            call.host.redactor().add(&password);
+            database.config.password(password);
+        }
+        if let Some(name) = text(&["database", "dbname"])? {
+            database.config.dbname(name.expose());
+        }
+        Ok(database)
     }
 
     fn resolve_with(

@@ -9,6 +9,7 @@ mod dump;
 mod guard;
 mod password;
 mod restore;
+mod roles;
 mod rows;
 
 use rhai::{Dynamic, Map};
@@ -152,26 +153,14 @@ fn restore_call(call: &mut Call<'_>) -> Result<Dynamic, Failure> {
 }
 
 fn database_arg(call: &Call<'_>, index: usize) -> Result<Database, StdlibError> {
-    let value = call.arg(index);
-    let text = if value.is_unit() {
-        None
-    } else {
-        Some(call.text(index)?)
-    };
-    Database::resolve(call, text.as_ref())
+    Database::resolve_value(call, &call.arg(index), false, index)
 }
 
 /// Databases `pg::query` has already warned about (connected as a superuser).
 static WARNED_SUPERUSER: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
 
 fn query(call: &mut Call<'_>) -> Result<Dynamic, Failure> {
-    let value = call.arg(0);
-    let text = if value.is_unit() {
-        None
-    } else {
-        Some(call.text(0)?)
-    };
-    let database = Database::resolve_for_reading(call, text.as_ref())?;
+    let database = Database::resolve_value(call, &call.arg(0), true, 0)?;
     let sql = call.string(1)?;
     if let Some(reason) = guard::refusal(&sql) {
         return Err(StdlibError::failed(
@@ -272,6 +261,40 @@ fn set_password(call: &mut Call<'_>) -> Result<Dynamic, Failure> {
     Ok(Dynamic::from_map(map))
 }
 
+fn login_check(call: &mut Call<'_>) -> Result<Dynamic, Failure> {
+    let database = database_arg(call, 0)?;
+    let map = call.block_on(async { Ok(roles::login_check(&database).await) })?;
+    Ok(Dynamic::from_map(map))
+}
+
+fn ensure_role(call: &mut Call<'_>) -> Result<Dynamic, Failure> {
+    let database = database_arg(call, 0)?;
+    let name = call.string(1)?;
+    let options = call.options(2, &["member_of", "login"])?;
+    let member_of = match options.get("member_of") {
+        None => Vec::new(),
+        Some(value) if value.is_string() => vec![value.clone().into_string().unwrap_or_default()],
+        Some(value) => match value.clone().try_cast::<rhai::Array>() {
+            Some(items) if items.iter().all(Dynamic::is_string) => items
+                .into_iter()
+                .map(|item| item.into_string().unwrap_or_default())
+                .collect(),
+            _ => {
+                return Err(call
+                    .bad_arg(2, "has `member_of` that is not a role name or an array of them")
+                    .into());
+            }
+        },
+    };
+    let spec = roles::RoleSpec {
+        name,
+        member_of,
+        login: options.bool("login")?.unwrap_or(true),
+    };
+    let map = call.block_on(roles::ensure_role(&database, &spec))?;
+    Ok(Dynamic::from_map(map))
+}
+
 pub(crate) fn functions() -> Vec<Function> {
     vec![
         function! {
@@ -334,7 +357,7 @@ pub(crate) fn functions() -> Vec<Function> {
             ///     print(row.n);
             /// }
             /// ```
-            read fn pg::query("database: string | secret | ()", "sql: string") -> "array<map>"
+            read fn pg::query("database: string | secret | map | ()", "sql: string") -> "array<map>"
             query
         },
         function! {
@@ -344,7 +367,7 @@ pub(crate) fn functions() -> Vec<Function> {
             /// ```rhai
             /// pg::exec("todos", "update todos set done = true where id = 1");
             /// ```
-            write fn pg::exec("database: string | secret | ()", "sql: string | secret") -> "int"
+            write fn pg::exec("database: string | secret | map | ()", "sql: string | secret") -> "int"
             exec
         },
         function! {
@@ -359,8 +382,38 @@ pub(crate) fn functions() -> Vec<Function> {
             /// let password = secrets::generate(#{length: 32});
             /// pg::set_password("todos", "app", password);
             /// ```
-            write fn pg::set_password("database: string | secret | ()", "role: string", "password: secret") -> "#{role: string, database: string, method: string}"
+            write fn pg::set_password("database: string | secret | map | ()", "role: string", "password: secret") -> "#{role: string, database: string, method: string}"
             set_password
+        },
+        function! {
+            /// Try to log in with exactly the credentials given and run a probe
+            /// query; never fails on a refused login, so the runbook decides. The
+            /// database is a url, a name, `()`, or a map of connection details
+            /// (`url`/`DATABASE_URL`, `host`, `port`, `user`/`username`, `password`,
+            /// `database`): an app's Secret from `k8s::secret` works as it is.
+            /// Returns `#{ok, user, database, server, error}` (`error` is `()` when
+            /// the login worked).
+            ///
+            /// ```rhai
+            /// let login = pg::login_check(k8s::secret("app-db"));
+            /// if !login.ok { fail("the app's credentials do not log in: " + login.error); }
+            /// ```
+            read fn pg::login_check("database: string | secret | map | ()") -> "#{ok: bool, user: string, database: string, server: string, error: string | ()}"
+            login_check
+        },
+        function! {
+            /// Make sure a role exists, creating it (`LOGIN` unless `login: false`)
+            /// when it is missing, and make it a member of each role in `member_of`
+            /// (a name or an array): grants belong to the group role, so two login
+            /// roles that share it cannot drift apart. Returns `#{role, created,
+            /// granted}` (`granted`: the groups it joined now). Options:
+            /// `member_of`, `login`.
+            ///
+            /// ```rhai
+            /// pg::ensure_role("todos", "app_alt", #{member_of: "app_group"});
+            /// ```
+            write fn pg::ensure_role("database: string | secret | map | ()", "role: string", "opts?: map") -> "#{role: string, created: bool, granted: array<string>}"
+            ensure_role
         },
     ]
 }

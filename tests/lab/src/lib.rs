@@ -209,6 +209,9 @@ impl LabBuilder {
         } else {
             None
         };
+        if let (Some(pg), Some(kube)) = (&pg, &kube) {
+            seed_app_db(pg, kube).context("cannot create the Secret `app-db`")?;
+        }
         let lab = Lab {
             http,
             ssh,
@@ -650,4 +653,27 @@ mod tests {
         drop(lab);
         assert!(!dir.exists());
     }
+}
+
+/// The Secret `app-db` in staging and production: the credentials of the
+/// lab PostgreSQL's `app` role (`username`, `password`, `DATABASE_URL`),
+/// which the seeded backend Deployments reference.
+fn seed_app_db(pg: &PgLab, kube: &KubeApi) -> anyhow::Result<()> {
+    use base64::Engine as _;
+    let encode = |text: &str| base64::engine::general_purpose::STANDARD.encode(text);
+    let url = pg.url_as(PgLab::APP_USER, PgLab::APP_PASSWORD, PgLab::DATABASE);
+    for namespace in ["staging", "production"] {
+        kube.create(serde_json::json!({
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": { "name": "app-db", "namespace": namespace },
+            "type": "Opaque",
+            "data": {
+                "username": encode(PgLab::APP_USER),
+                "password": encode(PgLab::APP_PASSWORD),
+                "DATABASE_URL": encode(&url),
+            },
+        }))?;
+    }
+    Ok(())
 }

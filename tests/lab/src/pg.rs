@@ -81,6 +81,21 @@ create index todos_user_id on todos (user_id);
 analyze;
 ";
 
+/// The app's roles: the group `app_group` holds the grants, the login role
+/// `app` is a member of it (so a second login role can join the same group
+/// for a two-role rotation without copying grants).
+fn app_sql() -> String {
+    format!(
+        "create role {group} nologin;
+grant select, insert, update, delete on users, todos to {group};
+grant usage, select on all sequences in schema public to {group};
+create role {user} login password '{password}' in role {group};",
+        group = PgLab::APP_GROUP,
+        user = PgLab::APP_USER,
+        password = PgLab::APP_PASSWORD,
+    )
+}
+
 /// A running lab PostgreSQL server. Dropping it (or [`PgLab::stop`]) stops
 /// the server and reaps it; the data stays in the folder until the folder goes.
 #[derive(Debug)]
@@ -101,6 +116,16 @@ impl PgLab {
     /// ([`PgLab::password`]) is checked on TCP (scram-sha-256), the socket
     /// in the lab folder trusts it.
     pub const USER: &str = "postgres";
+
+    /// The app's login role (member of [`PgLab::APP_GROUP`]).
+    pub const APP_USER: &str = "app";
+
+    /// The group role that holds the app's grants.
+    pub const APP_GROUP: &str = "app_group";
+
+    /// The app role's password as the lab seeds it (also in the Secret
+    /// `app-db` of the Kubernetes fake when both run).
+    pub const APP_PASSWORD: &str = "lab-app-password";
 
     /// Rows of `users` in the seeded database.
     pub const SEED_USERS: i64 = 2_000;
@@ -150,7 +175,8 @@ impl PgLab {
             );
         }
         lab.psql("postgres", &format!("create database {}", PgLab::DATABASE))?;
-        lab.psql(PgLab::DATABASE, SEED_SQL)
+        lab.psql(PgLab::DATABASE, SEED_SQL)?;
+        lab.psql(PgLab::DATABASE, &app_sql())
             .context("cannot seed the lab database")?;
         Ok(lab)
     }

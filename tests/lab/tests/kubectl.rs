@@ -696,9 +696,14 @@ fn patch_json_merge_and_strategic() {
         container["image"], "registry.lab/backend:v1",
         "the strategic patch merged by name"
     );
-    assert_eq!(
-        container["env"],
-        json!([{ "name": "MODE", "value": "fast" }])
+    // Merged by name into the seeded env (the backend's DATABASE_URL stays).
+    let env = container["env"].as_array().cloned().unwrap_or_default();
+    assert_eq!(env.len(), 2, "{env:?}");
+    assert!(env.contains(&json!({ "name": "MODE", "value": "fast" })), "{env:?}");
+    assert!(
+        env.iter().any(|item| item["name"] == "DATABASE_URL"
+            && item["valueFrom"]["secretKeyRef"]["name"] == "app-db"),
+        "{env:?}"
     );
     assert_eq!(deployment["metadata"]["generation"], 3);
     // Once the controller is done with the new replica (kubectl compares the

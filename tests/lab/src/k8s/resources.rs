@@ -98,6 +98,12 @@ pub(crate) static RESOURCES: &[Resource] = &[
         ..resource("apps", "replicasets", "replicaset", "ReplicaSet")
     },
     Resource {
+        short_names: &["sts"],
+        subresources: &["status", "scale"],
+        generation: true,
+        ..resource("apps", "statefulsets", "statefulset", "StatefulSet")
+    },
+    Resource {
         subresources: &["status"],
         categories: &["all"],
         generation: true,

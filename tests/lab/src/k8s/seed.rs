@@ -1,7 +1,9 @@
 //! What a fresh lab cluster holds: namespaces `default`, `staging` and
 //! `production`; in staging and production the Deployments `backend` and
 //! `frontend` (`registry.lab/<app>:v1`, 2 replicas, label `app=<app>`),
-//! already rolled out, and the Secret `app-secrets`.
+//! already rolled out (the backend's `DATABASE_URL` comes from the Secret
+//! `app-db`, which the lab adds when PostgreSQL runs too), and the Secret
+//! `app-secrets`.
 
 use base64::Engine as _;
 use serde_json::{Value, json};
@@ -22,7 +24,7 @@ pub(crate) const APPS: &[&str] = &["backend", "frontend"];
 pub(crate) const DB_PASSWORD: &str = "lab-db-password";
 
 fn deployment(app: &str) -> Value {
-    json!({
+    let mut deployment = json!({
         "apiVersion": "apps/v1",
         "kind": "Deployment",
         "metadata": { "name": app, "labels": { "app": app } },
@@ -38,8 +40,22 @@ fn deployment(app: &str) -> Value {
                 }] },
             },
         },
-    })
+    });
+    // The backend reads its database credentials from the Secret `app-db`.
+    if app == "backend"
+        && let Some(container) = deployment.pointer_mut("/spec/template/spec/containers/0")
+    {
+        container["env"] = json!([{
+            "name": "DATABASE_URL",
+            "valueFrom": { "secretKeyRef": { "name": APP_DB_SECRET, "key": "DATABASE_URL" } },
+        }]);
+    }
+    deployment
 }
+
+/// The Secret the backend takes its database credentials from (created by
+/// the lab when PostgreSQL runs too: it holds that server's address).
+pub(crate) const APP_DB_SECRET: &str = "app-db";
 
 /// Create the seed objects and let the controller roll them out at once.
 pub(crate) fn seed(store: &mut Store, memory: &mut Memory) -> Result<(), ApiError> {
