@@ -120,10 +120,11 @@ enum Command {
         #[arg(long, value_enum, default_value_t = OutputFormat::Human)]
         output: OutputFormat,
     },
-    /// Finish a run that died or failed: completed steps return their recorded
-    /// value without running; the first incomplete step runs again.
+    /// Finish a run that died or failed, by replay: completed steps run again with
+    /// every call answered from the journal (so their compensations come back);
+    /// the step the run died in runs again from its start.
     #[command(
-        after_help = "Steps must be safe to run again (like Ansible tasks): the step that was running when the\nrun died runs again. Gates after that point are asked again. Refuses when the runbook file\nchanged since the run started, unless --force.\n\nExample:\n  runbook resume 20261122T013751Z-5359 --approve"
+        after_help = "Replay: the script runs from the top; up to where the run stopped, each stdlib call returns\nwhat the journal recorded instead of running, so completed steps return the same values and\nregister the same on_rollback compensations: a failure after the resume rolls back the whole\nrun, each compensation once. A call that does not match the journal stops with \"the runbook\ndiverged from its journal at FILE:LINE\" (exit 2, nothing rolled back).\n\nSteps must be safe to run again (like Ansible tasks): the step that was running when the\nrun died runs again, unless it is marked `once: true` (then: asked at a terminal, else exit 2).\nGates after that point are asked again. Values holding a secret come back from their sealed\ncopies: the run's key ($RUNBOOK_STATE_DIR/keys/RUN.key, or RUNBOOK_JOURNAL_KEY) must be there.\nRefuses when the runbook file changed since the run started, unless --force.\n\nExample:\n  runbook resume 20261122T013751Z-5359 --approve"
     )]
     Resume {
         /// Run id (from `runbook runs`) or a journal file.

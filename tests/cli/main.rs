@@ -22,6 +22,7 @@ mod read_cannot_write;
 mod recovery;
 mod repl;
 mod replay;
+mod rotate;
 mod run;
 mod s3_pg;
 mod secrets;

@@ -279,11 +279,14 @@ pub(crate) fn functions() -> Vec<Function> {
         },
         function! {
             /// A Secret's values, decoded, as a map of key → secret value (masked in
-            /// all output). Options: `namespace`.
+            /// all output). Options: `namespace`, `plain` (keys whose values are not
+            /// secret, returned as plain strings: e.g. `["username"]`, so that a
+            /// role name is not masked wherever it appears).
             ///
             /// ```rhai
             /// let values = k8s::secret("app-secrets");
             /// let password = values.db_password;
+            /// let db = k8s::secret("app-db", #{plain: ["username"]});
             /// ```
             read fn k8s::secret("name: string", "opts?: map") -> "map"
             secrets::secret

@@ -22,9 +22,23 @@ use crate::host::{Level, StdlibError};
 /// `k8s::secret(name, opts?)`.
 pub(crate) fn secret(call: &mut Call<'_>) -> Result<Dynamic, Failure> {
     let name = call.string(0)?;
-    let options = call.options(1, &["namespace"])?;
+    let options = call.options(1, &["namespace", "plain"])?;
     let settings = settings(call)?;
     let namespace = options.string("namespace")?;
+    let plain: Vec<String> = match options.get("plain") {
+        None => Vec::new(),
+        Some(value) => match value.clone().try_cast::<Array>() {
+            Some(keys) if keys.iter().all(Dynamic::is_string) => keys
+                .into_iter()
+                .map(|key| key.into_string().unwrap_or_default())
+                .collect(),
+            _ => {
+                return Err(call
+                    .bad_arg(1, "has `plain` that is not an array of key names")
+                    .into());
+            }
+        },
+    };
     let data = call.block_on(async {
         let kube = connect(&settings, namespace).await?;
         let subject = Subject::new("secret", &name, Some(&kube.namespace));
@@ -39,7 +53,12 @@ pub(crate) fn secret(call: &mut Call<'_>) -> Result<Dynamic, Failure> {
         .into_iter()
         .map(|(key, ByteString(bytes))| {
             let text = String::from_utf8_lossy(&bytes).into_owned();
-            (key.into(), Dynamic::from(super::secret_value(call, text)))
+            let value = if plain.contains(&key) {
+                Dynamic::from(text)
+            } else {
+                Dynamic::from(super::secret_value(call, text))
+            };
+            (key.into(), value)
         })
         .collect();
     Ok(Dynamic::from_map(map))

@@ -119,7 +119,7 @@ impl Database {
         let url = text(&["url", "DATABASE_URL"])?;
         let mut database = Self::resolve_with(call, url.as_ref(), read)?;
         if let Some(host) = text(&["host"])? {
-            database.config.host(&host.expose());
+            database.config.host(host.expose());
         }
         if let Some(port) = map.get("port") {
             let port = port

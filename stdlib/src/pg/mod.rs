@@ -281,7 +281,10 @@ fn ensure_role(call: &mut Call<'_>) -> Result<Dynamic, Failure> {
                 .collect(),
             _ => {
                 return Err(call
-                    .bad_arg(2, "has `member_of` that is not a role name or an array of them")
+                    .bad_arg(
+                        2,
+                        "has `member_of` that is not a role name or an array of them",
+                    )
                     .into());
             }
         },

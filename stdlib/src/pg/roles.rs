@@ -69,9 +69,10 @@ pub(crate) async fn ensure_role(database: &Database, spec: &RoleSpec) -> Result<
             quote_ident(&spec.name),
             if spec.login { "LOGIN" } else { "NOLOGIN" }
         );
-        client.batch_execute(&statement).await.map_err(|error| {
-            database.error(&format!("create role `{}` in", spec.name), &error)
-        })?;
+        client
+            .batch_execute(&statement)
+            .await
+            .map_err(|error| database.error(&format!("create role `{}` in", spec.name), &error))?;
     }
     let mut granted = Vec::new();
     for group in &spec.member_of {
@@ -99,7 +100,11 @@ pub(crate) async fn ensure_role(database: &Database, spec: &RoleSpec) -> Result<
             .map_err(|error| database.error("look up role memberships in", &error))?
             .is_some();
         if !member {
-            let statement = format!("GRANT {} TO {}", quote_ident(group), quote_ident(&spec.name));
+            let statement = format!(
+                "GRANT {} TO {}",
+                quote_ident(group),
+                quote_ident(&spec.name)
+            );
             client.batch_execute(&statement).await.map_err(|error| {
                 database.error(&format!("grant `{group}` to `{}` in", spec.name), &error)
             })?;

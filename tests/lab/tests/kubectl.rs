@@ -699,7 +699,10 @@ fn patch_json_merge_and_strategic() {
     // Merged by name into the seeded env (the backend's DATABASE_URL stays).
     let env = container["env"].as_array().cloned().unwrap_or_default();
     assert_eq!(env.len(), 2, "{env:?}");
-    assert!(env.contains(&json!({ "name": "MODE", "value": "fast" })), "{env:?}");
+    assert!(
+        env.contains(&json!({ "name": "MODE", "value": "fast" })),
+        "{env:?}"
+    );
     assert!(
         env.iter().any(|item| item["name"] == "DATABASE_URL"
             && item["valueFrom"]["secretKeyRef"]["name"] == "app-db"),

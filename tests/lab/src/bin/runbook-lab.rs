@@ -370,7 +370,7 @@ fn describe_kube(kube: &KubeApi) -> String {
         "  kube     {}  (Kubernetes API fake; kubectl works against it)\n             \
          kubeconfig {}\n             \
          contexts {} (namespace staging, current) and {} (production);\n             \
-         deployments backend and frontend, secret app-secrets; try: kubectl --kubeconfig {} get pods\n",
+         deployments backend and frontend, secrets app-secrets and (with --postgres) app-db; try: kubectl --kubeconfig {} get pods\n",
         kube.url(),
         kube.kubeconfig().display(),
         KubeApi::CONTEXT,
