@@ -95,10 +95,10 @@ fn run_sampling(lab: &Lab, state: &Path, extra: &[&str]) -> (i32, Vec<String>) {
         assert!(started.elapsed() < Duration::from_secs(120), "hung");
         if let Ok(entries) = std::fs::read_dir("/proc") {
             for entry in entries.flatten() {
-                if let Ok(bytes) = std::fs::read(entry.path().join("cmdline")) {
-                    if !bytes.is_empty() {
-                        seen.push(String::from_utf8_lossy(&bytes).replace('\0', " "));
-                    }
+                if let Ok(bytes) = std::fs::read(entry.path().join("cmdline"))
+                    && !bytes.is_empty()
+                {
+                    seen.push(String::from_utf8_lossy(&bytes).replace('\0', " "));
                 }
             }
         }

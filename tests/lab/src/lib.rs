@@ -387,6 +387,29 @@ impl Lab {
     }
 }
 
+/// The Secret `app-db` in staging and production: the credentials of the
+/// lab PostgreSQL's `app` role (`username`, `password`, `DATABASE_URL`),
+/// which the seeded backend Deployments reference.
+fn seed_app_db(pg: &PgLab, kube: &KubeApi) -> anyhow::Result<()> {
+    use base64::Engine as _;
+    let encode = |text: &str| base64::engine::general_purpose::STANDARD.encode(text);
+    let url = pg.url_as(PgLab::APP_USER, PgLab::APP_PASSWORD, PgLab::DATABASE);
+    for namespace in ["staging", "production"] {
+        kube.create(serde_json::json!({
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": { "name": "app-db", "namespace": namespace },
+            "type": "Opaque",
+            "data": {
+                "username": encode(PgLab::APP_USER),
+                "password": encode(PgLab::APP_PASSWORD),
+                "DATABASE_URL": encode(&url),
+            },
+        }))?;
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -653,27 +676,4 @@ mod tests {
         drop(lab);
         assert!(!dir.exists());
     }
-}
-
-/// The Secret `app-db` in staging and production: the credentials of the
-/// lab PostgreSQL's `app` role (`username`, `password`, `DATABASE_URL`),
-/// which the seeded backend Deployments reference.
-fn seed_app_db(pg: &PgLab, kube: &KubeApi) -> anyhow::Result<()> {
-    use base64::Engine as _;
-    let encode = |text: &str| base64::engine::general_purpose::STANDARD.encode(text);
-    let url = pg.url_as(PgLab::APP_USER, PgLab::APP_PASSWORD, PgLab::DATABASE);
-    for namespace in ["staging", "production"] {
-        kube.create(serde_json::json!({
-            "apiVersion": "v1",
-            "kind": "Secret",
-            "metadata": { "name": "app-db", "namespace": namespace },
-            "type": "Opaque",
-            "data": {
-                "username": encode(PgLab::APP_USER),
-                "password": encode(PgLab::APP_PASSWORD),
-                "DATABASE_URL": encode(&url),
-            },
-        }))?;
-    }
-    Ok(())
 }
