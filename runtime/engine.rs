@@ -94,11 +94,25 @@ fn syntax_hint(kind: &ParseErrorType) -> Option<&'static str> {
 
 /// Read a runbook file; errors name the file.
 pub fn read_source(path: &Path) -> Result<String, Diagnostic> {
-    std::fs::read_to_string(path).map_err(|error| {
+    let bytes = std::fs::read(path).map_err(|error| {
         Diagnostic::new(
             format!("cannot read `{}`: {error}", path.display()),
             Exit::Usage,
         )
         .hint("check the path; `runbook list DIR` shows the runbooks in a folder")
+    })?;
+    String::from_utf8(bytes).map_err(|error| {
+        let offset = error.utf8_error().valid_up_to();
+        let before = &error.as_bytes()[..offset];
+        let line = before.iter().filter(|byte| **byte == b'\n').count() + 1;
+        let column = before.iter().rev().take_while(|byte| **byte != b'\n').count() + 1;
+        Diagnostic::new(
+            format!(
+                "`{}` is not UTF-8: byte {offset} (line {line}, column {column}) is not valid UTF-8",
+                path.display()
+            ),
+            Exit::Usage,
+        )
+        .hint("runbooks are UTF-8 text; convert it, e.g. `iconv -f latin1 -t utf-8`")
     })
 }

@@ -113,12 +113,14 @@ pub fn state_dir() -> PathBuf {
     runbook_stdlib::host::state_dir()
 }
 
-/// A new run id: the UTC time and a random suffix (`20261122T013751Z-5359`).
+/// A new run id: the UTC time and a random 32-bit suffix
+/// (`20261122T013751Z-5359ab01`): two runs started in the same second on one
+/// machine do not collide (and `Journal::create` refuses an existing one).
 pub fn new_run_id() -> String {
     use rand::Rng;
-    let suffix: u32 = rand::rng().random_range(0..0x10000);
+    let suffix: u32 = rand::rng().random();
     format!(
-        "{}-{suffix:04x}",
+        "{}-{suffix:08x}",
         chrono::Utc::now().format("%Y%m%dT%H%M%SZ")
     )
 }

@@ -586,6 +586,8 @@ impl Printer {
     }
 
     fn render_summary(&self) {
+        /// Step names longer than this are cut in the summary's column.
+        const NAME_WIDTH: usize = 60;
         let summary = self
             .summary
             .lock()
@@ -596,7 +598,7 @@ impl Printer {
         }
         let width = summary
             .iter()
-            .map(|line| line.step.chars().count())
+            .map(|line| line.step.chars().count().min(NAME_WIDTH))
             .max()
             .unwrap_or(0);
         let mut text = String::from("summary:");
@@ -608,7 +610,7 @@ impl Printer {
             };
             text.push_str(&format!(
                 "\n  {mark} {:<width$}  {}",
-                line.step,
+                shorten(&line.step, NAME_WIDTH),
                 human_ms(line.duration_ms)
             ));
         }
@@ -847,4 +849,14 @@ fn clean_event(event: &Event) -> Event {
 
 fn human_ms(millis: u64) -> String {
     runbook_stdlib::duration::human(Duration::from_millis(millis))
+}
+
+/// `text` cut to `max` characters, with `…` where it was cut (for columns
+/// and one-line displays of names people or scripts chose).
+pub fn shorten(text: &str, max: usize) -> std::borrow::Cow<'_, str> {
+    if text.chars().count() <= max {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    let kept: String = text.chars().take(max.saturating_sub(1)).collect();
+    std::borrow::Cow::Owned(format!("{kept}…"))
 }

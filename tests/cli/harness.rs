@@ -454,7 +454,7 @@ pub(crate) fn snapshot_filters() -> Vec<(String, String)> {
         (r"(?m)^\d{2}:\d{2}:\d{2} ".to_owned(), "[TIME] ".to_owned()),
         // Run ids: 20261122T013751Z-5359.
         (
-            r"\d{8}T\d{6}Z-[0-9a-f]{4}".to_owned(),
+            r"\d{8}T\d{6}Z-[0-9a-f]{4,8}".to_owned(),
             "[RUN_ID]".to_owned(),
         ),
         // Temp paths: tempfile's and mktemp's.

@@ -177,7 +177,7 @@ fn dry_run_in_a_session_plans_with_the_diff_and_changes_nothing() {
         "k8s::set_image(\"backend\", \"registry.lab/backend:v7\")",
     );
     session
-        .exp_string("+      - image: registry.lab/backend:v7")
+        .exp_string("+        image: registry.lab/backend:v7")
         .expect("the diff");
     expect_after(&mut session, ":dry-run off", "lab> ");
     leave(session);

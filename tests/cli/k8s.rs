@@ -139,9 +139,9 @@ fn a_missing_object_names_kind_name_and_namespace_with_a_hint() {
         .assert_exit(1)
         .assert_contains("unknown kind `deplyoment`")
         .assert_contains("known kinds: deployment");
-    run(&lab, "k8s::get(\"statefulset\", \"db\");\n")
+    run(&lab, "k8s::get(\"daemonset\", \"db\");\n")
         .assert_exit(1)
-        .assert_contains("does not serve statefulsets")
+        .assert_contains("does not serve daemonsets")
         .assert_contains("api-resources");
     run(&lab, "k8s::logs(\"app=nothing\");\n")
         .assert_exit(1)

@@ -13,6 +13,7 @@ mod deploy;
 mod doc;
 mod dry_run;
 mod examples;
+mod faults;
 mod gates;
 mod http;
 mod incident;

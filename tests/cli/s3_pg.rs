@@ -464,7 +464,7 @@ fn a_killed_s3_server_mid_upload_is_a_clear_error_and_leaves_no_backup() {
 fn set_password_keeps_the_secret_out_of_argv_output_journal_and_server_log() {
     let lab = lab(true, None);
     let pg = lab.postgres().unwrap();
-    pg.psql("postgres", "create role app login password 'old'")
+    pg.psql("postgres", "alter role app password 'old'")
         .unwrap();
     let secret = Lab::API_TOKEN;
     let scratch = Scratch::new();

@@ -398,8 +398,8 @@ pub(crate) fn functions() -> Vec<Function> {
             /// the login worked).
             ///
             /// ```rhai
-            /// let login = pg::login_check(k8s::secret("app-db"));
-            /// if !login.ok { fail("the app's credentials do not log in: " + login.error); }
+            /// let login = pg::login_check(k8s::secret("app-db", #{plain: ["username"]}));
+            /// if login.ok == false { log::warn("the app's credentials do not log in: " + login.error); }
             /// ```
             read fn pg::login_check("database: string | secret | map | ()") -> "#{ok: bool, user: string, database: string, server: string, error: string | ()}"
             login_check
