@@ -85,7 +85,7 @@ pub const MODULES: &[Module] = &[
     Module {
         name: "k8s",
         functions: k8s::functions,
-        context_keys: &["namespace", "kube_context", "kubeconfig"],
+        context_keys: &["namespace", "kube_context", "kubeconfig", "kube_timeout"],
         finish: Some(|| Box::pin(k8s::finish_run())),
     },
     Module {

@@ -47,3 +47,53 @@ fn run_ids_carry_32_random_bits() {
     assert_eq!(suffix.len(), 8, "{id}");
     assert!(suffix.chars().all(|c| c.is_ascii_hexdigit()), "{id}");
 }
+
+/// A listener on 127.0.0.1 that accepts connections and never answers.
+fn black_hole() -> (std::net::SocketAddr, std::thread::JoinHandle<()>) {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = listener.local_addr().unwrap();
+    let thread = std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for stream in listener.incoming().flatten() {
+            held.push(stream);
+            if held.len() > 16 {
+                break;
+            }
+        }
+    });
+    (address, thread)
+}
+
+#[test]
+fn a_kubernetes_api_or_postgres_that_never_answers_is_an_error_naming_the_wait() {
+    let (address, _thread) = black_hole();
+    let scratch = Scratch::new();
+    scratch.write(
+        "kubeconfig",
+        &format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: hole\n  cluster:\n    server: http://{address}\ncontexts:\n- name: hole\n  context:\n    cluster: hole\n    user: u\nusers:\n- name: u\n  user: {{}}\ncurrent-context: hole\n"
+        ),
+    );
+    scratch.write(
+        "runbook.toml",
+        &format!(
+            "[context.hole]\nkubeconfig = \"kubeconfig\"\nkube_context = \"hole\"\nnamespace = \"default\"\nkube_timeout = \"2s\"\n[context.hole.pg]\nurl = \"postgres://u:p@{address}/db?connect_timeout=2\"\n"
+        ),
+    );
+    scratch.write("k8s.rhai", "k8s::image(\"backend\");\n");
+    scratch
+        .run("k8s.rhai")
+        .context("hole")
+        .output()
+        .assert_exit(1)
+        .assert_contains("no answer from the Kubernetes API at")
+        .assert_contains("kube_timeout");
+    scratch.write("pg.rhai", "pg::query((), \"select 1\");\n");
+    scratch
+        .run("pg.rhai")
+        .context("hole")
+        .output()
+        .assert_exit(1)
+        .assert_contains("no answer from PostgreSQL at")
+        .assert_contains("within 2.0s");
+}

@@ -9,6 +9,7 @@
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
+use std::time::Duration;
 
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Client, Config};
@@ -18,7 +19,7 @@ use crate::host::StdlibError;
 use crate::settings::Section;
 
 /// Where the cluster is, as the active context says.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub(crate) struct Settings {
     /// `kubeconfig`: a path; `None` means `$KUBECONFIG`, else `~/.kube/config`.
     pub(crate) kubeconfig: Option<PathBuf>,
@@ -28,6 +29,27 @@ pub(crate) struct Settings {
     pub(crate) namespace: Option<String>,
     /// The runbook context's name, for messages.
     pub(crate) context_name: Option<String>,
+    /// How long a request may wait for an answer (`kube_timeout`, default 30 s).
+    pub(crate) timeout: Duration,
+    /// A client for streams that may be silent for long (`k8s::exec`): no read timeout.
+    pub(crate) streaming: bool,
+}
+
+/// How long the Kubernetes API may take to answer one request unless the
+/// context's `kube_timeout` says otherwise.
+pub(crate) const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            kubeconfig: None,
+            kube_context: None,
+            namespace: None,
+            context_name: None,
+            timeout: DEFAULT_TIMEOUT,
+            streaming: false,
+        }
+    }
 }
 
 impl Settings {
@@ -38,7 +60,28 @@ impl Settings {
             kube_context: top.string("kube_context")?,
             namespace: top.string("namespace")?,
             context_name: Some(top.context_name().to_owned()).filter(|name| name != "(none)"),
+            timeout: match top.get("kube_timeout") {
+                None => DEFAULT_TIMEOUT,
+                Some(value) => crate::values::to_duration(value).map_err(|problem| {
+                    StdlibError::usage(
+                        format!(
+                            "`kube_timeout` of context `{}` {problem}",
+                            top.context_name()
+                        ),
+                        "e.g. `kube_timeout = \"30s\"`",
+                    )
+                })?,
+            },
+            streaming: false,
         })
+    }
+
+    /// The same cluster, for a stream that may be silent for long.
+    pub(crate) fn streaming(&self) -> Settings {
+        Settings {
+            streaming: true,
+            ..self.clone()
+        }
     }
 }
 
@@ -66,8 +109,8 @@ struct Connected {
 
 type Slot = Arc<OnceCell<Connected>>;
 
-/// (kubeconfig, kube context): what a client is built from.
-type Key = (Option<PathBuf>, Option<String>);
+/// (kubeconfig, kube context, streaming): what a client is built from.
+type Key = (Option<PathBuf>, Option<String>, bool);
 
 fn cache() -> &'static Mutex<HashMap<Key, Slot>> {
     static CACHE: OnceLock<Mutex<HashMap<Key, Slot>>> = OnceLock::new();
@@ -153,6 +196,15 @@ async fn connect_uncached(settings: &Settings) -> Result<Connected, StdlibError>
                 config_hint(settings),
             )
         })?;
+    let mut config = config;
+    // Nothing waits forever: a server that accepts and never answers is an
+    // error naming the timeout (see `error::describe`).
+    config.connect_timeout = Some(settings.timeout.min(Duration::from_secs(10)));
+    config.write_timeout = Some(settings.timeout);
+    if !settings.streaming {
+        config.read_timeout = Some(settings.timeout);
+        config.reset_reader_on_write = true;
+    }
     let server = config.cluster_url.to_string();
     let default_namespace = config.default_namespace.clone();
     let client = Client::try_from(config).map_err(|error| {
@@ -182,7 +234,11 @@ pub(crate) async fn connect(
         let mut cache = cache().lock().unwrap_or_else(PoisonError::into_inner);
         Arc::clone(
             cache
-                .entry((settings.kubeconfig.clone(), settings.kube_context.clone()))
+                .entry((
+                    settings.kubeconfig.clone(),
+                    settings.kube_context.clone(),
+                    settings.streaming,
+                ))
                 .or_default(),
         )
     };
@@ -246,6 +302,7 @@ mod tests {
             kube_context: Some("two".into()),
             namespace: None,
             context_name: Some("lab".into()),
+            ..Settings::default()
         };
         let error = connect(&settings, None).await.err().unwrap();
         assert!(error.to_string().contains("no context `two`"), "{error}");

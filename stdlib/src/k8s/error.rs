@@ -149,6 +149,17 @@ fn describe(
     error: &kube::Error,
 ) -> StdlibError {
     let Some(status) = status(error) else {
+        let chained = chain(error);
+        let lower = chained.to_lowercase();
+        if lower.contains("timed out") || lower.contains("timeout") || lower.contains("elapsed") {
+            return StdlibError::failed(
+                format!(
+                    "no answer from the Kubernetes API at `{server}` (kube context `{kube_context}`) in time to {doing} {}: {chained}",
+                    subject.describe()
+                ),
+                "is the API server up and answering? `kubectl get --raw=/readyz` tries the same; raise `kube_timeout` in the context (default 30s) if it is only slow",
+            );
+        }
         return StdlibError::failed(
             format!(
                 "cannot {doing} {} at `{}` (kube context `{}`): {}",

@@ -212,7 +212,7 @@ pub(crate) fn exec(call: &mut Call<'_>) -> Result<Dynamic, Failure> {
     let namespace = options.string("namespace")?;
     let shown = command.first().cloned().unwrap_or_default();
     let (stdout, stderr, code, message, subject) = call.block_on(async {
-        let kube = connect(&settings, namespace).await?;
+        let kube = connect(&settings.streaming(), namespace).await?;
         let subject = Subject::new("pod", &pod, Some(&kube.namespace));
         let pods: Api<Pod> = Api::namespaced(kube.client.clone(), &kube.namespace);
         pods.get(&pod)

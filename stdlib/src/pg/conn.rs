@@ -284,10 +284,29 @@ impl Database {
     /// Connect with the driver; the connection lives until the client is dropped.
     pub(crate) async fn connect(&self) -> Result<Client, StdlibError> {
         self.check_tls()?;
-        let (client, connection) = self
+        // libpq's connect_timeout covers the TCP connect only; a server that
+        // accepts and never answers would hang the startup forever.
+        let limit = self
             .config
-            .connect(NoTls)
+            .get_connect_timeout()
+            .copied()
+            .unwrap_or(CONNECT_TIMEOUT);
+        let (client, connection) = tokio::time::timeout(limit, self.config.connect(NoTls))
             .await
+            .map_err(|_| {
+                StdlibError::failed(
+                    format!(
+                        "pg: no answer from PostgreSQL at `{}` within {}",
+                        self.display(),
+                        crate::duration::human(limit)
+                    ),
+                    format!(
+                        "is it PostgreSQL listening on {}:{}, and is it up? `connect_timeout` in the url (seconds) raises the wait",
+                        self.hosts(),
+                        self.ports()
+                    ),
+                )
+            })?
             .map_err(|error| self.error("connect to", &error))?;
         tokio::spawn(async move {
             let _ = connection.await;
