@@ -85,6 +85,8 @@ pub struct RunHost {
     runtime: tokio::runtime::Handle,
     journal: Mutex<Option<Journal>>,
     journal_failed: AtomicBool,
+    /// Compensations are running (they may write even without a journal).
+    rolling_back: AtomicBool,
     resume: Mutex<ResumeState>,
     /// Cancelled by Ctrl-C. Replaced by a fresh token while rollbacks run.
     run_token: Mutex<CancellationToken>,
@@ -149,6 +151,7 @@ impl RunHost {
             runtime,
             journal: Mutex::new(None),
             journal_failed: AtomicBool::new(false),
+            rolling_back: AtomicBool::new(false),
             resume: Mutex::new(ResumeState::default()),
             run_token: Mutex::new(CancellationToken::new()),
             interrupted: AtomicBool::new(false),
@@ -538,6 +541,7 @@ impl RunHost {
     /// Before compensations run: a fresh token and a cleared stop flag, so that
     /// rollback calls can do their work after a Ctrl-C.
     pub fn begin_rollback(&self) {
+        self.rolling_back.store(true, Ordering::SeqCst);
         // Compensations run for real, even when the run stopped mid-replay.
         let mut resume = lock(&self.resume);
         resume.calls.clear();
@@ -747,6 +751,20 @@ impl Host for RunHost {
             && let Some(answer) = self.replay(call)
         {
             return answer;
+        }
+        // No journal, no writes: what is not recorded cannot be resumed or audited.
+        if call.effect == Effect::Write
+            && self.journal_failed.load(Ordering::SeqCst)
+            && !self.rolling_back.load(Ordering::SeqCst)
+            && self.mode() == Mode::Live
+        {
+            return HostDecision::Deny(StdlibError::failed(
+                format!(
+                    "not run: `{}` is a write, and the journal of this run cannot be written",
+                    self.printer.redactor().mask(&call.signature())
+                ),
+                "free space in the state dir (or point RUNBOOK_STATE_DIR at a writable folder), then `runbook resume RUN`: a write is never made without a journal line",
+            ));
         }
         match self.decision(call) {
             Decision::Run

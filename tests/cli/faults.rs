@@ -97,3 +97,61 @@ fn a_kubernetes_api_or_postgres_that_never_answers_is_an_error_naming_the_wait()
         .assert_contains("no answer from PostgreSQL at")
         .assert_contains("within 2.0s");
 }
+
+#[test]
+fn with_a_full_state_dir_no_write_runs_without_its_journal_line() {
+    let scratch = Scratch::new();
+    let state = scratch.file("state");
+    std::fs::create_dir(&state).unwrap();
+    let mounted = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=96k", "tmpfs"])
+        .arg(&state)
+        .status()
+        .is_ok_and(|status| status.success());
+    if !mounted {
+        eprintln!("skipped: cannot mount a small tmpfs here (needs root)");
+        return;
+    }
+    struct Unmount(std::path::PathBuf);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("umount").arg(&self.0).status();
+        }
+    }
+    let _unmount = Unmount(state.clone());
+    let marks = scratch.file("marks");
+    std::fs::create_dir(&marks).unwrap();
+    scratch.write(
+        "many.rhai",
+        &format!(
+            "for i in 1..=200 {{\n    step(\"write \" + i + \" with a long name to fill the journal faster\", || shell::run([\"touch\", \"{}/w\" + i]));\n}}\n",
+            marks.display()
+        ),
+    );
+    let output = scratch
+        .run("many.rhai")
+        .env("RUNBOOK_STATE_DIR", &state)
+        .output();
+    output
+        .assert_exit(1)
+        .assert_contains("the journal of this run cannot be written");
+    let written = std::fs::read_dir(&marks).unwrap().count();
+    assert!(written < 200, "all 200 writes ran without a journal");
+    let journal = std::fs::read_dir(state.join("runs"))
+        .unwrap()
+        .flatten()
+        .map(|entry| entry.path().join("journal.jsonl"))
+        .next()
+        .unwrap();
+    let text = std::fs::read_to_string(&journal).unwrap_or_default();
+    let journaled = text
+        .lines()
+        .filter(|line| line.contains("\"event\":\"call\"") && line.contains("\"outcome\":\"ok\""))
+        .count();
+    // Every write that ran is in the journal, but perhaps the last (its line was the one that failed).
+    assert!(
+        written <= journaled + 1,
+        "{written} writes ran, {journaled} are journaled"
+    );
+    eprintln!("full state dir: {written} of 200 writes ran, {journaled} journaled");
+}
