@@ -582,3 +582,79 @@ mod tests {
         );
     }
 }
+
+/// Whether `value` can be an argument of declared type `ty` (the notation of
+/// [`placeholder`]: `string`, `int`, `map`, `array<...>`, `secret`, `()`,
+/// unions with `|`). Lenient where it cannot know: `any`, unknown type
+/// names, and values of types other than Rhai's own (placeholders) pass.
+pub fn accepts(ty: &str, value: &Dynamic) -> bool {
+    let known = value.is_string()
+        || value.is_int()
+        || value.is_float()
+        || value.is_bool()
+        || value.is_unit()
+        || value.is_array()
+        || value.is_map()
+        || value.is::<rhai::FnPtr>()
+        || value.is::<Secret>()
+        || value.is::<rhai::Blob>();
+    if !known {
+        return true;
+    }
+    split_union(ty).into_iter().any(|alternative| {
+        let alternative = alternative.trim();
+        let base = alternative.split('<').next().unwrap_or_default().trim();
+        match base {
+            "any" | "" => true,
+            // Most string parameters take a secret too (`call.text`).
+            "string" => value.is_string() || value.is::<Secret>(),
+            "secret" => value.is::<Secret>(),
+            "int" => value.is_int(),
+            "float" => value.is_float() || value.is_int(),
+            "bool" => value.is_bool(),
+            "()" => value.is_unit(),
+            "array" => value.is_array(),
+            "map" => value.is_map(),
+            "closure" | "fn" => value.is::<rhai::FnPtr>(),
+            "blob" => value.is::<rhai::Blob>(),
+            _ if base.starts_with("#{") => value.is_map(),
+            _ => true,
+        }
+    })
+}
+
+/// `a | array<b | c> | #{x: d | e}` → its top-level alternatives.
+fn split_union(ty: &str) -> Vec<&str> {
+    let mut parts = Vec::new();
+    let mut depth = 0usize;
+    let mut start = 0;
+    for (index, character) in ty.char_indices() {
+        match character {
+            '<' | '{' | '(' => depth += 1,
+            '>' | '}' | ')' => depth = depth.saturating_sub(1),
+            '|' if depth == 0 => {
+                parts.push(&ty[start..index]);
+                start = index + 1;
+            }
+            _ => {}
+        }
+    }
+    parts.push(&ty[start..]);
+    parts
+}
+
+#[cfg(test)]
+mod accepts_tests {
+    use super::*;
+
+    #[test]
+    fn declared_types_accept_their_values_only() {
+        assert!(!accepts("string | array", &Dynamic::from_bool(true)));
+        assert!(accepts("string | array", &Dynamic::from("x".to_owned())));
+        assert!(accepts("array<map>", &Dynamic::from_array(Vec::new())));
+        assert!(!accepts("map", &Dynamic::from_int(1)));
+        assert!(accepts("#{a: int}", &Dynamic::from_map(Map::new())));
+        assert!(accepts("string | secret | map | ()", &Dynamic::UNIT));
+        assert!(accepts("any", &Dynamic::from_bool(true)));
+    }
+}

@@ -155,3 +155,27 @@ fn with_a_full_state_dir_no_write_runs_without_its_journal_line() {
     );
     eprintln!("full state dir: {written} of 200 writes ran, {journaled} journaled");
 }
+
+#[test]
+fn a_dry_run_checks_the_argument_types_of_the_writes_it_skips() {
+    let scratch = Scratch::new();
+    scratch.write("bad.rhai", "shell::run(true, true);\n");
+    for dry in [true, false] {
+        let mut run = scratch.run("bad.rhai");
+        if dry {
+            run = run.dry_run();
+        }
+        run.output()
+            .assert_exit(2)
+            .assert_contains("`shell::run`: argument `cmd` must be")
+            .assert_contains("got a boolean");
+    }
+    scratch.write("offline.rhai", "k8s::set_image(\"backend\", 42);\n");
+    scratch
+        .run("offline.rhai")
+        .dry_run()
+        .offline()
+        .output()
+        .assert_exit(2)
+        .assert_contains("must be string");
+}

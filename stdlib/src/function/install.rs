@@ -102,6 +102,12 @@ fn gate(
             return Err(error.clone().into_rhai(position));
         }
         (Decision::Skip(value), _) => {
+            // Not run, but its arguments are checked as a run would: a
+            // dry-run fails where the live run would.
+            if let Some(error) = wrong_argument(function, &args) {
+                host.finished(&info, Outcome::Err(&error.to_string()), Duration::ZERO);
+                return Err(error.into_rhai(position));
+            }
             host.finished(&info, Outcome::Skipped, Duration::ZERO);
             return Ok(value.clone());
         }
@@ -127,5 +133,18 @@ fn gate(
     result.map_err(|failure| match failure {
         Failure::Stdlib(error) => error.into_rhai(position),
         Failure::Script(error) => error,
+    })
+}
+
+/// The first argument whose type the function's declaration does not accept.
+fn wrong_argument(function: &Function, args: &[Dynamic]) -> Option<StdlibError> {
+    let form = function.form(args.len())?;
+    form.iter().zip(args).find_map(|(param, value)| {
+        let fits = values::accepts(param.ty, value) || (param.optional && value.is_unit());
+        (!fits).then(|| StdlibError::Argument {
+            function: function.qualified_name(),
+            name: param.name.to_owned(),
+            problem: format!("must be {}, got {}", param.ty, values::type_name(value)),
+        })
     })
 }
