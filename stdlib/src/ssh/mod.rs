@@ -402,6 +402,20 @@ fn exec_all(call: &mut Call<'_>) -> Result<Dynamic, Failure> {
 fn transfer(call: &mut Call<'_>, upload: bool) -> Result<Dynamic, Failure> {
     let host = call.string(0)?;
     let (from, to) = (call.string(1)?, call.string(2)?);
+    let mode = if upload {
+        None
+    } else {
+        let options = call.options(3, &["mode"])?;
+        options
+            .int("mode")?
+            .map(|mode| {
+                u32::try_from(mode)
+                    .ok()
+                    .filter(|mode| *mode <= 0o777)
+                    .ok_or_else(|| call.bad_arg(3, "`mode` must be a file mode such as 0o600"))
+            })
+            .transpose()?
+    };
     let inventory = inventory(call)?;
     let target = inventory.resolve_host(&host)?;
     let (bytes, connected) = call.block_on(async {
@@ -414,7 +428,7 @@ fn transfer(call: &mut Call<'_>, upload: bool) -> Result<Dynamic, Failure> {
         let bytes = if upload {
             transfer::upload(session, &target, &PathBuf::from(&from), &to).await
         } else {
-            transfer::download(session, &target, &from, &PathBuf::from(&to)).await
+            transfer::download(session, &target, &from, &PathBuf::from(&to), mode).await
         }?;
         Ok((bytes, first.then_some(link.how)))
     })?;
@@ -497,11 +511,13 @@ pub(crate) fn functions() -> Vec<Function> {
         function! {
             /// Copy a file from a host to a local path (SFTP, streamed; the local file
             /// appears only when complete). Returns the number of bytes moved.
+            /// Options: `mode` (the local file's permissions from its creation on,
+            /// e.g. `0o600` for credentials; default: the umask's).
             ///
             /// ```rhai
             /// ssh::download("db1", "/var/log/postgresql/postgresql.log", "/tmp/pg.log");
             /// ```
-            read fn ssh::download("host: string", "remote: string", "local: string") -> "int"
+            read fn ssh::download("host: string", "remote: string", "local: string", "opts?: map") -> "int"
             |call| transfer(call, false)
         },
         function! {

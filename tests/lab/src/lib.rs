@@ -254,6 +254,10 @@ impl Lab {
     /// check it is redacted from output and journals.
     pub const API_TOKEN: &str = "lab-token-6f1d2c9a";
 
+    /// The value [`Lab::env`] gives the `github_token` secret's variable when
+    /// the Hetzner Cloud fake runs (setup-staging's ghcr pull secret).
+    pub const GITHUB_TOKEN: &str = "lab-ghcr-token-0c2b7e9f41d8";
+
     /// How long new pods in the fake cluster take to become ready, unless
     /// [`LabBuilder::kube_delay`] says otherwise.
     pub const KUBE_DELAY: Duration = Duration::from_millis(200);
@@ -360,6 +364,10 @@ impl Lab {
         }
         if let Some(hcloud) = &self.hcloud {
             env.extend(hcloud.env());
+            env.push((
+                crate::config::GITHUB_TOKEN_VAR.to_owned(),
+                Lab::GITHUB_TOKEN.to_owned(),
+            ));
         }
         if let Some(kube) = &self.kube {
             env.push((
@@ -581,9 +589,8 @@ mod tests {
         for name in ["lab", "lab-protected"] {
             let context = config["context"][name].as_table().unwrap();
             // What runbook's context loader accepts: the stdlib's module registry.
-            // `hcloud` is the key of the hcloud module, which is not in the registry yet (issue 13).
             let known = runbook_stdlib::context_keys();
-            for key in context.keys().filter(|key| *key != "hcloud") {
+            for key in context.keys() {
                 assert!(known.contains(&key.as_str()), "unknown key {key}");
             }
             assert_eq!(
