@@ -24,3 +24,4 @@ mod s3_pg;
 mod secrets;
 mod ssh;
 mod ssh_masters;
+mod staging;

@@ -173,13 +173,14 @@ pub(crate) fn functions() -> Vec<Function> {
             /// name like `deployment`, `deploy`, `pod`, `secret`, `configmap`, `service`,
             /// `job`, `lease`, `namespace`. A missing object is an error naming kind,
             /// name and namespace. A Secret's values come back masked; use
-            /// `k8s::secret` for them. Options: `namespace`.
+            /// `k8s::secret` for them. Options: `namespace`, `missing_ok` (true: a
+            /// missing object gives `()` instead of an error).
             ///
             /// ```rhai
             /// let d = k8s::get("deployment", "backend");
             /// log::info("ready: " + d.status?.readyReplicas);
             /// ```
-            read fn k8s::get("kind: string", "name: string", "opts?: map") -> "map"
+            read fn k8s::get("kind: string", "name: string", "opts?: map") -> "map | ()"
             objects::get
         },
         function! {
