@@ -46,6 +46,10 @@ impl Staging {
 
     /// `runbook run runbooks/setup-staging.rhai` with the lab's stand-ins.
     fn setup(&self, name: &str) -> Run {
+        self.setup_version(name, "v1.4.2")
+    }
+
+    fn setup_version(&self, name: &str, version: &str) -> Run {
         let ssh = self.lab.ssh().expect("the lab's sshd serves the servers");
         let key = format!("{}.pub", ssh.client_key().display());
         let data = self.scratch.file(&format!("k0s/{name}/data"));
@@ -53,7 +57,7 @@ impl Staging {
             .envs(self.lab.env())
             .context(Lab::CONTEXT)
             .param("name", name)
-            .param("version", "v1.4.2")
+            .param("version", version)
             .param("ssh_public_key", key)
             .param("ssh_user", ssh.user())
             .param("ssh_port", ssh.port())
@@ -310,6 +314,39 @@ fn an_action_error_fails_with_its_code_and_rolls_back() {
 }
 
 #[test]
+fn a_failed_rollout_rolls_back_everything_this_run_created() {
+    let env = staging();
+    let api = env.api();
+    // A `broken` tag crash-loops in the lab's Kubernetes fake: the backend's
+    // rollout fails after its progress deadline.
+    let output = env.setup_version("crashy", "v2-broken").output();
+    output
+        .assert_exit(1)
+        .assert_contains("rollback for install k0s ran")
+        .assert_contains("rollback for server ran");
+    assert!(env.servers().is_empty(), "{:?}", api.servers());
+    assert!(api.firewalls().is_empty());
+    assert!(api.ssh_keys().is_empty());
+    assert!(env.lab.kube().unwrap().get("namespaces", "", "crashy").is_none());
+}
+
+#[test]
+fn a_half_installed_k0s_is_refused() {
+    let env = staging();
+    env.setup("half").output().assert_success();
+    // Installed as a service, but stopped: k0sctl refuses to go on, so do we.
+    let k0s = env.scratch.file("k0s/half/bin/k0s");
+    let stopped = Command::new(&k0s).arg("stop").status().unwrap();
+    assert!(stopped.success());
+    env.setup("half")
+        .output()
+        .assert_exit(1)
+        .assert_contains("installed as a service but not running");
+    // Nothing this (failed) run found was removed: it created nothing.
+    assert_eq!(env.servers(), ["half"]);
+}
+
+#[test]
 fn a_lost_create_answer_does_not_create_a_second_server() {
     let env = staging();
     let api = env.api();
@@ -350,7 +387,7 @@ fn both_runbooks_plan_cleanly_online_and_offline_and_change_nothing() {
             run = run.offline();
         }
         let output = run.output();
-        output
+            output
             .assert_success()
             .assert_contains("Plan:")
             .assert_contains("hcloud::create_server");

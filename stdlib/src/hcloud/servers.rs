@@ -182,7 +182,7 @@ impl Spec {
                     return Ok(server_value(&server, false));
                 }
                 Err(HcloudError::Lost { detail, .. }) if !sent_again => {
-                    client.log(Level::Warn, &format!("hcloud: the answer to `{}` was lost ({detail}); looking the server up before sending again", self.what()));
+                    client.log(Level::Warn, &format!("hcloud: the answer to the create of server `{}` was lost ({detail}); looking it up by name before sending again", self.name));
                     if let Some(existing) = client.find(SERVER, &self.name).await? {
                         return self.adopt(client, &existing).await;
                     }
