@@ -54,7 +54,11 @@ pub fn command(program: impl AsRef<OsStr>) -> tokio::process::Command {
     match (setpriv(), find_on_path(program)) {
         (Some(setpriv), Some(resolved)) => {
             let mut command = tokio::process::Command::new(setpriv);
-            command.arg("--pdeathsig").arg("KILL").arg("--").arg(resolved);
+            command
+                .arg("--pdeathsig")
+                .arg("KILL")
+                .arg("--")
+                .arg(resolved);
             command
         }
         _ => tokio::process::Command::new(program),

@@ -62,9 +62,15 @@ impl Staging {
             .param("ssh_user", ssh.user())
             .param("ssh_port", ssh.port())
             .param("k0s_source", format!("file://{}", self.standin.display()))
-            .param("k0s_bin", self.scratch.file(&format!("k0s/{name}/bin/k0s")).display())
+            .param(
+                "k0s_bin",
+                self.scratch.file(&format!("k0s/{name}/bin/k0s")).display(),
+            )
             .param("k0s_data_dir", data.display())
-            .param("k0s_config", self.scratch.file(&format!("k0s/{name}/k0s.yaml")).display())
+            .param(
+                "k0s_config",
+                self.scratch.file(&format!("k0s/{name}/k0s.yaml")).display(),
+            )
             .param("k0s_service", data.join("k0scontroller.service").display())
             .param("api_url", self.lab.kube().unwrap().url())
             .param("kubeconfig", self.kubeconfig(name).display())
@@ -119,7 +125,10 @@ impl Staging {
     fn context_for(&self, name: &str) -> PathBuf {
         let ssh = self.lab.ssh().unwrap();
         let server = self.api().server(name).expect("the server exists");
-        let ip = server["public_net"]["ipv4"]["ip"].as_str().unwrap().to_owned();
+        let ip = server["public_net"]["ipv4"]["ip"]
+            .as_str()
+            .unwrap()
+            .to_owned();
         let lab_config = std::fs::read_to_string(self.lab.config_path()).unwrap();
         let text = format!(
             "{lab_config}\n[context.{name}]\nkubeconfig = {kubeconfig:?}\nnamespace = {name:?}\n\
@@ -198,16 +207,23 @@ fn setup_then_kubectl_health_check_teardown_apps_then_all() {
     let listed = env.kubectl("demo", &["get", "deployments", "-n", "demo", "-o", "name"]);
     let listed = String::from_utf8_lossy(&listed.stdout).into_owned();
     for app in ["backend", "frontend", "postgres", "redis"] {
-        assert!(listed.contains(&format!("deployment.apps/{app}")), "{listed}");
+        assert!(
+            listed.contains(&format!("deployment.apps/{app}")),
+            "{listed}"
+        );
     }
     let kube = env.lab.kube().unwrap();
     let backend = kube.get("deployments", "demo", "backend").unwrap();
     assert_eq!(
-        backend.pointer("/spec/template/spec/containers/0/image").and_then(|v| v.as_str()),
+        backend
+            .pointer("/spec/template/spec/containers/0/image")
+            .and_then(|v| v.as_str()),
         Some("ghcr.io/example/backend:v1.4.2")
     );
     assert_eq!(
-        backend.pointer("/spec/template/spec/imagePullSecrets/0/name").and_then(|v| v.as_str()),
+        backend
+            .pointer("/spec/template/spec/imagePullSecrets/0/name")
+            .and_then(|v| v.as_str()),
         Some("ghcr")
     );
     let pull = kube.get("secrets", "demo", "ghcr").unwrap();
@@ -286,9 +302,21 @@ fn a_429_burst_and_a_locked_burst_are_ridden_out() {
     api.inject(Fault::Locked { count: 3 });
     let output = env.setup("bursty").output();
     assert_setup_ok(&output);
-    let statuses: Vec<u16> = api.requests().iter().map(|request| request.status).collect();
-    assert_eq!(statuses.iter().filter(|status| **status == 429).count(), 3, "{statuses:?}");
-    assert_eq!(statuses.iter().filter(|status| **status == 423).count(), 3, "{statuses:?}");
+    let statuses: Vec<u16> = api
+        .requests()
+        .iter()
+        .map(|request| request.status)
+        .collect();
+    assert_eq!(
+        statuses.iter().filter(|status| **status == 429).count(),
+        3,
+        "{statuses:?}"
+    );
+    assert_eq!(
+        statuses.iter().filter(|status| **status == 423).count(),
+        3,
+        "{statuses:?}"
+    );
     assert_eq!(env.servers(), ["bursty"]);
     output.assert_contains("rate limit reached");
 }
@@ -327,7 +355,13 @@ fn a_failed_rollout_rolls_back_everything_this_run_created() {
     assert!(env.servers().is_empty(), "{:?}", api.servers());
     assert!(api.firewalls().is_empty());
     assert!(api.ssh_keys().is_empty());
-    assert!(env.lab.kube().unwrap().get("namespaces", "", "crashy").is_none());
+    assert!(
+        env.lab
+            .kube()
+            .unwrap()
+            .get("namespaces", "", "crashy")
+            .is_none()
+    );
 }
 
 #[test]
@@ -387,7 +421,7 @@ fn both_runbooks_plan_cleanly_online_and_offline_and_change_nothing() {
             run = run.offline();
         }
         let output = run.output();
-            output
+        output
             .assert_success()
             .assert_contains("Plan:")
             .assert_contains("hcloud::create_server");

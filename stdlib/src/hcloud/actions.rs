@@ -29,7 +29,10 @@ pub(crate) fn action_ids(body: &Value) -> Vec<u64> {
     }
     for key in ["next_actions", "actions"] {
         if let Some(list) = body.get(key).and_then(Value::as_array) {
-            ids.extend(list.iter().filter_map(|action| action.get("id").and_then(Value::as_u64)));
+            ids.extend(
+                list.iter()
+                    .filter_map(|action| action.get("id").and_then(Value::as_u64)),
+            );
         }
     }
     ids.dedup();
@@ -41,7 +44,11 @@ pub(crate) fn action_ids(body: &Value) -> Vec<u64> {
 pub(crate) enum State {
     Running,
     Success,
-    Error { command: String, code: String, message: String },
+    Error {
+        command: String,
+        code: String,
+        message: String,
+    },
 }
 
 pub(crate) fn state(action: &Value) -> State {
@@ -83,7 +90,11 @@ impl Client<'_> {
                     request = request.query("id", id.to_string());
                 }
                 let body = self.send(request).await?;
-                let actions = body.get("actions").and_then(Value::as_array).cloned().unwrap_or_default();
+                let actions = body
+                    .get("actions")
+                    .and_then(Value::as_array)
+                    .cloned()
+                    .unwrap_or_default();
                 for action in &actions {
                     let Some(id) = action.get("id").and_then(Value::as_u64) else {
                         continue;
@@ -93,7 +104,11 @@ impl Client<'_> {
                         State::Success => {
                             pending.remove(&id);
                         }
-                        State::Error { command, code, message } => {
+                        State::Error {
+                            command,
+                            code,
+                            message,
+                        } => {
                             return Err(HcloudError::Action {
                                 what: what.to_owned(),
                                 id,
@@ -140,8 +155,14 @@ mod tests {
         assert_eq!(state(&json!({"status": "running"})), State::Running);
         assert_eq!(state(&json!({"status": "success"})), State::Success);
         assert_eq!(
-            state(&json!({"status": "error", "command": "start_server", "error": {"code": "server_error", "message": "boom"}})),
-            State::Error { command: "start_server".into(), code: "server_error".into(), message: "boom".into() }
+            state(
+                &json!({"status": "error", "command": "start_server", "error": {"code": "server_error", "message": "boom"}})
+            ),
+            State::Error {
+                command: "start_server".into(),
+                code: "server_error".into(),
+                message: "boom".into()
+            }
         );
     }
 }

@@ -99,8 +99,14 @@ mod tests {
     #[test]
     fn a_rate_limit_waits_until_the_reset() {
         let cap = Duration::from_secs(120);
-        assert_eq!(rate_limit_wait(Some(1_005), 1_000, cap), Duration::from_secs(5));
-        assert_eq!(rate_limit_wait(Some(1_000), 1_000, cap), Duration::from_secs(1));
+        assert_eq!(
+            rate_limit_wait(Some(1_005), 1_000, cap),
+            Duration::from_secs(5)
+        );
+        assert_eq!(
+            rate_limit_wait(Some(1_000), 1_000, cap),
+            Duration::from_secs(1)
+        );
         assert_eq!(rate_limit_wait(None, 1_000, cap), Duration::from_secs(1));
         assert_eq!(rate_limit_wait(Some(9_999), 1_000, cap), cap);
         assert_eq!(throttle(Some(0)), Some(Duration::from_secs(1)));
@@ -110,9 +116,10 @@ mod tests {
 
     #[test]
     fn poll_intervals_go_from_one_to_ten_seconds() {
-        let polls: Vec<Duration> = PollInterval::new(Duration::from_secs(1), Duration::from_secs(10))
-            .take(8)
-            .collect();
+        let polls: Vec<Duration> =
+            PollInterval::new(Duration::from_secs(1), Duration::from_secs(10))
+                .take(8)
+                .collect();
         assert_eq!(polls[0], Duration::from_secs(1));
         assert_eq!(polls[1], Duration::from_millis(1500));
         assert!(polls.windows(2).all(|pair| pair[0] <= pair[1]));

@@ -11,8 +11,8 @@
 //! (default 30 s). The token is the context's secret `hcloud_token`, else
 //! `$HCLOUD_TOKEN`; it is added to the redactor and never put in a message.
 
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use reqwest::Method;
@@ -75,7 +75,11 @@ impl Settings {
         };
         let endpoint = section
             .string("endpoint")?
-            .or_else(|| std::env::var("HCLOUD_ENDPOINT").ok().filter(|value| !value.is_empty()))
+            .or_else(|| {
+                std::env::var("HCLOUD_ENDPOINT")
+                    .ok()
+                    .filter(|value| !value.is_empty())
+            })
             .unwrap_or_else(|| DEFAULT_ENDPOINT.to_owned());
         Ok(Settings {
             endpoint: endpoint.trim_end_matches('/').to_owned(),
@@ -279,9 +283,18 @@ impl<'a> Client<'a> {
             let outcome = self.send_once(&request).await;
             let (status, reset, body) = match outcome {
                 Ok(answer) => answer,
-                Err(HcloudError::Transport { .. }) if request.method == Method::GET && retry_time < RETRY_BUDGET => {
+                Err(HcloudError::Transport { .. })
+                    if request.method == Method::GET && retry_time < RETRY_BUDGET =>
+                {
                     let delay = backoff::retry_delay(attempt, rand::random::<f64>());
-                    self.log(Level::Debug, &format!("hcloud: {}: no answer, retrying in {}", request.what, crate::duration::human(delay)));
+                    self.log(
+                        Level::Debug,
+                        &format!(
+                            "hcloud: {}: no answer, retrying in {}",
+                            request.what,
+                            crate::duration::human(delay)
+                        ),
+                    );
                     tokio::time::sleep(delay).await;
                     retry_time += delay;
                     attempt += 1;
@@ -298,9 +311,19 @@ impl<'a> Client<'a> {
                 let now = chrono::Utc::now().timestamp();
                 let wait = backoff::rate_limit_wait(reset, now, Duration::from_secs(60));
                 if rate_time + wait > RATE_LIMIT_BUDGET {
-                    return Err(HcloudError::GaveUp { what: request.what, code, waited: started.elapsed() });
+                    return Err(HcloudError::GaveUp {
+                        what: request.what,
+                        code,
+                        waited: started.elapsed(),
+                    });
                 }
-                self.log(Level::Info, &format!("hcloud: rate limit reached; waiting {} for RateLimit-Reset", crate::duration::human(wait)));
+                self.log(
+                    Level::Info,
+                    &format!(
+                        "hcloud: rate limit reached; waiting {} for RateLimit-Reset",
+                        crate::duration::human(wait)
+                    ),
+                );
                 tokio::time::sleep(wait).await;
                 rate_time += wait;
                 continue;
@@ -308,9 +331,20 @@ impl<'a> Client<'a> {
             if error.retryable() {
                 let delay = backoff::retry_delay(attempt, rand::random::<f64>());
                 if retry_time + delay > RETRY_BUDGET {
-                    return Err(HcloudError::GaveUp { what: request.what, code, waited: started.elapsed() });
+                    return Err(HcloudError::GaveUp {
+                        what: request.what,
+                        code,
+                        waited: started.elapsed(),
+                    });
                 }
-                self.log(Level::Info, &format!("hcloud: {}: `{code}`, retrying in {}", request.what, crate::duration::human(delay)));
+                self.log(
+                    Level::Info,
+                    &format!(
+                        "hcloud: {}: `{code}`, retrying in {}",
+                        request.what,
+                        crate::duration::human(delay)
+                    ),
+                );
                 tokio::time::sleep(delay).await;
                 retry_time += delay;
                 attempt += 1;
@@ -322,13 +356,22 @@ impl<'a> Client<'a> {
 
     /// Every item of a list endpoint (`key` is the array's name, `servers`),
     /// following `meta.pagination.next_page` to the end, 50 per page.
-    pub(crate) async fn list(&self, request: Request, key: &str) -> Result<Vec<Value>, HcloudError> {
+    pub(crate) async fn list(
+        &self,
+        request: Request,
+        key: &str,
+    ) -> Result<Vec<Value>, HcloudError> {
         let mut items = Vec::new();
         let mut page: u64 = 1;
         // A bound against an API that never says "last page".
         for _ in 0..10_000 {
             let body = self
-                .send(request.clone().query("page", page.to_string()).query("per_page", "50"))
+                .send(
+                    request
+                        .clone()
+                        .query("page", page.to_string())
+                        .query("per_page", "50"),
+                )
                 .await?;
             let Some(found) = body.get(key).and_then(Value::as_array) else {
                 return Err(HcloudError::Shape {
@@ -387,7 +430,13 @@ mod tests {
     #[test]
     fn error_bodies_become_typed_errors() {
         let body = json!({"error": {"code": "uniqueness_error", "message": "name is already used", "details": {"fields": [{"name": "name"}]}}});
-        let HcloudError::Api { code, fields, status, .. } = api_error("create server `a`", 409, &body) else {
+        let HcloudError::Api {
+            code,
+            fields,
+            status,
+            ..
+        } = api_error("create server `a`", 409, &body)
+        else {
             panic!("not an API error");
         };
         assert_eq!((code.as_str(), status), ("uniqueness_error", 409));
@@ -395,6 +444,9 @@ mod tests {
         let bare = api_error("x", 429, &Value::Null);
         assert_eq!(bare.code(), Some("rate_limit_exceeded"));
         assert!(bare.retryable());
-        assert_eq!(api_error("x", 502, &json!("oops")).code(), Some("bad_gateway"));
+        assert_eq!(
+            api_error("x", 502, &json!("oops")).code(),
+            Some("bad_gateway")
+        );
     }
 }

@@ -127,8 +127,16 @@ impl HcloudError {
 
     /// Whether a retry may help after waiting (the retry layer decides how long).
     pub(crate) fn retryable(&self) -> bool {
-        matches!(self.code(), Some("locked" | "conflict" | "rate_limit_exceeded" | "timeout" | "bad_gateway"))
-            || matches!(self, HcloudError::Api { status: 502 | 503 | 504, .. })
+        matches!(
+            self.code(),
+            Some("locked" | "conflict" | "rate_limit_exceeded" | "timeout" | "bad_gateway")
+        ) || matches!(
+            self,
+            HcloudError::Api {
+                status: 502..=504,
+                ..
+            }
+        )
     }
 }
 
@@ -144,22 +152,20 @@ impl From<HcloudError> for StdlibError {
     fn from(error: HcloudError) -> StdlibError {
         let hint = error.hint();
         match error {
-            HcloudError::NoToken { .. } => {
-                StdlibError::usage(format!("hcloud: {error}"), hint)
-            }
+            HcloudError::NoToken { .. } => StdlibError::usage(format!("hcloud: {error}"), hint),
             other => StdlibError::failed(format!("hcloud: {other}"), hint),
         }
     }
 }
 
 /// `future.await_map()`: an hcloud future whose error becomes the stdlib's.
-pub(crate) trait AwaitMap<T> {
-    fn await_map(self) -> impl std::future::Future<Output = Result<T, StdlibError>>;
+pub(crate) trait AwaitMap<T>: Sized {
+    async fn await_map(self) -> Result<T, StdlibError>;
 }
 
 impl<T, F: std::future::Future<Output = Result<T, HcloudError>>> AwaitMap<T> for F {
-    fn await_map(self) -> impl std::future::Future<Output = Result<T, StdlibError>> {
-        async move { self.await.map_err(StdlibError::from) }
+    async fn await_map(self) -> Result<T, StdlibError> {
+        self.await.map_err(StdlibError::from)
     }
 }
 
@@ -186,7 +192,11 @@ mod tests {
         );
         assert!(error.hint().unwrap().contains("another `location`"));
         let error: StdlibError = api("uniqueness_error", 409).into();
-        assert!(error.hint().unwrap().contains("`name`"), "{:?}", error.hint());
+        assert!(
+            error.hint().unwrap().contains("`name`"),
+            "{:?}",
+            error.hint()
+        );
         let action: StdlibError = HcloudError::Action {
             what: "create server `web`".into(),
             id: 7,
@@ -195,9 +205,16 @@ mod tests {
             message: "error during placement".into(),
         }
         .into();
-        assert!(action.to_string().contains("failed with `placement_error`: error during placement"));
+        assert!(
+            action
+                .to_string()
+                .contains("failed with `placement_error`: error during placement")
+        );
         assert!(action.hint().unwrap().contains("location"));
-        let token: StdlibError = HcloudError::NoToken { context: "lab".into() }.into();
+        let token: StdlibError = HcloudError::NoToken {
+            context: "lab".into(),
+        }
+        .into();
         assert!(matches!(token, StdlibError::Usage { .. }));
         assert!(token.hint().unwrap().contains("HCLOUD_TOKEN"));
     }

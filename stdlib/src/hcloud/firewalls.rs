@@ -25,7 +25,12 @@ fn firewall_value(firewall: &Value, adopted: bool) -> Dynamic {
     let applied: Array = firewall
         .get("applied_to")
         .and_then(Value::as_array)
-        .map(|targets| targets.iter().map(|target| target_text(target).into()).collect())
+        .map(|targets| {
+            targets
+                .iter()
+                .map(|target| target_text(target).into())
+                .collect()
+        })
         .unwrap_or_default();
     map.insert("applied_to".into(), Dynamic::from_array(applied));
     map.insert("adopted".into(), Dynamic::from_bool(adopted));
@@ -35,8 +40,17 @@ fn firewall_value(firewall: &Value, adopted: bool) -> Dynamic {
 /// `server 42` or `label_selector env=staging`, for messages.
 fn target_text(target: &Value) -> String {
     match target.get("type").and_then(Value::as_str) {
-        Some("server") => format!("server {}", target.pointer("/server/id").and_then(Value::as_u64).unwrap_or(0)),
-        Some("label_selector") => format!("label_selector {}", text(target, "/label_selector/selector")),
+        Some("server") => format!(
+            "server {}",
+            target
+                .pointer("/server/id")
+                .and_then(Value::as_u64)
+                .unwrap_or(0)
+        ),
+        Some("label_selector") => format!(
+            "label_selector {}",
+            text(target, "/label_selector/selector")
+        ),
         other => other.unwrap_or("unknown").to_owned(),
     }
 }
@@ -53,7 +67,12 @@ fn normalized(rules: &Value) -> Vec<String> {
                         let mut ips: Vec<String> = rule
                             .get(key)
                             .and_then(Value::as_array)
-                            .map(|ips| ips.iter().filter_map(Value::as_str).map(str::to_owned).collect())
+                            .map(|ips| {
+                                ips.iter()
+                                    .filter_map(Value::as_str)
+                                    .map(str::to_owned)
+                                    .collect()
+                            })
                             .unwrap_or_default();
                         ips.sort();
                         ips.join(",")
@@ -104,7 +123,12 @@ impl Spec {
                 .read_lock::<Array>()
                 .map(|items| items.iter().map(ToString::to_string).collect())
                 .or_else(|| value.is_string().then(|| vec![value.to_string()]))
-                .ok_or_else(|| call.bad_arg(0, "`apply_to` must be a server name, a selector or an array of them"))?,
+                .ok_or_else(|| {
+                    call.bad_arg(
+                        0,
+                        "`apply_to` must be a server name, a selector or an array of them",
+                    )
+                })?,
         };
         Ok(Spec {
             name,
@@ -124,17 +148,37 @@ impl Spec {
                     apply_to.push(target_json(client, target).await?);
                 }
                 let body = json!({"name": self.name, "labels": self.labels, "rules": self.rules, "apply_to": apply_to});
-                match client.send(Request::post("/firewalls", body, what.clone())).await {
+                match client
+                    .send(Request::post("/firewalls", body, what.clone()))
+                    .await
+                {
                     Ok(answer) => {
-                        client.wait_actions(&action_ids(&answer), &what, ACTION_TIMEOUT).await?;
-                        let id = answer.pointer("/firewall/id").and_then(Value::as_u64).unwrap_or(0);
-                        client.log(Level::Info, &format!("hcloud: created firewall `{}` (id {id})", self.name));
-                        let firewall = client
-                            .send(Request::get(format!("/firewalls/{id}"), format!("read firewall `{}`", self.name)))
+                        client
+                            .wait_actions(&action_ids(&answer), &what, ACTION_TIMEOUT)
                             .await?;
-                        return Ok(firewall_value(firewall.get("firewall").unwrap_or(&Value::Null), false));
+                        let id = answer
+                            .pointer("/firewall/id")
+                            .and_then(Value::as_u64)
+                            .unwrap_or(0);
+                        client.log(
+                            Level::Info,
+                            &format!("hcloud: created firewall `{}` (id {id})", self.name),
+                        );
+                        let firewall = client
+                            .send(Request::get(
+                                format!("/firewalls/{id}"),
+                                format!("read firewall `{}`", self.name),
+                            ))
+                            .await?;
+                        return Ok(firewall_value(
+                            firewall.get("firewall").unwrap_or(&Value::Null),
+                            false,
+                        ));
                     }
-                    Err(error) if matches!(error, HcloudError::Lost { .. }) || error.code() == Some("uniqueness_error") => {
+                    Err(error)
+                        if matches!(error, HcloudError::Lost { .. })
+                            || error.code() == Some("uniqueness_error") =>
+                    {
                         Some(client.find(FIREWALL, &self.name).await?.ok_or(error)?)
                     }
                     Err(error) => return Err(error),
@@ -147,12 +191,27 @@ impl Spec {
         let mut current = existing.clone();
         if normalized(existing.get("rules").unwrap_or(&Value::Null)) != normalized(&self.rules) {
             let answer = client
-                .send(Request::post(format!("/firewalls/{id}/actions/set_rules"), json!({"rules": self.rules}), format!("set the rules of firewall `{}`", self.name)))
+                .send(Request::post(
+                    format!("/firewalls/{id}/actions/set_rules"),
+                    json!({"rules": self.rules}),
+                    format!("set the rules of firewall `{}`", self.name),
+                ))
                 .await?;
-            client.wait_actions(&action_ids(&answer), &what, ACTION_TIMEOUT).await?;
-            client.log(Level::Info, &format!("hcloud: firewall `{}` (id {id}) adopted; its rules were updated", self.name));
+            client
+                .wait_actions(&action_ids(&answer), &what, ACTION_TIMEOUT)
+                .await?;
+            client.log(
+                Level::Info,
+                &format!(
+                    "hcloud: firewall `{}` (id {id}) adopted; its rules were updated",
+                    self.name
+                ),
+            );
             current = client
-                .send(Request::get(format!("/firewalls/{id}"), format!("read firewall `{}`", self.name)))
+                .send(Request::get(
+                    format!("/firewalls/{id}"),
+                    format!("read firewall `{}`", self.name),
+                ))
                 .await?
                 .get("firewall")
                 .cloned()
@@ -194,11 +253,17 @@ async fn apply(client: &Client<'_>, firewall: &Value, target: &str) -> Result<bo
     let what = format!("apply firewall `{name}` to {target}");
     let id = id_of(firewall);
     match client
-        .send(Request::post(format!("/firewalls/{id}/actions/apply_to_resources"), json!({"apply_to": [entry]}), what.clone()))
+        .send(Request::post(
+            format!("/firewalls/{id}/actions/apply_to_resources"),
+            json!({"apply_to": [entry]}),
+            what.clone(),
+        ))
         .await
     {
         Ok(answer) => {
-            client.wait_actions(&action_ids(&answer), &what, ACTION_TIMEOUT).await?;
+            client
+                .wait_actions(&action_ids(&answer), &what, ACTION_TIMEOUT)
+                .await?;
             Ok(true)
         }
         Err(error) if error.code() == Some("firewall_already_applied") => Ok(false),
@@ -220,7 +285,12 @@ pub(crate) fn firewalls(call: &mut Call<'_>) -> Result<Dynamic, Failure> {
     }
     let client = Client::from_call(call)?;
     let found = call.block_on(client.list(request, "firewalls").await_map())?;
-    Ok(Dynamic::from_array(found.iter().map(|firewall| firewall_value(firewall, false)).collect()))
+    Ok(Dynamic::from_array(
+        found
+            .iter()
+            .map(|firewall| firewall_value(firewall, false))
+            .collect(),
+    ))
 }
 
 pub(crate) fn create_firewall(call: &mut Call<'_>) -> Result<Dynamic, Failure> {
@@ -246,7 +316,10 @@ pub(crate) fn create_firewall_preview(call: &mut Call<'_>) -> Result<Dynamic, Fa
             if same {
                 detail.push_str(", rules unchanged");
             } else {
-                detail.push_str(&format!("; its rules would be replaced by:\n  {}", rules.join("\n  ")));
+                detail.push_str(&format!(
+                    "; its rules would be replaced by:\n  {}",
+                    rules.join("\n  ")
+                ));
             }
             detail
         }
@@ -259,7 +332,10 @@ pub(crate) fn create_firewall_preview(call: &mut Call<'_>) -> Result<Dynamic, Fa
         ),
     };
     call.host.plan_detail(&detail);
-    Ok(existing.map_or_else(|| crate::values::placeholder(call.function().returns), |found| firewall_value(&found, true)))
+    Ok(existing.map_or_else(
+        || crate::values::placeholder(call.function().returns),
+        |found| firewall_value(&found, true),
+    ))
 }
 
 fn apply_args(call: &Call<'_>) -> Result<(String, String), StdlibError> {
@@ -267,7 +343,9 @@ fn apply_args(call: &Call<'_>) -> Result<(String, String), StdlibError> {
     let target = call.arg(1);
     let target = if let Some(map) = target.read_lock::<Map>() {
         // A server map from `hcloud::server` / `create_server`.
-        map.get("name").map(ToString::to_string).ok_or_else(|| call.bad_arg(1, "a server map needs its `name`"))?
+        map.get("name")
+            .map(ToString::to_string)
+            .ok_or_else(|| call.bad_arg(1, "a server map needs its `name`"))?
     } else if target.is_string() {
         target.to_string()
     } else {
@@ -295,7 +373,10 @@ pub(crate) fn apply_firewall_preview(call: &mut Call<'_>) -> Result<Dynamic, Fai
     let client = Client::from_call(call)?;
     let firewall = call.block_on(client.find(FIREWALL, &name).await_map())?;
     let detail = match &firewall {
-        Some(firewall) => format!("apply firewall `{name}` (id {}) to {target}", id_of(firewall)),
+        Some(firewall) => format!(
+            "apply firewall `{name}` (id {}) to {target}",
+            id_of(firewall)
+        ),
         None => format!("apply firewall `{name}` (planned) to {target}"),
     };
     call.host.plan_detail(&detail);
@@ -329,14 +410,26 @@ pub(crate) fn delete_firewall(call: &mut Call<'_>) -> Result<Dynamic, Failure> {
             if !targets.is_empty() {
                 let what = format!("remove firewall `{name}` from its resources");
                 let answer = client
-                    .send(Request::post(format!("/firewalls/{id}/actions/remove_from_resources"), json!({"remove_from": targets}), what.clone()))
+                    .send(Request::post(
+                        format!("/firewalls/{id}/actions/remove_from_resources"),
+                        json!({"remove_from": targets}),
+                        what.clone(),
+                    ))
                     .await?;
-                client.wait_actions(&action_ids(&answer), &what, ACTION_TIMEOUT).await?;
+                client
+                    .wait_actions(&action_ids(&answer), &what, ACTION_TIMEOUT)
+                    .await?;
             }
             client
-                .send(Request::delete(format!("/firewalls/{id}"), format!("delete firewall `{name}`")))
+                .send(Request::delete(
+                    format!("/firewalls/{id}"),
+                    format!("delete firewall `{name}`"),
+                ))
                 .await?;
-            client.log(Level::Info, &format!("hcloud: deleted firewall `{name}` (id {id})"));
+            client.log(
+                Level::Info,
+                &format!("hcloud: deleted firewall `{name}` (id {id})"),
+            );
             Ok::<_, HcloudError>(true)
         }
         .await_map(),
@@ -358,7 +451,11 @@ pub(crate) fn delete_firewall_preview(call: &mut Call<'_>) -> Result<Dynamic, Fa
             format!(
                 "delete firewall `{name}` (id {}){}",
                 id_of(firewall),
-                if applied.is_empty() { String::new() } else { format!(", removing it from {}", applied.join(", ")) }
+                if applied.is_empty() {
+                    String::new()
+                } else {
+                    format!(", removing it from {}", applied.join(", "))
+                }
             )
         }
         None => format!("firewall `{name}` does not exist: nothing to delete"),
@@ -378,6 +475,9 @@ mod tests {
         assert_eq!(normalized(&a), normalized(&b));
         let c = json!([{"direction": "in", "protocol": "tcp", "port": "23", "source_ips": ["0.0.0.0/0"]}]);
         assert_ne!(normalized(&a), normalized(&c));
-        assert_eq!(target_text(&json!({"type": "server", "server": {"id": 4}})), "server 4");
+        assert_eq!(
+            target_text(&json!({"type": "server", "server": {"id": 4}})),
+            "server 4"
+        );
     }
 }

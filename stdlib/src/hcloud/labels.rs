@@ -40,26 +40,35 @@ pub(crate) fn render(labels: &Labels) -> String {
 /// (keys: optional DNS prefix and `/`, then ≤ 63 of `[a-zA-Z0-9-_.]`
 /// starting and ending alphanumeric; values: the same, may be empty).
 pub(crate) fn problem(key: &str, value: &str) -> Option<String> {
-    let name = key.rsplit_once('/').map_or(key, |(prefix, name)| {
-        if prefix.is_empty() { "" } else { name }
-    });
+    let name = key.rsplit_once('/').map_or(
+        key,
+        |(prefix, name)| {
+            if prefix.is_empty() { "" } else { name }
+        },
+    );
     let part_ok = |text: &str, empty_ok: bool| {
         if text.is_empty() {
             return empty_ok;
         }
         text.len() <= 63
-            && text.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+            && text
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
             && text.starts_with(|c: char| c.is_ascii_alphanumeric())
             && text.ends_with(|c: char| c.is_ascii_alphanumeric())
     };
     if key.starts_with("hetzner.cloud/") {
-        return Some(format!("label `{key}`: the prefix `hetzner.cloud/` is Hetzner's"));
+        return Some(format!(
+            "label `{key}`: the prefix `hetzner.cloud/` is Hetzner's"
+        ));
     }
     if !part_ok(name, false) {
         return Some(format!("label key `{key}` is not a valid label name"));
     }
     if !part_ok(value, true) {
-        return Some(format!("label `{key}`: the value `{value}` is not a valid label value"));
+        return Some(format!(
+            "label `{key}`: the value `{value}` is not a valid label value"
+        ));
     }
     None
 }
@@ -135,7 +144,10 @@ mod tests {
     fn created_resources_carry_managed_by_and_adoption_needs_every_label() {
         let asked = labels(&[("env", "staging"), ("runbook.name", "demo")]);
         let sent = managed(&asked);
-        assert_eq!(render(&sent), "env=staging,managed-by=runbook,runbook.name=demo");
+        assert_eq!(
+            render(&sent),
+            "env=staging,managed-by=runbook,runbook.name=demo"
+        );
         assert!(carries(&sent, &sent));
         let mut other = sent.clone();
         other.insert("extra".into(), "x".into());
@@ -148,7 +160,10 @@ mod tests {
     #[test]
     fn selectors_pass_through_or_come_from_a_map() {
         let text = Dynamic::from("env=staging,role!=db".to_owned());
-        assert_eq!(selector(&text).unwrap().as_deref(), Some("env=staging,role!=db"));
+        assert_eq!(
+            selector(&text).unwrap().as_deref(),
+            Some("env=staging,role!=db")
+        );
         let mut map = Map::new();
         map.insert("managed-by".into(), Dynamic::from("runbook".to_owned()));
         map.insert("env".into(), Dynamic::from("staging".to_owned()));

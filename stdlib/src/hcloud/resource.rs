@@ -52,7 +52,8 @@ impl Client<'_> {
     pub(crate) async fn find(&self, kind: Kind, name: &str) -> Result<Option<Value>, HcloudError> {
         let items = self
             .list(
-                Request::get(kind.path, format!("look up {} `{name}`", kind.noun)).query("name", name),
+                Request::get(kind.path, format!("look up {} `{name}`", kind.noun))
+                    .query("name", name),
                 kind.list_key,
             )
             .await?;
@@ -63,10 +64,12 @@ impl Client<'_> {
 
     /// Like [`Client::find`], but a missing one is an error.
     pub(crate) async fn need(&self, kind: Kind, name: &str) -> Result<Value, HcloudError> {
-        self.find(kind, name).await?.ok_or_else(|| HcloudError::Missing {
-            kind: kind.noun,
-            name: name.to_owned(),
-        })
+        self.find(kind, name)
+            .await?
+            .ok_or_else(|| HcloudError::Missing {
+                kind: kind.noun,
+                name: name.to_owned(),
+            })
     }
 }
 
@@ -91,7 +94,12 @@ pub(crate) fn adopt(kind: Kind, existing: &Value, wanted: &Labels) -> Result<(),
 
 /// An API object's `labels` as a script map.
 pub(crate) fn labels_value(object: &Value) -> Dynamic {
-    crate::values::from_json(object.get("labels").cloned().unwrap_or(Value::Object(Default::default())))
+    crate::values::from_json(
+        object
+            .get("labels")
+            .cloned()
+            .unwrap_or(Value::Object(Default::default())),
+    )
 }
 
 /// `#{id, name, labels, created}`, the fields every kind has.

@@ -34,7 +34,10 @@ pub(crate) fn server_map(server: &Value) -> Map {
     map.insert("status".into(), text(server, "/status").into());
     map.insert("ipv4".into(), text(server, "/public_net/ipv4/ip").into());
     map.insert("ipv6".into(), text(server, "/public_net/ipv6/ip").into());
-    map.insert("server_type".into(), text(server, "/server_type/name").into());
+    map.insert(
+        "server_type".into(),
+        text(server, "/server_type/name").into(),
+    );
     let location = Some(text(server, "/location/name"))
         .filter(|name| !name.is_empty())
         .unwrap_or_else(|| text(server, "/datacenter/location/name"));
@@ -42,7 +45,12 @@ pub(crate) fn server_map(server: &Value) -> Map {
     map.insert("image".into(), text(server, "/image/name").into());
     map.insert(
         "locked".into(),
-        Dynamic::from_bool(server.get("locked").and_then(Value::as_bool).unwrap_or(false)),
+        Dynamic::from_bool(
+            server
+                .get("locked")
+                .and_then(Value::as_bool)
+                .unwrap_or(false),
+        ),
     );
     map
 }
@@ -67,7 +75,11 @@ struct Spec {
     timeout: Duration,
 }
 
-fn strings_or_ints(call: &Call<'_>, value: Option<&Dynamic>, what: &str) -> Result<Vec<Value>, StdlibError> {
+fn strings_or_ints(
+    call: &Call<'_>,
+    value: Option<&Dynamic>,
+    what: &str,
+) -> Result<Vec<Value>, StdlibError> {
     let Some(value) = value else {
         return Ok(Vec::new());
     };
@@ -104,7 +116,11 @@ impl Spec {
         };
         let firewalls = strings_or_ints(call, options.get("firewalls"), "firewalls")?
             .into_iter()
-            .map(|value| value.as_str().map_or_else(|| value.to_string(), str::to_owned))
+            .map(|value| {
+                value
+                    .as_str()
+                    .map_or_else(|| value.to_string(), str::to_owned)
+            })
             .collect();
         Ok(Spec {
             name: required("name")?,
@@ -169,15 +185,29 @@ impl Spec {
         let body = self.body(client).await?;
         let mut sent_again = false;
         loop {
-            match client.send(Request::post("/servers", body.clone(), self.what())).await {
+            match client
+                .send(Request::post("/servers", body.clone(), self.what()))
+                .await
+            {
                 Ok(answer) => {
-                    let id = answer.pointer("/server/id").and_then(Value::as_u64).ok_or_else(|| HcloudError::Shape {
-                        what: self.what(),
-                        detail: "no `server.id` in the answer".into(),
-                    })?;
-                    client.log(Level::Info, &format!("hcloud: created server `{}` (id {id}); waiting for it to start", self.name));
+                    let id = answer
+                        .pointer("/server/id")
+                        .and_then(Value::as_u64)
+                        .ok_or_else(|| HcloudError::Shape {
+                            what: self.what(),
+                            detail: "no `server.id` in the answer".into(),
+                        })?;
+                    client.log(
+                        Level::Info,
+                        &format!(
+                            "hcloud: created server `{}` (id {id}); waiting for it to start",
+                            self.name
+                        ),
+                    );
                     let ids = super::actions::action_ids(&answer);
-                    client.wait_actions(&ids, &self.what(), self.timeout).await?;
+                    client
+                        .wait_actions(&ids, &self.what(), self.timeout)
+                        .await?;
                     let server = wait_running(client, id, &self.name, self.timeout).await?;
                     return Ok(server_value(&server, false));
                 }
@@ -205,17 +235,28 @@ impl Spec {
     async fn adopt(&self, client: &Client<'_>, existing: &Value) -> Result<Dynamic, HcloudError> {
         resource::adopt(SERVER, existing, &self.labels)?;
         let id = id_of(existing);
-        client.log(Level::Info, &format!("hcloud: server `{}` exists (id {id}) with this runbook's labels: adopted", self.name));
+        client.log(
+            Level::Info,
+            &format!(
+                "hcloud: server `{}` exists (id {id}) with this runbook's labels: adopted",
+                self.name
+            ),
+        );
         let running = client
             .list(
-                Request::get(format!("/servers/{id}/actions"), format!("actions of server `{}`", self.name))
-                    .query("status", "running"),
+                Request::get(
+                    format!("/servers/{id}/actions"),
+                    format!("actions of server `{}`", self.name),
+                )
+                .query("status", "running"),
                 "actions",
             )
             .await?;
         let ids: Vec<u64> = running.iter().map(id_of).collect();
         if !ids.is_empty() {
-            client.wait_actions(&ids, &self.what(), self.timeout).await?;
+            client
+                .wait_actions(&ids, &self.what(), self.timeout)
+                .await?;
         }
         let server = wait_running(client, id, &self.name, self.timeout).await?;
         Ok(server_value(&server, true))
@@ -223,12 +264,20 @@ impl Spec {
 }
 
 /// Poll the server until its status is `running`.
-async fn wait_running(client: &Client<'_>, id: u64, name: &str, timeout: Duration) -> Result<Value, HcloudError> {
+async fn wait_running(
+    client: &Client<'_>,
+    id: u64,
+    name: &str,
+    timeout: Duration,
+) -> Result<Value, HcloudError> {
     let started = Instant::now();
     let mut intervals = PollInterval::new(client.settings.first_poll, MAX_POLL);
     loop {
         let body = client
-            .send(Request::get(format!("/servers/{id}"), format!("read server `{name}`")))
+            .send(Request::get(
+                format!("/servers/{id}"),
+                format!("read server `{name}`"),
+            ))
             .await?;
         let server = body.get("server").cloned().unwrap_or(Value::Null);
         match server.get("status").and_then(Value::as_str) {
@@ -267,9 +316,17 @@ pub(crate) fn servers(call: &mut Call<'_>) -> Result<Dynamic, Failure> {
         request = request.query("status", status);
     }
     let client = Client::from_call(call)?;
-    let servers = call.block_on(async { client.list(request, "servers").await.map_err(StdlibError::from) })?;
+    let servers = call.block_on(async {
+        client
+            .list(request, "servers")
+            .await
+            .map_err(StdlibError::from)
+    })?;
     Ok(Dynamic::from_array(
-        servers.iter().map(|server| Dynamic::from_map(server_map(server))).collect(),
+        servers
+            .iter()
+            .map(|server| Dynamic::from_map(server_map(server)))
+            .collect(),
     ))
 }
 
@@ -277,8 +334,11 @@ pub(crate) fn servers(call: &mut Call<'_>) -> Result<Dynamic, Failure> {
 pub(crate) fn server(call: &mut Call<'_>) -> Result<Dynamic, Failure> {
     let name = call.string(0)?;
     let client = Client::from_call(call)?;
-    let found = call.block_on(async { client.find(SERVER, &name).await.map_err(StdlibError::from) })?;
-    Ok(found.map_or(Dynamic::UNIT, |server| Dynamic::from_map(server_map(&server))))
+    let found =
+        call.block_on(async { client.find(SERVER, &name).await.map_err(StdlibError::from) })?;
+    Ok(found.map_or(Dynamic::UNIT, |server| {
+        Dynamic::from_map(server_map(&server))
+    }))
 }
 
 pub(crate) fn create_server(call: &mut Call<'_>) -> Result<Dynamic, Failure> {
@@ -290,18 +350,21 @@ pub(crate) fn create_server(call: &mut Call<'_>) -> Result<Dynamic, Failure> {
 pub(crate) fn create_server_preview(call: &mut Call<'_>) -> Result<Dynamic, Failure> {
     let spec = Spec::from_call(call)?;
     let client = Client::from_call(call)?;
-    let (existing, firewalls) = call.block_on(async {
-        let existing = client.find(SERVER, &spec.name).await?;
-        let mut firewalls = Vec::new();
-        for name in &spec.firewalls {
-            let found = client.find(FIREWALL, name).await?;
-            firewalls.push(match found {
-                Some(firewall) => format!("{name} (id {})", id_of(&firewall)),
-                None => format!("{name} (planned)"),
-            });
+    let (existing, firewalls) = call.block_on(
+        async {
+            let existing = client.find(SERVER, &spec.name).await?;
+            let mut firewalls = Vec::new();
+            for name in &spec.firewalls {
+                let found = client.find(FIREWALL, name).await?;
+                firewalls.push(match found {
+                    Some(firewall) => format!("{name} (id {})", id_of(&firewall)),
+                    None => format!("{name} (planned)"),
+                });
+            }
+            Ok::<_, HcloudError>((existing, firewalls))
         }
-        Ok::<_, HcloudError>((existing, firewalls))
-    }.await_map())?;
+        .await_map(),
+    )?;
     if let Some(existing) = existing {
         resource::adopt(SERVER, &existing, &spec.labels).map_err(StdlibError::from)?;
         call.host.plan_detail(&format!(
@@ -318,10 +381,17 @@ pub(crate) fn create_server_preview(call: &mut Call<'_>) -> Result<Dynamic, Fail
         spec.name,
         spec.server_type,
         spec.image,
-        spec.location.as_ref().map(|location| format!(" in {location}")).unwrap_or_default()
+        spec.location
+            .as_ref()
+            .map(|location| format!(" in {location}"))
+            .unwrap_or_default()
     )];
     if !spec.ssh_keys.is_empty() {
-        let keys: Vec<String> = spec.ssh_keys.iter().map(|key| key.as_str().map_or_else(|| key.to_string(), str::to_owned)).collect();
+        let keys: Vec<String> = spec
+            .ssh_keys
+            .iter()
+            .map(|key| key.as_str().map_or_else(|| key.to_string(), str::to_owned))
+            .collect();
         lines.push(format!("ssh keys: {}", keys.join(", ")));
     }
     if !firewalls.is_empty() {
@@ -343,11 +413,20 @@ pub(crate) fn delete_server(call: &mut Call<'_>) -> Result<Dynamic, Failure> {
             };
             let id = id_of(&server);
             let what = format!("delete server `{name}`");
-            let answer = client.send(Request::delete(format!("/servers/{id}"), what.clone())).await?;
-            client
-                .wait_actions(&super::actions::action_ids(&answer), &what, super::actions::ACTION_TIMEOUT)
+            let answer = client
+                .send(Request::delete(format!("/servers/{id}"), what.clone()))
                 .await?;
-            client.log(Level::Info, &format!("hcloud: deleted server `{name}` (id {id})"));
+            client
+                .wait_actions(
+                    &super::actions::action_ids(&answer),
+                    &what,
+                    super::actions::ACTION_TIMEOUT,
+                )
+                .await?;
+            client.log(
+                Level::Info,
+                &format!("hcloud: deleted server `{name}` (id {id})"),
+            );
             Ok::<_, HcloudError>(true)
         }
         .await_map(),
@@ -358,7 +437,8 @@ pub(crate) fn delete_server(call: &mut Call<'_>) -> Result<Dynamic, Failure> {
 pub(crate) fn delete_server_preview(call: &mut Call<'_>) -> Result<Dynamic, Failure> {
     let name = call.string(0)?;
     let client = Client::from_call(call)?;
-    let found = call.block_on(async { client.find(SERVER, &name).await.map_err(StdlibError::from) })?;
+    let found =
+        call.block_on(async { client.find(SERVER, &name).await.map_err(StdlibError::from) })?;
     let detail = match &found {
         Some(server) => format!(
             "delete server `{name}` (id {}, {}, {})",
@@ -371,4 +451,3 @@ pub(crate) fn delete_server_preview(call: &mut Call<'_>) -> Result<Dynamic, Fail
     call.host.plan_detail(&detail);
     Ok(Dynamic::from_bool(found.is_some()))
 }
-

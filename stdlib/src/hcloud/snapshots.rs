@@ -17,7 +17,10 @@ fn image_value(image: &Value) -> Dynamic {
     let mut map = resource::base_map(image);
     map.insert("description".into(), text(image, "/description").into());
     map.insert("status".into(), text(image, "/status").into());
-    map.insert("from_server".into(), text(image, "/created_from/name").into());
+    map.insert(
+        "from_server".into(),
+        text(image, "/created_from/name").into(),
+    );
     Dynamic::from_map(map)
 }
 
@@ -31,7 +34,9 @@ pub(crate) fn snapshots(call: &mut Call<'_>) -> Result<Dynamic, Failure> {
     }
     let client = Client::from_call(call)?;
     let images = call.block_on(client.list(request, "images").await_map())?;
-    Ok(Dynamic::from_array(images.iter().map(image_value).collect()))
+    Ok(Dynamic::from_array(
+        images.iter().map(image_value).collect(),
+    ))
 }
 
 fn snapshot_args(call: &Call<'_>) -> Result<(String, String, Labels, Duration), StdlibError> {
@@ -62,11 +67,22 @@ pub(crate) fn create_snapshot(call: &mut Call<'_>) -> Result<Dynamic, Failure> {
                     what.clone(),
                 ))
                 .await?;
-            client.wait_actions(&action_ids(&answer), &what, timeout).await?;
-            let image_id = answer.pointer("/image/id").and_then(Value::as_u64).unwrap_or(0);
-            client.log(Level::Info, &format!("hcloud: snapshot {image_id} of server `{server}` is done"));
+            client
+                .wait_actions(&action_ids(&answer), &what, timeout)
+                .await?;
+            let image_id = answer
+                .pointer("/image/id")
+                .and_then(Value::as_u64)
+                .unwrap_or(0);
+            client.log(
+                Level::Info,
+                &format!("hcloud: snapshot {image_id} of server `{server}` is done"),
+            );
             let image = client
-                .send(Request::get(format!("/images/{image_id}"), format!("read snapshot {image_id}")))
+                .send(Request::get(
+                    format!("/images/{image_id}"),
+                    format!("read snapshot {image_id}"),
+                ))
                 .await?;
             Ok(image.get("image").cloned().unwrap_or(Value::Null))
         }
@@ -93,12 +109,20 @@ pub(crate) fn create_snapshot_preview(call: &mut Call<'_>) -> Result<Dynamic, Fa
 /// `hcloud::wait_action(id, timeout)`.
 pub(crate) fn wait_action(call: &mut Call<'_>) -> Result<Dynamic, Failure> {
     let id = call.int(0)?;
-    let id = u64::try_from(id).map_err(|_| call.bad_arg(0, "must be an action ID (a positive integer)"))?;
+    let id = u64::try_from(id)
+        .map_err(|_| call.bad_arg(0, "must be an action ID (a positive integer)"))?;
     let timeout = call.duration(1)?;
     let client = Client::from_call(call)?;
-    let waited = call.block_on(client.wait_actions(&[id], &format!("action {id}"), timeout).await_map())?;
+    let waited = call.block_on(
+        client
+            .wait_actions(&[id], &format!("action {id}"), timeout)
+            .await_map(),
+    )?;
     let mut map = rhai::Map::new();
-    map.insert("id".into(), Dynamic::from_int(i64::try_from(id).unwrap_or(i64::MAX)));
+    map.insert(
+        "id".into(),
+        Dynamic::from_int(i64::try_from(id).unwrap_or(i64::MAX)),
+    );
     map.insert("status".into(), "success".into());
     map.insert(
         "waited_ms".into(),

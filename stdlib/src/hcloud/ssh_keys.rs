@@ -20,7 +20,11 @@ fn key_value(key: &Value, adopted: bool) -> Dynamic {
 
 /// `ssh-ed25519 AAAA...` without the comment: what makes two keys the same.
 pub(crate) fn key_material(public_key: &str) -> String {
-    public_key.split_whitespace().take(2).collect::<Vec<_>>().join(" ")
+    public_key
+        .split_whitespace()
+        .take(2)
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 pub(crate) fn ssh_keys(call: &mut Call<'_>) -> Result<Dynamic, Failure> {
@@ -33,7 +37,9 @@ pub(crate) fn ssh_keys(call: &mut Call<'_>) -> Result<Dynamic, Failure> {
     }
     let client = Client::from_call(call)?;
     let keys = call.block_on(client.list(request, "ssh_keys").await_map())?;
-    Ok(Dynamic::from_array(keys.iter().map(|key| key_value(key, false)).collect()))
+    Ok(Dynamic::from_array(
+        keys.iter().map(|key| key_value(key, false)).collect(),
+    ))
 }
 
 struct Spec {
@@ -47,7 +53,10 @@ impl Spec {
         let name = call.string(0)?;
         let public_key = call.string(1)?.trim().to_owned();
         if key_material(&public_key).split(' ').count() != 2 {
-            return Err(call.bad_arg(1, "must be an OpenSSH public key (`ssh-ed25519 AAAA... comment`)"));
+            return Err(call.bad_arg(
+                1,
+                "must be an OpenSSH public key (`ssh-ed25519 AAAA... comment`)",
+            ));
         }
         let options = call.options(2, &["labels"])?;
         let labels = match options.map("labels")? {
@@ -77,7 +86,14 @@ impl Spec {
     async fn create(&self, client: &Client<'_>) -> Result<Dynamic, HcloudError> {
         if let Some(existing) = client.find(SSH_KEY, &self.name).await? {
             self.check(&existing)?;
-            client.log(Level::Info, &format!("hcloud: ssh key `{}` exists (id {}): adopted", self.name, id_of(&existing)));
+            client.log(
+                Level::Info,
+                &format!(
+                    "hcloud: ssh key `{}` exists (id {}): adopted",
+                    self.name,
+                    id_of(&existing)
+                ),
+            );
             return Ok(key_value(&existing, true));
         }
         let body = json!({"name": self.name, "public_key": self.public_key, "labels": self.labels});
@@ -85,10 +101,20 @@ impl Spec {
         match client.send(Request::post("/ssh_keys", body, what)).await {
             Ok(answer) => {
                 let key = answer.get("ssh_key").cloned().unwrap_or(Value::Null);
-                client.log(Level::Info, &format!("hcloud: created ssh key `{}` (id {})", self.name, id_of(&key)));
+                client.log(
+                    Level::Info,
+                    &format!(
+                        "hcloud: created ssh key `{}` (id {})",
+                        self.name,
+                        id_of(&key)
+                    ),
+                );
                 Ok(key_value(&key, false))
             }
-            Err(error) if matches!(error, HcloudError::Lost { .. }) || error.code() == Some("uniqueness_error") => {
+            Err(error)
+                if matches!(error, HcloudError::Lost { .. })
+                    || error.code() == Some("uniqueness_error") =>
+            {
                 // Same name made meanwhile, or the same key under another name.
                 if let Some(existing) = client.find(SSH_KEY, &self.name).await? {
                     self.check(&existing)?;
@@ -126,7 +152,10 @@ pub(crate) fn create_ssh_key_preview(call: &mut Call<'_>) -> Result<Dynamic, Fai
             call.host.plan_detail(&format!(
                 "create ssh key `{}` ({}…), labels: {}",
                 spec.name,
-                key_material(&spec.public_key).chars().take(32).collect::<String>(),
+                key_material(&spec.public_key)
+                    .chars()
+                    .take(32)
+                    .collect::<String>(),
                 labels::render(&spec.labels)
             ));
             Ok(crate::values::placeholder(call.function().returns))
@@ -144,9 +173,15 @@ pub(crate) fn delete_ssh_key(call: &mut Call<'_>) -> Result<Dynamic, Failure> {
             };
             let id = id_of(&key);
             client
-                .send(Request::delete(format!("/ssh_keys/{id}"), format!("delete ssh key `{name}`")))
+                .send(Request::delete(
+                    format!("/ssh_keys/{id}"),
+                    format!("delete ssh key `{name}`"),
+                ))
                 .await?;
-            client.log(Level::Info, &format!("hcloud: deleted ssh key `{name}` (id {id})"));
+            client.log(
+                Level::Info,
+                &format!("hcloud: deleted ssh key `{name}` (id {id})"),
+            );
             Ok::<_, HcloudError>(true)
         }
         .await_map(),
@@ -159,7 +194,11 @@ pub(crate) fn delete_ssh_key_preview(call: &mut Call<'_>) -> Result<Dynamic, Fai
     let client = Client::from_call(call)?;
     let found = call.block_on(client.find(SSH_KEY, &name).await_map())?;
     call.host.plan_detail(&match &found {
-        Some(key) => format!("delete ssh key `{name}` (id {}, {})", id_of(key), text(key, "/fingerprint")),
+        Some(key) => format!(
+            "delete ssh key `{name}` (id {}, {})",
+            id_of(key),
+            text(key, "/fingerprint")
+        ),
         None => format!("ssh key `{name}` does not exist: nothing to delete"),
     });
     Ok(Dynamic::from_bool(found.is_some()))
@@ -171,7 +210,10 @@ mod tests {
 
     #[test]
     fn keys_compare_without_their_comment() {
-        assert_eq!(key_material("ssh-ed25519 AAAAC3 alice@laptop\n"), "ssh-ed25519 AAAAC3");
+        assert_eq!(
+            key_material("ssh-ed25519 AAAAC3 alice@laptop\n"),
+            "ssh-ed25519 AAAAC3"
+        );
         assert_eq!(key_material("ssh-ed25519   AAAAC3"), "ssh-ed25519 AAAAC3");
         assert_eq!(key_material("garbage"), "garbage");
     }

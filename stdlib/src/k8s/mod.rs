@@ -68,7 +68,8 @@ struct Chosen {
 }
 
 fn chosen() -> &'static std::sync::Mutex<Option<Chosen>> {
-    static CHOSEN: std::sync::OnceLock<std::sync::Mutex<Option<Chosen>>> = std::sync::OnceLock::new();
+    static CHOSEN: std::sync::OnceLock<std::sync::Mutex<Option<Chosen>>> =
+        std::sync::OnceLock::new();
     CHOSEN.get_or_init(Default::default)
 }
 
@@ -87,7 +88,9 @@ fn use_kubeconfig(call: &mut Call<'_>) -> Result<Dynamic, Failure> {
         kube_context: options.string("kube_context")?,
         namespace: options.string("namespace")?,
     };
-    *chosen().lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(picked.clone());
+    *chosen()
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(picked.clone());
     let mut map = rhai::Map::new();
     map.insert("kubeconfig".into(), path.display().to_string().into());
     map.insert(
@@ -148,7 +151,9 @@ fn with_preview(function: Function, body: Write) -> Function {
 /// Release the leases this run holds (`k8s::lock`).
 pub(crate) async fn finish_run() {
     lock::release_all().await;
-    *chosen().lock().unwrap_or_else(std::sync::PoisonError::into_inner) = None;
+    *chosen()
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner) = None;
 }
 
 pub(crate) fn functions() -> Vec<Function> {
