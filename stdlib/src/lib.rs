@@ -20,6 +20,7 @@ pub mod settings;
 pub mod values;
 
 mod builtins;
+mod hcloud;
 mod http;
 mod json;
 mod k8s;
@@ -87,6 +88,12 @@ pub const MODULES: &[Module] = &[
         functions: k8s::functions,
         context_keys: &["namespace", "kube_context", "kubeconfig", "kube_timeout"],
         finish: Some(|| Box::pin(k8s::finish_run())),
+    },
+    Module {
+        name: "hcloud",
+        functions: hcloud::functions,
+        context_keys: &["hcloud"],
+        finish: None,
     },
     Module {
         name: "s3",

@@ -24,7 +24,7 @@ pub(crate) fn lab() -> Lab {
 
 /// Wait until the fake's controller has nothing left to do: the seeded pods
 /// become ready a moment after the lab starts.
-fn settle(kube: &KubeApi) {
+pub(crate) fn settle(kube: &KubeApi) {
     let mut last = kube.resource_version();
     let mut quiet = 0;
     for _ in 0..500 {

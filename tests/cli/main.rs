@@ -30,3 +30,4 @@ mod secrets;
 mod secrets_corpus;
 mod ssh;
 mod ssh_masters;
+mod staging;

@@ -41,9 +41,67 @@ use crate::function::{Call, Failure, Function};
 /// The field manager of every write (server-side apply and updates).
 pub(crate) const FIELD_MANAGER: &str = "runbook";
 
-/// Where the active context says the cluster is.
+/// Where the active context says the cluster is, unless the run switched
+/// to another kubeconfig with `k8s::use_kubeconfig`.
 pub(crate) fn settings(call: &Call<'_>) -> Result<client::Settings, crate::host::StdlibError> {
-    client::Settings::from_section(&call.host.section(""))
+    let mut settings = client::Settings::from_section(&call.host.section(""))?;
+    if let Some(chosen) = chosen()
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .clone()
+    {
+        settings.kubeconfig = Some(chosen.kubeconfig);
+        settings.kube_context = chosen.kube_context;
+        if chosen.namespace.is_some() {
+            settings.namespace = chosen.namespace;
+        }
+    }
+    Ok(settings)
+}
+
+/// The cluster `k8s::use_kubeconfig` switched this run to.
+#[derive(Debug, Clone)]
+struct Chosen {
+    kubeconfig: std::path::PathBuf,
+    kube_context: Option<String>,
+    namespace: Option<String>,
+}
+
+fn chosen() -> &'static std::sync::Mutex<Option<Chosen>> {
+    static CHOSEN: std::sync::OnceLock<std::sync::Mutex<Option<Chosen>>> =
+        std::sync::OnceLock::new();
+    CHOSEN.get_or_init(Default::default)
+}
+
+fn use_kubeconfig(call: &mut Call<'_>) -> Result<Dynamic, Failure> {
+    let path = crate::settings::expand_home(&call.string(0)?);
+    let options = call.options(1, &["kube_context", "namespace"])?;
+    if !path.is_file() {
+        return Err(crate::host::StdlibError::failed(
+            format!("no kubeconfig at `{}`", path.display()),
+            "write it first (e.g. `ssh::download(host, remote, local, #{mode: 0o600})`), or fix the path",
+        )
+        .into());
+    }
+    let picked = Chosen {
+        kubeconfig: path.clone(),
+        kube_context: options.string("kube_context")?,
+        namespace: options.string("namespace")?,
+    };
+    *chosen()
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(picked.clone());
+    let mut map = rhai::Map::new();
+    map.insert("kubeconfig".into(), path.display().to_string().into());
+    map.insert(
+        "kube_context".into(),
+        picked.kube_context.map_or(Dynamic::UNIT, Dynamic::from),
+    );
+    map.insert(
+        "namespace".into(),
+        picked.namespace.map_or(Dynamic::UNIT, Dynamic::from),
+    );
+    Ok(Dynamic::from_map(map))
 }
 
 /// Remember a secret value's text so that it is masked wherever it shows up
@@ -89,22 +147,41 @@ fn with_preview(function: Function, body: Write) -> Function {
 /// Release the leases this run holds (`k8s::lock`).
 pub(crate) async fn finish_run() {
     lock::release_all().await;
+    *chosen()
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner) = None;
 }
 
 pub(crate) fn functions() -> Vec<Function> {
     vec![
         function! {
+            /// From now on in this run, talk to the cluster of the kubeconfig at
+            /// `path` (its current context, or `kube_context`) instead of the
+            /// context's; `namespace` becomes the default namespace. For a cluster
+            /// the run itself set up (setup-staging fetches the new cluster's
+            /// kubeconfig, then switches to it). Fails when there is no file at
+            /// `path`. Returns `#{kubeconfig, kube_context, namespace}`.
+            ///
+            /// ```rhai
+            /// let kubeconfig = "/tmp/doc-example.kubeconfig";
+            /// if dry_run() { log::info("would use " + kubeconfig); } else { k8s::use_kubeconfig(kubeconfig, #{namespace: "demo"}); }
+            /// ```
+            local fn k8s::use_kubeconfig("path: string", "opts?: map") -> "#{kubeconfig: string, kube_context: string | (), namespace: string | ()}"
+            use_kubeconfig
+        },
+        function! {
             /// One object as a map (`metadata`, `spec`, `status`, ...). The kind is a
             /// name like `deployment`, `deploy`, `pod`, `secret`, `configmap`, `service`,
             /// `job`, `lease`, `namespace`. A missing object is an error naming kind,
             /// name and namespace. A Secret's values come back masked; use
-            /// `k8s::secret` for them. Options: `namespace`.
+            /// `k8s::secret` for them. Options: `namespace`, `missing_ok` (true: a
+            /// missing object gives `()` instead of an error).
             ///
             /// ```rhai
             /// let d = k8s::get("deployment", "backend");
             /// log::info("ready: " + d.status?.readyReplicas);
             /// ```
-            read fn k8s::get("kind: string", "name: string", "opts?: map") -> "map"
+            read fn k8s::get("kind: string", "name: string", "opts?: map") -> "map | ()"
             objects::get
         },
         function! {

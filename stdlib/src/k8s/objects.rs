@@ -104,20 +104,21 @@ const DELETE_OPTIONS: &[&str] = &["namespace", "missing_ok"];
 pub(crate) fn get(call: &mut Call<'_>) -> Result<Dynamic, Failure> {
     let kind = resolve(&call.string(0)?)?;
     let name = call.string(1)?;
-    let options = call.options(2, READ_OPTIONS)?;
+    let options = call.options(2, &["namespace", "missing_ok"])?;
+    let missing_ok = options.bool("missing_ok")?.unwrap_or(false);
     let settings = settings(call)?;
     let namespace = options.string("namespace")?;
     let value = call.block_on(async {
         let kube = connect(&settings, namespace).await?;
         let ns = kind.namespaced.then_some(kube.namespace.as_str());
         let subject = Subject::new(&kind.name, &name, ns);
-        dynamic_api(&kube, &kind, &kube.namespace)
-            .get(&name)
-            .await
-            .map(|object| to_value(&object))
-            .map_err(|error| api(&kube, &subject, "read", &error))
+        match dynamic_api(&kube, &kind, &kube.namespace).get(&name).await {
+            Ok(object) => Ok(Some(to_value(&object))),
+            Err(error) if missing_ok && is_not_found(&error) => Ok(None),
+            Err(error) => Err(api(&kube, &subject, "read", &error)),
+        }
     })?;
-    Ok(to_script(call, value))
+    Ok(value.map_or(Dynamic::UNIT, |value| to_script(call, value)))
 }
 
 /// `k8s::list(kind, opts?)`.

@@ -422,6 +422,20 @@ fn transfer_to(
     let host = call.string(0)?;
     let (from, to) = (call.string(1)?, call.string(2)?);
     let to = local.unwrap_or(to);
+    let mode = if upload {
+        None
+    } else {
+        let options = call.options(3, &["mode"])?;
+        options
+            .int("mode")?
+            .map(|mode| {
+                u32::try_from(mode)
+                    .ok()
+                    .filter(|mode| *mode <= 0o777)
+                    .ok_or_else(|| call.bad_arg(3, "`mode` must be a file mode such as 0o600"))
+            })
+            .transpose()?
+    };
     let inventory = inventory(call)?;
     let target = inventory.resolve_host(&host)?;
     let (bytes, connected) = call.block_on(async {
@@ -434,7 +448,7 @@ fn transfer_to(
         let bytes = if upload {
             transfer::upload(session, &target, &PathBuf::from(&from), &to).await
         } else {
-            transfer::download(session, &target, &from, &PathBuf::from(&to)).await
+            transfer::download(session, &target, &from, &PathBuf::from(&to), mode).await
         }?;
         Ok((bytes, first.then_some(link.how)))
     })?;
@@ -521,14 +535,16 @@ pub(crate) fn functions() -> Vec<Function> {
             preview: Some(std::sync::Arc::new(download_elsewhere)),
             ..function! {
                 /// Copy a file from a host to a local path (SFTP, streamed; the local file
-                /// appears only when complete). Returns the number of bytes moved. In a
-                /// dry-run the file goes to a temporary path instead and the plan notes
-                /// the target, so nothing local is overwritten.
+                /// appears only when complete). Returns the number of bytes moved.
+                /// Options: `mode` (the local file's permissions from its creation on,
+                /// e.g. `0o600` for credentials; default: the umask's). In a dry-run the
+                /// file goes to a temporary path instead and the plan notes the target,
+                /// so nothing local is overwritten.
                 ///
                 /// ```rhai
                 /// ssh::download("db1", "/var/log/postgresql/postgresql.log", "/tmp/pg.log");
                 /// ```
-                read fn ssh::download("host: string", "remote: string", "local: string") -> "int"
+                read fn ssh::download("host: string", "remote: string", "local: string", "opts?: map") -> "int"
                 |call| transfer(call, false)
             }
         },

@@ -74,6 +74,7 @@ pub(crate) async fn download(
     target: &Target,
     remote: &str,
     local: &Path,
+    mode: Option<u32>,
 ) -> Result<u64, StdlibError> {
     let sftp = open(session, target).await?;
     let file = sftp
@@ -82,7 +83,15 @@ pub(crate) async fn download(
         .map_err(|error| remote_error(target, remote, "open", &error))?;
     let mut source = Box::pin(TokioCompatFile::new(file));
     let partial = std::path::PathBuf::from(format!("{}.partial", local.display()));
-    let mut sink = tokio::fs::File::create(&partial).await.map_err(|error| {
+    // A mode applies from the file's creation on (a credential is never
+    // readable by others, not even while it arrives).
+    let _ = tokio::fs::remove_file(&partial).await;
+    let mut open = tokio::fs::OpenOptions::new();
+    open.write(true).create_new(true);
+    if let Some(mode) = mode {
+        open.mode(mode);
+    }
+    let mut sink = open.open(&partial).await.map_err(|error| {
         StdlibError::failed(
             format!("cannot write `{}`: {error}", partial.display()),
             "check the local folder",

@@ -165,13 +165,19 @@ pub(crate) struct Stores<'a> {
 /// one the official `hcloud` CLI reads too.
 pub(crate) const HCLOUD_TOKEN_VAR: &str = "HCLOUD_TOKEN";
 
-/// The `hcloud_token` line of `[context.NAME.secrets]` (empty without the
-/// Hetzner Cloud fake).
+/// The variable behind the `github_token` secret of the lab contexts (the
+/// ghcr pull secret setup-staging creates): a lab-only name, so a real
+/// `GITHUB_TOKEN` of the developer's shell never ends up in the lab.
+pub(crate) const GITHUB_TOKEN_VAR: &str = "RUNBOOK_LAB_GITHUB_TOKEN";
+
+/// The `hcloud_token` and `github_token` lines of `[context.NAME.secrets]`
+/// (empty without the Hetzner Cloud fake).
 fn hcloud_secrets(hcloud: Option<&HcloudApi>) -> String {
     match hcloud {
         Some(_) => format!(
-            "hcloud_token = {}\n",
-            quote(&format!("env:{HCLOUD_TOKEN_VAR}"))
+            "hcloud_token = {}\ngithub_token = {}\n",
+            quote(&format!("env:{HCLOUD_TOKEN_VAR}")),
+            quote(&format!("env:{GITHUB_TOKEN_VAR}"))
         ),
         None => String::new(),
     }
@@ -197,7 +203,7 @@ fn store_tables(name: &str, stores: Stores<'_>) -> String {
     if let Some(hcloud) = stores.hcloud {
         let _ = write!(
             toml,
-            "[context.{name}.hcloud]  # the Hetzner Cloud API fake\nendpoint = {}\n",
+            "[context.{name}.hcloud]  # the Hetzner Cloud API fake; its actions finish in a few polls\nendpoint = {}\npoll_interval = \"50ms\"\n",
             quote(&hcloud.endpoint()),
         );
     }

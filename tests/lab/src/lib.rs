@@ -257,6 +257,10 @@ impl Lab {
     /// check it is redacted from output and journals.
     pub const API_TOKEN: &str = "lab-token-6f1d2c9a";
 
+    /// The value [`Lab::env`] gives the `github_token` secret's variable when
+    /// the Hetzner Cloud fake runs (setup-staging's ghcr pull secret).
+    pub const GITHUB_TOKEN: &str = "lab-ghcr-token-0c2b7e9f41d8";
+
     /// How long new pods in the fake cluster take to become ready, unless
     /// [`LabBuilder::kube_delay`] says otherwise.
     pub const KUBE_DELAY: Duration = Duration::from_millis(200);
@@ -338,6 +342,35 @@ impl Lab {
         self.hcloud.as_ref()
     }
 
+    /// The k0s version the stand-in of [`Lab::k0s_standin`] reports.
+    pub const K0S_VERSION: &str = "v1.33.4+k0s.0";
+
+    /// Write the k0s stand-in (`k0s/k0s-standin` in the lab folder) and
+    /// return its path: a shell script with k0s's command line (`version`,
+    /// `status -o json`, `install controller --single`, `start`, `stop`,
+    /// `reset`, `kubectl get --raw=/readyz`, `kubeconfig admin`) whose
+    /// cluster is the lab's Kubernetes API fake. setup-staging installs it
+    /// from `file://PATH` as it would the real binary from its release URL.
+    /// Needs the Kubernetes API ([`LabBuilder::kube`]).
+    pub fn k0s_standin(&self) -> anyhow::Result<PathBuf> {
+        let kube = self
+            .kube()
+            .context("the k0s stand-in needs the lab's Kubernetes API (LabBuilder::kube)")?;
+        let folder = self.dir().join("k0s");
+        std::fs::create_dir_all(&folder)
+            .with_context(|| format!("cannot create `{}`", folder.display()))?;
+        let script = include_str!("k0s-standin.sh")
+            .replace("@VERSION@", Lab::K0S_VERSION)
+            .replace("@KUBECONFIG@", &kube.kubeconfig().display().to_string());
+        let path = folder.join("k0s-standin");
+        std::fs::write(&path, script)
+            .with_context(|| format!("cannot write `{}`", path.display()))?;
+        use std::os::unix::fs::PermissionsExt as _;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755))
+            .with_context(|| format!("cannot make `{}` executable", path.display()))?;
+        Ok(path)
+    }
+
     /// The environment a `runbook` process needs to use the lab: the config
     /// path, the API token secret and a private state folder; with S3, its
     /// secrets and the standard `AWS_*` variables too.
@@ -366,6 +399,10 @@ impl Lab {
         }
         if let Some(hcloud) = &self.hcloud {
             env.extend(hcloud.env());
+            env.push((
+                crate::config::GITHUB_TOKEN_VAR.to_owned(),
+                Lab::GITHUB_TOKEN.to_owned(),
+            ));
         }
         if let Some(kube) = &self.kube {
             env.push((
@@ -610,9 +647,8 @@ mod tests {
         for name in ["lab", "lab-protected"] {
             let context = config["context"][name].as_table().unwrap();
             // What runbook's context loader accepts: the stdlib's module registry.
-            // `hcloud` is the key of the hcloud module, which is not in the registry yet (issue 13).
             let known = runbook_stdlib::context_keys();
-            for key in context.keys().filter(|key| *key != "hcloud") {
+            for key in context.keys() {
                 assert!(known.contains(&key.as_str()), "unknown key {key}");
             }
             assert_eq!(
