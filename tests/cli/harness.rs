@@ -34,6 +34,24 @@ pub(crate) fn repo_root() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
 }
 
+/// Every file under `dir`, read as text (lossily), concatenated: for
+/// searching a state dir for text that must not be there.
+pub(crate) fn all_text(dir: &Path) -> String {
+    let mut text = String::new();
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return text;
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            text.push_str(&all_text(&path));
+        } else if let Ok(bytes) = std::fs::read(&path) {
+            text.push_str(&String::from_utf8_lossy(&bytes));
+        }
+    }
+    text
+}
+
 /// The `runbook` binary under test.
 pub(crate) fn binary() -> PathBuf {
     assert_cmd::cargo::cargo_bin("runbook")

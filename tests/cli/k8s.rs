@@ -6,7 +6,6 @@
 //! the image diff, and secrets that never reach output or journal.
 
 use std::io::{Read, Write};
-use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Barrier};
 use std::time::Duration;
@@ -14,7 +13,7 @@ use std::time::Duration;
 use runbook_lab::{KubeApi, Lab};
 use serde_json::{Value, json};
 
-use crate::harness::{Output, Run, Scratch};
+use crate::harness::{Output, Run, Scratch, all_text};
 
 pub(crate) fn lab() -> Lab {
     let lab = Lab::builder().kube(true).start().expect("the lab starts");
@@ -71,23 +70,6 @@ fn image_of(kube: &KubeApi, namespace: &str, name: &str) -> String {
         .and_then(Value::as_str)
         .unwrap_or_default()
         .to_owned()
-}
-
-/// Every file under `dir`, read as text, concatenated.
-fn all_files(dir: &Path) -> String {
-    let mut text = String::new();
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return text;
-    };
-    for entry in entries.flatten() {
-        let path = entry.path();
-        if path.is_dir() {
-            text.push_str(&all_files(&path));
-        } else if let Ok(bytes) = std::fs::read(&path) {
-            text.push_str(&String::from_utf8_lossy(&bytes));
-        }
-    }
-    text
 }
 
 #[test]
@@ -513,7 +495,7 @@ print("secrets ok");
         .assert_contains("secrets ok")
         .assert_contains("db=***")
         .assert_contains("plain=***");
-    let journal = all_files(&lab.state_dir());
+    let journal = all_text(&lab.state_dir());
     assert!(!journal.is_empty(), "no journal was written");
     for leaked in [
         KubeApi::DB_PASSWORD,

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use runbook_lab::{Lab, PgLab};
 use serde_json::Value;
 
-use crate::harness::{Output, Run, Scratch, binary};
+use crate::harness::{Output, Run, Scratch, all_text, binary};
 
 /// The rotation under test: read → set the database password → update the
 /// Secret → restart → health check, each undoable. The health check fails
@@ -108,6 +108,24 @@ fn spawn(lab: &Lab, state: &Path, dir: &Path, args: &[&str]) -> Child {
         .env("CI", "true")
         .env("NO_COLOR", "1")
         .env_remove("RUNBOOK_CONTEXT")
+        .env_remove("RUNBOOK_JOURNAL_KEY")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start runbook")
+}
+
+/// `runbook run FILE ARGS...` in the background, outside the lab, quiet.
+fn spawn_local(scratch: &Scratch, state: &Path, file: &Path, args: &[String]) -> Child {
+    Command::new(binary())
+        .arg("run")
+        .arg(file)
+        .args(args)
+        .current_dir(scratch.path())
+        .env("RUNBOOK_STATE_DIR", state)
+        .env("CI", "true")
+        .env("NO_COLOR", "1")
         .env_remove("RUNBOOK_JOURNAL_KEY")
         .stdin(Stdio::null())
         .stdout(Stdio::null())
@@ -275,22 +293,6 @@ fn trial(lab: &Lab, point: KillPoint) -> &'static str {
     } else {
         "at a step boundary"
     }
-}
-
-fn all_text(dir: &Path) -> String {
-    let mut text = String::new();
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return text;
-    };
-    for entry in entries.flatten() {
-        let path = entry.path();
-        if path.is_dir() {
-            text.push_str(&all_text(&path));
-        } else if let Ok(bytes) = std::fs::read(&path) {
-            text.push_str(&String::from_utf8_lossy(&bytes));
-        }
-    }
-    text
 }
 
 #[test]
@@ -512,18 +514,7 @@ fn a_once_step_cut_off_by_a_kill_is_not_run_again_without_a_person() {
     let file = scratch.write("once.rhai", ONCE);
     let out = scratch.file("out.txt");
     let state = scratch.file("state");
-    let mut child = Command::new(binary())
-        .args(["run", file.to_str().unwrap_or_default()])
-        .arg(format!("out={}", out.display()))
-        .current_dir(scratch.path())
-        .env("RUNBOOK_STATE_DIR", &state)
-        .env("CI", "true")
-        .env("NO_COLOR", "1")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start");
+    let mut child = spawn_local(&scratch, &state, &file, &[format!("out={}", out.display())]);
     let started = Instant::now();
     while !out.exists() {
         assert!(
@@ -564,17 +555,7 @@ step("change", || {
 "#,
         );
         let state = scratch.file("state");
-        let child = Command::new(binary())
-            .args(["run", file.to_str().unwrap_or_default()])
-            .current_dir(scratch.path())
-            .env("RUNBOOK_STATE_DIR", &state)
-            .env("CI", "true")
-            .env("NO_COLOR", "1")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start");
+        let child = spawn_local(&scratch, &state, &file, &[]);
         let started = Instant::now();
         loop {
             let ready = journal_of(&state).is_some_and(|journal| {
@@ -622,16 +603,7 @@ step("slow", || {
 "#,
     );
     let state = scratch.file("state");
-    let mut child = Command::new(binary())
-        .args(["run", file.to_str().unwrap_or_default()])
-        .current_dir(scratch.path())
-        .env("RUNBOOK_STATE_DIR", &state)
-        .env("CI", "true")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start");
+    let mut child = spawn_local(&scratch, &state, &file, &[]);
     let started = Instant::now();
     while !scratch.exists("started") {
         assert!(started.elapsed() < Duration::from_secs(60));

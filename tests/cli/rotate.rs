@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use runbook_lab::{Lab, PgLab};
 use serde_json::Value;
 
-use crate::harness::{Output, Run, Scratch, binary, repo_root};
+use crate::harness::{Output, Run, Scratch, all_text, binary, repo_root};
 
 fn lab() -> Lab {
     Lab::builder()
@@ -104,22 +104,6 @@ fn run_sampling(lab: &Lab, state: &Path, extra: &[&str]) -> (i32, Vec<String>) {
         }
         std::thread::sleep(Duration::from_millis(2));
     }
-}
-
-fn all_text(dir: &Path) -> String {
-    let mut text = String::new();
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return text;
-    };
-    for entry in entries.flatten() {
-        let path = entry.path();
-        if path.is_dir() {
-            text.push_str(&all_text(&path));
-        } else if let Ok(bytes) = std::fs::read(&path) {
-            text.push_str(&String::from_utf8_lossy(&bytes));
-        }
-    }
-    text
 }
 
 #[test]
