@@ -43,6 +43,131 @@ pub enum ContextError {
     NoFile { name: String },
 }
 
+/// What a value of a known context key must be, as people read it.
+fn expected(key: &str) -> Option<&'static str> {
+    Some(match key {
+        "description" | "namespace" | "kube_context" | "kubeconfig" | "kube_timeout" => "a string",
+        "protected" | "four_eyes" => "true or false",
+        "hosts" => "a table of `name = \"user@host:port\"`",
+        "groups" => "a table of `name = [\"host\", ...]`",
+        "secrets" => "a table of `name = \"env:VAR\"` or `\"file:PATH\"`",
+        "vars" | "ssh" | "s3" | "pg" | "http" | "notify" | "hcloud" => {
+            "a table `[context.NAME.KEY]`"
+        }
+        _ => return None,
+    })
+}
+
+fn type_name(value: &toml::Value) -> &'static str {
+    match value {
+        toml::Value::String(_) => "a string",
+        toml::Value::Integer(_) => "an integer",
+        toml::Value::Float(_) => "a number",
+        toml::Value::Boolean(_) => "a boolean",
+        toml::Value::Datetime(_) => "a date",
+        toml::Value::Array(_) => "an array",
+        toml::Value::Table(_) => "a table",
+    }
+}
+
+/// Whether `value` has the shape `key` needs.
+fn fits(key: &str, value: &toml::Value) -> bool {
+    match key {
+        "description" | "namespace" | "kube_context" | "kubeconfig" => value.is_str(),
+        "kube_timeout" => value.is_str() || value.is_integer(),
+        "protected" | "four_eyes" => value.is_bool(),
+        "hosts" | "secrets" => value
+            .as_table()
+            .is_some_and(|table| table.values().all(toml::Value::is_str)),
+        "groups" => value.as_table().is_some_and(|table| {
+            table.values().all(|members| {
+                members
+                    .as_array()
+                    .is_some_and(|members| members.iter().all(toml::Value::is_str))
+            })
+        }),
+        _ => value.is_table(),
+    }
+}
+
+/// `line:column` of `key` in `[context.NAME]` (or `[context.NAME.key]`), if it can be found.
+fn locate(text: &str, context: &str, key: &str) -> Option<(usize, usize)> {
+    let header = format!("[context.{context}]");
+    let sub_header = format!("[context.{context}.{key}]");
+    let mut inside = false;
+    for (number, line) in text.lines().enumerate() {
+        let trimmed = line.trim();
+        if trimmed.starts_with('[') {
+            if trimmed == sub_header {
+                return Some((number + 1, line.find('[').unwrap_or(0) + 1));
+            }
+            inside = trimmed == header;
+            continue;
+        }
+        if inside
+            && let Some(rest) = trimmed.strip_prefix(key)
+            && rest.trim_start().starts_with('=')
+        {
+            return Some((number + 1, line.find(key).unwrap_or(0) + 1));
+        }
+    }
+    None
+}
+
+/// Every known key of a context has the right type, or an error at its line.
+fn check_types(
+    path: &Path,
+    text: &str,
+    context: &str,
+    table: &toml::Table,
+) -> Result<(), ContextError> {
+    for (key, value) in table {
+        let Some(wanted) = expected(key) else {
+            continue;
+        };
+        if fits(key, value) {
+            continue;
+        }
+        // A table with one bad entry: name the entry, at its own line.
+        if let Some(entries) = value.as_table()
+            && let Some((entry, bad)) = entries.iter().find(|(_, item)| {
+                if key == "groups" {
+                    !item
+                        .as_array()
+                        .is_some_and(|items| items.iter().all(toml::Value::is_str))
+                } else {
+                    !item.is_str()
+                }
+            })
+        {
+            let at = locate(text, &format!("{context}.{key}"), entry).map_or_else(
+                || path.to_owned(),
+                |(line, column)| PathBuf::from(format!("{}:{line}:{column}", path.display())),
+            );
+            let wanted = if key == "groups" {
+                "an array of host names"
+            } else {
+                "a string"
+            };
+            return Err(ContextError::Invalid {
+                path: at,
+                field: format!("context.{context}.{key}.{entry}"),
+                problem: format!("must be {wanted}, got {}", type_name(bad)),
+            });
+        }
+        let at = locate(text, context, key).map_or_else(
+            || path.to_owned(),
+            |(line, column)| PathBuf::from(format!("{}:{line}:{column}", path.display())),
+        );
+        return Err(ContextError::Invalid {
+            path: at,
+            field: format!("context.{context}.{key}"),
+            problem: format!("must be {wanted}, got {}", type_name(value)),
+        });
+    }
+    Ok(())
+}
+
 impl ContextError {
     pub fn hint(&self) -> Option<String> {
         match self {
@@ -144,6 +269,7 @@ impl Config {
                                 known: known.join(", "),
                             });
                         }
+                        check_types(path, &text, &name, &context)?;
                         contexts.insert(name, context);
                     }
                 }

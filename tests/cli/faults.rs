@@ -179,3 +179,37 @@ fn a_dry_run_checks_the_argument_types_of_the_writes_it_skips() {
         .assert_exit(2)
         .assert_contains("must be string");
 }
+
+#[test]
+fn runbook_toml_types_are_checked_at_load_with_the_line() {
+    let scratch = Scratch::new();
+    scratch.write("t.rhai", "log::info(\"hi\");\n");
+    scratch.write(
+        "runbook.toml",
+        "[context.t]\nprotected = false\nhosts = 5\n",
+    );
+    scratch
+        .run("t.rhai")
+        .context("t")
+        .output()
+        .assert_exit(2)
+        .assert_contains("runbook.toml:3:1`: `context.t.hosts` must be a table");
+    scratch.write("runbook.toml", "[context.t]\nprotected = \"yes\"\n");
+    scratch
+        .run("t.rhai")
+        .context("t")
+        .output()
+        .assert_exit(2)
+        .assert_contains(
+            "runbook.toml:2:1`: `context.t.protected` must be true or false, got a string",
+        );
+    scratch.write("runbook.toml", "[context.t]\n[context.t.hosts]\nweb = 3\n");
+    scratch
+        .run("t.rhai")
+        .context("t")
+        .output()
+        .assert_exit(2)
+        .assert_contains(
+            "runbook.toml:3:1`: `context.t.hosts.web` must be a string, got an integer",
+        );
+}
