@@ -287,6 +287,17 @@ Modes:
   --dry-run          reads run, writes are listed in a numbered plan and not run
   --dry-run --offline  reads return --fixtures values or typed placeholders: touches nothing
 
+Fixtures (--fixtures FILE): a YAML map from a read to the value it returns. A key is the call
+as the plan and log show it, or just the function for every call of it; a map value may give
+only the fields that matter (the rest keep their placeholder). The exact call wins:
+  'k8s::get(\"configmap\", \"runbook-deploy-backend\")': {data: {previous: \"registry/backend:v1\"}}
+  k8s::image: \"registry/backend:v1\"
+  http::get: {status: 200, body: \"ok\"}
+A read without a fixture returns a placeholder of its type: a string names the read
+(`<k8s::image(\"backend\")>`), numbers are 0, lists empty; a planned change that uses one is
+marked \"unknown until run\".
+Shipped runbooks keep theirs in runbooks/fixtures/NAME.yaml.
+
 Gates without a terminal: --approve passes them; --wait-for-approval 30m waits for
 `runbook approve RUN` / `runbook reject RUN --reason TEXT` from another shell (see `runbook gates`);
 on expiry the gate is rejected (exit 3) and the journal says `expired`. Ctrl-C while waiting

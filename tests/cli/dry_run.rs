@@ -224,3 +224,22 @@ fn bad_fixtures_file_is_a_usage_error() {
     output.assert_exit(2).assert_contains("fixtures.yaml");
     assert!(!scratch.exists("READFILE"), "{}", output.report());
 }
+
+#[test]
+fn offline_placeholders_name_their_read_and_the_plan_marks_them_unknown() {
+    let scratch = Scratch::new();
+    scratch.write(
+        "named.rhai",
+        r#"//! Offline placeholders name the read they stand for.
+let version = shell::read("cat VERSION").stdout;
+print("version=" + version);
+step("deploy", || shell::run(["deploy", "app:" + version]));
+"#,
+    );
+    let output = scratch.run("named.rhai").dry_run().offline().output();
+    output
+        .assert_success()
+        .assert_contains(r#"version=<shell::read("cat VERSION").stdout>"#)
+        .assert_contains(r#"shell::run(["deploy", "app:<shell::read(\"cat VERSION\").stdout>"])"#)
+        .assert_contains(r#"unknown until run: <shell::read("cat VERSION").stdout>"#);
+}
