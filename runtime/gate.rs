@@ -933,6 +933,11 @@ impl Host for RunHost {
         Ok(secret)
     }
 
+    fn plan_number(&self) -> Option<usize> {
+        let plan = lock(&self.plan);
+        (!plan.is_empty()).then_some(plan.len())
+    }
+
     fn plan_detail(&self, detail: &str) {
         let detail = self.redactor().mask(detail).into_owned();
         if let Some(PlanItem::Change { detail: slot, .. }) = lock(&self.plan)

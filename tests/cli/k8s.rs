@@ -852,3 +852,38 @@ print("image now: " + k8s::image("backend"));
         out.assert_not_contains(leaked);
     }
 }
+
+#[test]
+fn a_dry_run_plans_writes_that_depend_on_earlier_planned_writes() {
+    let lab = lab();
+    let kube = kube(&lab);
+    let before = kube.dump();
+    let scratch = Scratch::new();
+    let output = run_in(
+        &lab,
+        &scratch,
+        r#"
+step("namespace", || k8s::apply(#{apiVersion: "v1", kind: "Namespace", metadata: #{name: "team-x"}}));
+step("secret", || k8s::apply(#{apiVersion: "v1", kind: "Secret", metadata: #{name: "db", namespace: "team-x"}, stringData: #{user: "app"}}));
+step("deployment", || {
+    let d = k8s::apply(#{apiVersion: "apps/v1", kind: "Deployment", metadata: #{name: "web", namespace: "team-x"},
+        spec: #{replicas: 1, selector: #{matchLabels: #{app: "web"}},
+                template: #{metadata: #{labels: #{app: "web"}}, spec: #{containers: [#{name: "web", image: "registry.lab/web:v1"}]}}}});
+    d.metadata.name
+});
+"#,
+    )
+    .dry_run()
+    .output();
+    output
+        .assert_success()
+        .assert_contains("Plan: 3 changes")
+        .assert_contains("after change 1");
+    let plan = &output.stdout[output.stdout.find("Plan:").unwrap_or_default()..];
+    assert!(plan.contains("image: registry.lab/web:v1"), "{plan}");
+    assert!(
+        before == kube.dump(),
+        "the dry-run changed the cluster\n{}",
+        output.report()
+    );
+}

@@ -13,11 +13,14 @@
 //! | `secrets.rs` | `secret`, `set_secret` |
 //! | `lock.rs` | `lock` (Lease), released by [`finish_run`] |
 //! | `diff.rs` | the plan detail of an online `--dry-run` |
+//! | `overlay.rs` | what planned applies would make, for the previews after them |
 //!
 //! Every write has a preview body: in an online `--dry-run` the runtime runs
 //! it instead of skipping the call; it sends the same request with
 //! `dryRun=All` and attaches a diff of the live object against the would-be
-//! one to the plan.
+//! one to the plan. `overlay.rs` keeps what earlier planned applies would
+//! make, so a later apply that depends on one (a namespaced object in a
+//! planned namespace) is planned "after change N" instead of failing.
 
 mod client;
 mod deploy;
@@ -25,6 +28,7 @@ mod diff;
 mod error;
 mod lock;
 mod objects;
+mod overlay;
 mod pods;
 mod resources;
 mod rollout;
@@ -127,7 +131,9 @@ pub(crate) fn functions() -> Vec<Function> {
                 /// documents separated by `---` are applied in order and give an array.
                 /// Returns the applied object. Objects without a namespace go to the
                 /// context's (or the `namespace` option's). In a dry run the server
-                /// validates the change and the plan shows its diff.
+                /// validates the change and the plan shows its diff; an object in a
+                /// namespace, or an update of an object, that only an earlier planned
+                /// apply creates is shown "after change N" with its would-be object.
                 ///
                 /// ```rhai
                 /// k8s::apply(#{
