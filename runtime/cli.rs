@@ -281,6 +281,8 @@ Examples:
   runbook run --dry-run runbooks/backup-db.rhai --context staging
   runbook run --dry-run --offline --fixtures ci/fixtures.yaml runbooks/backup-db.rhai
   runbook run runbooks/backup-db.rhai --output json | jq .
+  runbook run --dry-run runbooks/rollback.rhai --context lab --plan-out plan.json
+  runbook run runbooks/rollback.rhai --context lab --approve --expect-plan plan.json
 
 Modes:
   live               reads and writes run; writes are journaled
@@ -327,6 +329,12 @@ struct RunArgs {
     /// With --dry-run --offline: YAML map of call → value.
     #[arg(long, requires = "offline", value_name = "FILE")]
     fixtures: Option<PathBuf>,
+    /// With --dry-run: write the plan (runbook sha256, params, context, changes with their diff, gates) as JSON.
+    #[arg(long, requires = "dry_run", value_name = "FILE")]
+    plan_out: Option<PathBuf>,
+    /// Run live, but stop (exit 2) before the first write that is not the next change of this saved plan.
+    #[arg(long, conflicts_with = "dry_run", value_name = "FILE")]
+    expect_plan: Option<PathBuf>,
     #[command(flatten)]
     execution: Execution,
 }
@@ -423,6 +431,8 @@ fn dispatch(command: Command) -> Result<Exit, Diagnostic> {
                 dry_run: args.dry_run,
                 offline: args.offline,
                 fixtures: args.fixtures,
+                plan_out: args.plan_out,
+                expect_plan: args.expect_plan,
                 approve: args.execution.approve,
                 confirm: args.execution.confirm,
                 wait_for_approval: args.execution.wait_for_approval,

@@ -101,6 +101,8 @@ pub struct RunHost {
     /// The placeholder strings offline reads returned (`<k8s::image("backend")>`):
     /// a planned change whose call shows one is marked "unknown until run".
     unknowns: Mutex<Vec<String>>,
+    /// `--expect-plan`: the saved plan's changes not yet run, `(number, call)`.
+    expected: Mutex<Option<std::collections::VecDeque<(usize, String)>>>,
     compensations: Mutex<Vec<Compensation>>,
     /// Writes that ran (a REPL session's `:plan` lists them).
     executed: Mutex<Vec<Executed>>,
@@ -162,6 +164,7 @@ impl RunHost {
             step_names: Mutex::new(HashSet::new()),
             plan: Mutex::new(Vec::new()),
             unknowns: Mutex::new(Vec::new()),
+            expected: Mutex::new(None),
             compensations: Mutex::new(Vec::new()),
             executed: Mutex::new(Vec::new()),
             unlocked_until: Mutex::new(None),
@@ -681,6 +684,8 @@ impl RunHost {
 
     /// Compensations, newest first, leaving none registered.
     pub fn take_compensations(&self) -> Vec<Compensation> {
+        // Rollbacks are not in a reviewed plan, and they must run.
+        *lock(&self.expected) = None;
         let mut compensations = std::mem::take(&mut *lock(&self.compensations));
         compensations.reverse();
         compensations
@@ -692,6 +697,36 @@ impl RunHost {
             at: self.location(position),
             confirm,
         });
+    }
+
+    /// `--expect-plan`: every write of this run must be the next change of
+    /// the saved plan, or the run stops before it.
+    pub fn expect_changes(&self, changes: Vec<(usize, String)>) {
+        *lock(&self.expected) = Some(changes.into());
+    }
+
+    /// With `--expect-plan`: refuse a write that is not the saved plan's next change.
+    fn check_expected(&self, call: &CallInfo) -> Result<(), StdlibError> {
+        let mut expected = lock(&self.expected);
+        let Some(queue) = expected.as_mut() else {
+            return Ok(());
+        };
+        let signature = self.printer.redactor().mask(&call.signature()).into_owned();
+        match queue.pop_front() {
+            Some((_, planned)) if planned == signature => Ok(()),
+            Some((number, planned)) => Err(StdlibError::usage(
+                format!(
+                    "not the reviewed plan: change {number} was `{planned}`, this run would make `{signature}`"
+                ),
+                "stopped before the write; make a new plan with `runbook run --dry-run --plan-out FILE` and review it",
+            )),
+            None => Err(StdlibError::usage(
+                format!(
+                    "not the reviewed plan: it has no change left, this run would make `{signature}`"
+                ),
+                "stopped before the write; make a new plan with `runbook run --dry-run --plan-out FILE` and review it",
+            )),
+        }
     }
 
     pub fn plan(&self) -> Vec<PlanItem> {
@@ -819,6 +854,10 @@ impl Host for RunHost {
                     Err(error) => HostDecision::Deny(error),
                 }
             }
+            Decision::Run if call.effect == Effect::Write => match self.check_expected(call) {
+                Ok(()) => HostDecision::Run,
+                Err(error) => HostDecision::Deny(error),
+            },
             Decision::Run => HostDecision::Run,
             Decision::Preview => {
                 self.plan_change(call);
