@@ -887,3 +887,39 @@ step("deployment", || {
         output.report()
     );
 }
+
+#[test]
+fn get_with_missing_ok_is_unit_without_an_error_line() {
+    let lab = lab();
+    run(
+        &lab,
+        r#"
+let missing = k8s::get("configmap", "nope", #{missing_ok: true});
+assert(missing == (), "missing_ok gives ()");
+print("missing=" + type_of(missing));
+assert(k8s::get("deployment", "backend", #{missing_ok: true}).metadata.name == "backend", "present");
+"#,
+    )
+    .assert_success()
+    .assert_contains("missing=()")
+    .assert_not_contains("not found");
+}
+
+#[test]
+fn a_dry_run_read_sees_what_an_earlier_planned_apply_makes() {
+    let lab = lab();
+    let scratch = Scratch::new();
+    run_in(
+        &lab,
+        &scratch,
+        r#"
+step("create", || k8s::apply(#{apiVersion: "v1", kind: "ConfigMap", metadata: #{name: "planned"}, data: #{a: "1"}}));
+let cm = k8s::get("configmap", "planned");
+print("planned a=" + cm.data.a);
+"#,
+    )
+    .dry_run()
+    .output()
+    .assert_success()
+    .assert_contains("planned a=1");
+}

@@ -101,14 +101,17 @@ pub(crate) fn functions() -> Vec<Function> {
             /// One object as a map (`metadata`, `spec`, `status`, ...). The kind is a
             /// name like `deployment`, `deploy`, `pod`, `secret`, `configmap`, `service`,
             /// `job`, `lease`, `namespace`. A missing object is an error naming kind,
-            /// name and namespace. A Secret's values come back masked; use
-            /// `k8s::secret` for them. Options: `namespace`.
+            /// name and namespace, unless `missing_ok: true`: then it is `()`. A
+            /// Secret's values come back masked; use `k8s::secret` for them. In a
+            /// dry-run, an object only an earlier planned `k8s::apply` makes reads
+            /// as its would-be object. Options: `namespace`, `missing_ok`.
             ///
             /// ```rhai
             /// let d = k8s::get("deployment", "backend");
             /// log::info("ready: " + d.status?.readyReplicas);
+            /// let record = k8s::get("configmap", "runbook-deploy-backend", #{missing_ok: true});
             /// ```
-            read fn k8s::get("kind: string", "name: string", "opts?: map") -> "map"
+            read fn k8s::get("kind: string", "name: string", "opts?: map") -> "map | ()"
             objects::get
         },
         function! {

@@ -97,6 +97,7 @@ pub(crate) fn to_script(call: &Call<'_>, value: Value) -> Dynamic {
 }
 
 const READ_OPTIONS: &[&str] = &["namespace"];
+const GET_OPTIONS: &[&str] = &["namespace", "missing_ok"];
 const LIST_OPTIONS: &[&str] = &["namespace", "selector", "fields", "all_namespaces"];
 const DELETE_OPTIONS: &[&str] = &["namespace", "missing_ok"];
 
@@ -104,20 +105,27 @@ const DELETE_OPTIONS: &[&str] = &["namespace", "missing_ok"];
 pub(crate) fn get(call: &mut Call<'_>) -> Result<Dynamic, Failure> {
     let kind = resolve(&call.string(0)?)?;
     let name = call.string(1)?;
-    let options = call.options(2, READ_OPTIONS)?;
+    let options = call.options(2, GET_OPTIONS)?;
+    let missing_ok = options.bool("missing_ok")?.unwrap_or(false);
     let settings = settings(call)?;
     let namespace = options.string("namespace")?;
     let value = call.block_on(async {
         let kube = connect(&settings, namespace).await?;
         let ns = kind.namespaced.then_some(kube.namespace.as_str());
         let subject = Subject::new(&kind.name, &name, ns);
-        dynamic_api(&kube, &kind, &kube.namespace)
-            .get(&name)
-            .await
-            .map(|object| to_value(&object))
-            .map_err(|error| api(&kube, &subject, "read", &error))
+        match dynamic_api(&kube, &kind, &kube.namespace).get(&name).await {
+            Ok(object) => Ok(Some(to_value(&object))),
+            // In a dry-run, an object only an earlier planned apply makes
+            // reads as its would-be object.
+            Err(error) if is_not_found(&error) => match overlay::get(&kind.name, ns, &name) {
+                Some(planned) => Ok(Some(planned.object)),
+                None if missing_ok => Ok(None),
+                None => Err(api(&kube, &subject, "read", &error)),
+            },
+            Err(error) => Err(api(&kube, &subject, "read", &error)),
+        }
     })?;
-    Ok(to_script(call, value))
+    Ok(value.map_or(Dynamic::UNIT, |value| to_script(call, value)))
 }
 
 /// `k8s::list(kind, opts?)`.
