@@ -771,7 +771,7 @@ impl RunHost {
             .iter()
             .filter(|text| {
                 // As an argument the placeholder is quoted: `"<f(\"x\")>"`.
-                let quoted = serde_json::Value::String(text.to_string()).to_string();
+                let quoted = serde_json::Value::String((*text).clone()).to_string();
                 let escaped = quoted.trim_matches('"');
                 signature.contains(text.as_str()) || signature.contains(escaped)
             })

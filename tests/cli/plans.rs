@@ -112,7 +112,7 @@ fn every_shipped_runbook_and_example_plans_online() {
     let lab = full_lab();
     seed(&lab);
     let hooks_before = lab.http().hooks("notify").len();
-    let kube_before = lab.kube().map(|kube| kube.dump());
+    let kube_before = lab.kube().map(runbook_lab::KubeApi::dump);
     let mut failures = Vec::new();
     for file in shipped() {
         let scratch = Scratch::new();
@@ -133,7 +133,7 @@ fn every_shipped_runbook_and_example_plans_online() {
     }
     assert!(failures.is_empty(), "{}", failures.join("\n\n"));
     assert!(
-        kube_before == lab.kube().map(|kube| kube.dump()),
+        kube_before == lab.kube().map(runbook_lab::KubeApi::dump),
         "a dry-run changed the cluster"
     );
     assert!(
