@@ -68,6 +68,9 @@ enum Command {
         /// Runbook files or folders (every *.rhai inside).
         #[arg(required = true, value_name = "FILE|DIR")]
         paths: Vec<PathBuf>,
+        /// Fail (exit 2) on warnings too, for CI.
+        #[arg(long)]
+        deny_warnings: bool,
     },
     /// Show the standard library reference, generated from the code.
     #[command(
@@ -441,7 +444,10 @@ fn dispatch(command: Command) -> Result<Exit, Diagnostic> {
                 verbose: args.execution.verbose,
             })
         }
-        Command::Check { paths } => commands::check::check(&paths),
+        Command::Check {
+            paths,
+            deny_warnings,
+        } => commands::check::check(&paths, deny_warnings),
         Command::Doc {
             topic,
             markdown,
