@@ -317,7 +317,8 @@ fn concatenates_secret(expr: &Expr, secrets: &HashSet<String>) -> bool {
 
 /// Advice that does not stop a run: a secret concatenated into a command
 /// line (which every local user can read in `/proc/*/cmdline`, and a remote
-/// host logs) instead of going through `env` or `stdin`.
+/// host logs) instead of going through `env` or `stdin`; the result of an
+/// in-place string method (`let a = b.trim()` is `()`) used as a value.
 pub fn warnings(ast: &AST) -> Vec<Diagnostic> {
     let mut secrets: HashSet<String> = HashSet::new();
     ast.walk(&mut |nodes: &[ASTNode]| {
@@ -362,6 +363,51 @@ pub fn warnings(ast: &AST) -> Vec<Diagnostic> {
         }
         true
     });
+    ast.walk(&mut |nodes: &[ASTNode]| {
+        let value = match nodes.last() {
+            Some(ASTNode::Stmt(Stmt::Var(declaration, ..))) => Some(&declaration.1),
+            Some(ASTNode::Stmt(Stmt::Assignment(assignment))) => Some(&assignment.1.rhs),
+            _ => None,
+        };
+        if let Some((method, position)) = value.and_then(in_place_call) {
+            warnings.push(
+                Diagnostic::new(
+                    format!(
+                        "`{method}` changes its string in place and returns `()`: the value used here is `()`"
+                    ),
+                    Exit::Usage,
+                )
+                .at(position)
+                .hint(format!(
+                    "call it on its own line, then use the variable: `let s = text; s.{method}(...);`"
+                )),
+            );
+        }
+        true
+    });
     warnings.sort_by_key(|warning| (warning.position.line(), warning.position.position()));
     warnings
+}
+
+/// Rhai's string methods that change the string and return `()`.
+const IN_PLACE: &[&str] = &[
+    "replace",
+    "trim",
+    "make_upper",
+    "make_lower",
+    "pad",
+    "truncate",
+    "crop",
+];
+
+/// The in-place string method whose result `expr` is (`b.replace(..)`,
+/// `r.stdout.trim()`), with its position.
+fn in_place_call(expr: &Expr) -> Option<(String, rhai::Position)> {
+    match expr {
+        Expr::Dot(binary, ..) => in_place_call(&binary.rhs),
+        Expr::MethodCall(call, position) if IN_PLACE.contains(&call.name.as_str()) => {
+            Some((call.name.to_string(), *position))
+        }
+        _ => None,
+    }
 }

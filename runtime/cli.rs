@@ -68,6 +68,9 @@ enum Command {
         /// Runbook files or folders (every *.rhai inside).
         #[arg(required = true, value_name = "FILE|DIR")]
         paths: Vec<PathBuf>,
+        /// Fail (exit 2) on warnings too, for CI.
+        #[arg(long)]
+        deny_warnings: bool,
     },
     /// Show the standard library reference, generated from the code.
     #[command(
@@ -282,11 +285,24 @@ Examples:
   runbook run --dry-run runbooks/backup-db.rhai --context staging
   runbook run --dry-run --offline --fixtures ci/fixtures.yaml runbooks/backup-db.rhai
   runbook run runbooks/backup-db.rhai --output json | jq .
+  runbook run --dry-run runbooks/rollback.rhai --context lab --plan-out plan.json
+  runbook run runbooks/rollback.rhai --context lab --approve --expect-plan plan.json
 
 Modes:
   live               reads and writes run; writes are journaled
   --dry-run          reads run, writes are listed in a numbered plan and not run
   --dry-run --offline  reads return --fixtures values or typed placeholders: touches nothing
+
+Fixtures (--fixtures FILE): a YAML map from a read to the value it returns. A key is the call
+as the plan and log show it, or just the function for every call of it; a map value may give
+only the fields that matter (the rest keep their placeholder). The exact call wins:
+  'k8s::get(\"configmap\", \"runbook-deploy-backend\")': {data: {previous: \"registry/backend:v1\"}}
+  k8s::image: \"registry/backend:v1\"
+  http::get: {status: 200, body: \"ok\"}
+A read without a fixture returns a placeholder of its type: a string names the read
+(`<k8s::image(\"backend\")>`), numbers are 0, lists empty; a planned change that uses one is
+marked \"unknown until run\".
+Shipped runbooks keep theirs in runbooks/fixtures/NAME.yaml.
 
 Gates without a terminal: --approve passes them; --wait-for-approval 30m waits for
 `runbook approve RUN` / `runbook reject RUN --reason TEXT` from another shell (see `runbook gates`);
@@ -317,6 +333,12 @@ struct RunArgs {
     /// With --dry-run --offline: YAML map of call → value.
     #[arg(long, requires = "offline", value_name = "FILE")]
     fixtures: Option<PathBuf>,
+    /// With --dry-run: write the plan (runbook sha256, params, context, changes with their diff, gates) as JSON.
+    #[arg(long, requires = "dry_run", value_name = "FILE")]
+    plan_out: Option<PathBuf>,
+    /// Run live, but stop (exit 2) before the first write that is not the next change of this saved plan.
+    #[arg(long, conflicts_with = "dry_run", value_name = "FILE")]
+    expect_plan: Option<PathBuf>,
     #[command(flatten)]
     execution: Execution,
 }
@@ -413,6 +435,8 @@ fn dispatch(command: Command) -> Result<Exit, Diagnostic> {
                 dry_run: args.dry_run,
                 offline: args.offline,
                 fixtures: args.fixtures,
+                plan_out: args.plan_out,
+                expect_plan: args.expect_plan,
                 approve: args.execution.approve,
                 confirm: args.execution.confirm,
                 wait_for_approval: args.execution.wait_for_approval,
@@ -421,7 +445,10 @@ fn dispatch(command: Command) -> Result<Exit, Diagnostic> {
                 verbose: args.execution.verbose,
             })
         }
-        Command::Check { paths } => commands::check::check(&paths),
+        Command::Check {
+            paths,
+            deny_warnings,
+        } => commands::check::check(&paths, deny_warnings),
         Command::Doc {
             topic,
             markdown,

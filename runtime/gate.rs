@@ -100,6 +100,11 @@ pub struct RunHost {
     fanout: Mutex<Option<String>>,
     step_names: Mutex<HashSet<String>>,
     plan: Mutex<Vec<PlanItem>>,
+    /// The placeholder strings offline reads returned (`<k8s::image("backend")>`):
+    /// a planned change whose call shows one is marked "unknown until run".
+    unknowns: Mutex<Vec<String>>,
+    /// `--expect-plan`: the saved plan's changes not yet run, `(number, call)`.
+    expected: Mutex<Option<std::collections::VecDeque<(usize, String)>>>,
     compensations: Mutex<Vec<Compensation>>,
     /// Writes that ran (a REPL session's `:plan` lists them).
     executed: Mutex<Vec<Executed>>,
@@ -161,6 +166,8 @@ impl RunHost {
             fanout: Mutex::new(None),
             step_names: Mutex::new(HashSet::new()),
             plan: Mutex::new(Vec::new()),
+            unknowns: Mutex::new(Vec::new()),
+            expected: Mutex::new(None),
             compensations: Mutex::new(Vec::new()),
             executed: Mutex::new(Vec::new()),
             unlocked_until: Mutex::new(None),
@@ -681,6 +688,8 @@ impl RunHost {
 
     /// Compensations, newest first, leaving none registered.
     pub fn take_compensations(&self) -> Vec<Compensation> {
+        // Rollbacks are not in a reviewed plan, and they must run.
+        *lock(&self.expected) = None;
         let mut compensations = std::mem::take(&mut *lock(&self.compensations));
         compensations.reverse();
         compensations
@@ -692,6 +701,36 @@ impl RunHost {
             at: self.location(position),
             confirm,
         });
+    }
+
+    /// `--expect-plan`: every write of this run must be the next change of
+    /// the saved plan, or the run stops before it.
+    pub fn expect_changes(&self, changes: Vec<(usize, String)>) {
+        *lock(&self.expected) = Some(changes.into());
+    }
+
+    /// With `--expect-plan`: refuse a write that is not the saved plan's next change.
+    fn check_expected(&self, call: &CallInfo) -> Result<(), StdlibError> {
+        let mut expected = lock(&self.expected);
+        let Some(queue) = expected.as_mut() else {
+            return Ok(());
+        };
+        let signature = self.printer.redactor().mask(&call.signature()).into_owned();
+        match queue.pop_front() {
+            Some((_, planned)) if planned == signature => Ok(()),
+            Some((number, planned)) => Err(StdlibError::usage(
+                format!(
+                    "not the reviewed plan: change {number} was `{planned}`, this run would make `{signature}`"
+                ),
+                "stopped before the write; make a new plan with `runbook run --dry-run --plan-out FILE` and review it",
+            )),
+            None => Err(StdlibError::usage(
+                format!(
+                    "not the reviewed plan: it has no change left, this run would make `{signature}`"
+                ),
+                "stopped before the write; make a new plan with `runbook run --dry-run --plan-out FILE` and review it",
+            )),
+        }
     }
 
     pub fn plan(&self) -> Vec<PlanItem> {
@@ -732,13 +771,69 @@ impl RunHost {
     /// A write that is not run: a numbered change in the plan.
     fn plan_change(&self, call: &CallInfo) {
         let signature = self.printer.redactor().mask(&call.signature()).into_owned();
+        let unknown: Vec<String> = lock(&self.unknowns)
+            .iter()
+            .filter(|text| {
+                // As an argument the placeholder is quoted: `"<f(\"x\")>"`.
+                let quoted = serde_json::Value::String((*text).clone()).to_string();
+                let escaped = quoted.trim_matches('"');
+                signature.contains(text.as_str()) || signature.contains(escaped)
+            })
+            .cloned()
+            .collect();
+        let detail =
+            (!unknown.is_empty()).then(|| format!("unknown until run: {}", unknown.join(", ")));
         lock(&self.plan).push(PlanItem::Change {
             call: signature,
             at: self.location(call.position),
             step: self.current_step(),
-            detail: None,
+            detail,
         });
     }
+
+    /// The placeholder of an offline read no fixture answers, with every
+    /// string in it naming where it came from: `<k8s::image("backend")>`,
+    /// `<shell::run("uname").stdout>`, so a plan never shows `""` for a value
+    /// that is only known when the run reads it.
+    fn named_placeholder(&self, call: &CallInfo, value: Dynamic) -> Dynamic {
+        let signature = self.printer.redactor().mask(&call.signature()).into_owned();
+        let mut names = Vec::new();
+        let value = name_strings(value, &signature, &mut names);
+        let mut unknowns = lock(&self.unknowns);
+        for name in names {
+            if !unknowns.contains(&name) {
+                unknowns.push(name);
+            }
+        }
+        value
+    }
+}
+
+/// `value` with each empty string in it replaced by `<path>`: the call's
+/// signature, then `.field` for map fields. Each name is pushed to `names`.
+fn name_strings(value: Dynamic, path: &str, names: &mut Vec<String>) -> Dynamic {
+    if value.is_string() {
+        if value.clone().into_string().unwrap_or_default().is_empty() {
+            let name = format!("<{path}>");
+            names.push(name.clone());
+            return Dynamic::from(name);
+        }
+        return value;
+    }
+    if value.is_map() {
+        let Some(map) = value.clone().try_cast::<rhai::Map>() else {
+            return value;
+        };
+        let named: rhai::Map = map
+            .into_iter()
+            .map(|(key, item)| {
+                let item = name_strings(item, &format!("{path}.{key}"), names);
+                (key, item)
+            })
+            .collect();
+        return Dynamic::from_map(named);
+    }
+    value
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -777,6 +872,10 @@ impl Host for RunHost {
                     Err(error) => HostDecision::Deny(error),
                 }
             }
+            Decision::Run if call.effect == Effect::Write => match self.check_expected(call) {
+                Ok(()) => HostDecision::Run,
+                Err(error) => HostDecision::Deny(error),
+            },
             Decision::Run => HostDecision::Run,
             Decision::Preview => {
                 self.plan_change(call);
@@ -788,9 +887,14 @@ impl Host for RunHost {
             }
             Decision::Skip(Skip::Fixture) => {
                 let value = placeholder();
-                HostDecision::Skip(self.fixtures.lookup(call, value.clone()).unwrap_or(value))
+                match self.fixtures.lookup(call, value.clone()) {
+                    Some(answer) => HostDecision::Skip(answer),
+                    None => HostDecision::Skip(self.named_placeholder(call, value)),
+                }
             }
-            Decision::Skip(Skip::Placeholder) => HostDecision::Skip(placeholder()),
+            Decision::Skip(Skip::Placeholder) => {
+                HostDecision::Skip(self.named_placeholder(call, placeholder()))
+            }
         }
     }
 
@@ -884,6 +988,11 @@ impl Host for RunHost {
             self.redactor().add(text);
         }
         Ok(secret)
+    }
+
+    fn plan_number(&self) -> Option<usize> {
+        let plan = lock(&self.plan);
+        (!plan.is_empty()).then_some(plan.len())
     }
 
     fn plan_detail(&self, detail: &str) {

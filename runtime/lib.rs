@@ -26,5 +26,6 @@ pub mod remote;
 pub mod repl;
 pub mod resume;
 pub mod runner;
+pub mod saved_plan;
 pub mod seal;
 pub mod session;

@@ -36,6 +36,10 @@ pub struct RunOptions {
     pub output: OutputFormat,
     pub no_rollback: bool,
     pub verbose: bool,
+    /// `--plan-out`: where a dry-run writes its plan (JSON).
+    pub plan_out: Option<PathBuf>,
+    /// `--expect-plan`: a saved plan every write of this live run must follow.
+    pub expect_plan: Option<PathBuf>,
 }
 
 /// A run that continues an earlier one (`runbook resume`).
@@ -165,6 +169,21 @@ pub fn run_with(options: &RunOptions, resumed: Option<Resumed>) -> Result<Exit, 
         Arc::clone(&printer),
         runtime.handle().clone(),
     ));
+    if let Some(path) = &options.expect_plan {
+        let saved = crate::saved_plan::SavedPlan::load(path)?;
+        if let Some(problem) = saved.mismatch(
+            &prepared.source,
+            host.context.name.as_deref(),
+            &prepared.params,
+        ) {
+            return Err(Diagnostic::new(
+                format!("`{}` is not this run's plan: {problem}", path.display()),
+                Exit::Usage,
+            )
+            .hint("make a new plan with `runbook run --dry-run --plan-out FILE` and review it"));
+        }
+        host.expect_changes(saved.changes());
+    }
     let engine = crate::engine::build(&host);
     let ast =
         crate::engine::compile(&engine, &prepared.source, &Scope::new()).map_err(in_script)?;
@@ -298,6 +317,16 @@ pub fn run_with(options: &RunOptions, resumed: Option<Resumed>) -> Result<Exit, 
     ));
     if mode.is_dry() && printer.format() == OutputFormat::Human {
         printer.data(&crate::printer::render_plan(&host.plan()));
+    }
+    if let Some(path) = &options.plan_out {
+        crate::saved_plan::SavedPlan::new(
+            &options.file,
+            &prepared.source,
+            host.context.name.clone(),
+            prepared.params.clone(),
+            &host.plan(),
+        )
+        .write(path)?;
     }
     runtime.shutdown_background();
     Ok(exit)

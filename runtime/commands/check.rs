@@ -27,7 +27,9 @@ pub fn runbook_files(paths: &[PathBuf]) -> Result<Vec<PathBuf>, Diagnostic> {
     Ok(files)
 }
 
-pub fn check(paths: &[PathBuf]) -> Result<Exit, Diagnostic> {
+/// `runbook check`: problems fail (exit 2); warnings are shown and fail too
+/// with `deny_warnings`.
+pub fn check(paths: &[PathBuf], deny_warnings: bool) -> Result<Exit, Diagnostic> {
     let files = runbook_files(paths)?;
     let session = Session::detached()?;
     let engine = crate::engine::build(&session.host);
@@ -43,7 +45,7 @@ pub fn check(paths: &[PathBuf]) -> Result<Exit, Diagnostic> {
                     let text = warning.render_with(Some(file), Some(&source));
                     eprintln!("{}\n", text.replacen("error: ", "warning: ", 1));
                 }
-                problems.len()
+                problems.len() + if deny_warnings { warnings.len() } else { 0 }
             }
             Err(problem) => {
                 eprintln!("{}\n", problem.render_with(Some(file), None));

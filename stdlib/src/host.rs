@@ -210,6 +210,11 @@ pub trait Host: Send + Sync {
     fn plan_detail(&self, detail: &str) {
         let _ = detail;
     }
+    /// The plan's number of the write being previewed (1-based, as the plan
+    /// prints it). Hosts without a plan have none.
+    fn plan_number(&self) -> Option<usize> {
+        None
+    }
     /// Report progress of work over many targets. Hosts that show nothing may ignore it.
     fn progress(&self, progress: Progress<'_>) {
         let _ = progress;

@@ -227,3 +227,32 @@ fn run_refuses_a_runbook_with_problems_and_runs_nothing() {
         );
     }
 }
+
+#[test]
+fn an_in_place_string_method_used_as_a_value_is_a_warning_denied_on_request() {
+    let source = r#"let b = " x ";
+let a = b.trim();
+let r = #{stdout: "y"};
+let c = "";
+c = r.stdout.make_upper();
+b.trim();
+print(a + c + b);
+"#;
+    let (scratch, output) = check(source);
+    output
+        .assert_success()
+        .assert_contains("warning: `trim` changes its string in place and returns `()`")
+        .assert_contains("t.rhai:2:")
+        .assert_contains("warning: `make_upper` changes its string in place")
+        .assert_contains("t.rhai:5:");
+    assert_eq!(
+        output.all().matches("changes its string in place").count(),
+        2,
+        "{}",
+        output.report()
+    );
+    scratch
+        .command(["check", "--deny-warnings", "t.rhai"])
+        .output()
+        .assert_exit(2);
+}

@@ -224,3 +224,109 @@ fn bad_fixtures_file_is_a_usage_error() {
     output.assert_exit(2).assert_contains("fixtures.yaml");
     assert!(!scratch.exists("READFILE"), "{}", output.report());
 }
+
+#[test]
+fn offline_placeholders_name_their_read_and_the_plan_marks_them_unknown() {
+    let scratch = Scratch::new();
+    scratch.write(
+        "named.rhai",
+        r#"//! Offline placeholders name the read they stand for.
+let version = shell::read("cat VERSION").stdout;
+print("version=" + version);
+step("deploy", || shell::run(["deploy", "app:" + version]));
+"#,
+    );
+    let output = scratch.run("named.rhai").dry_run().offline().output();
+    output
+        .assert_success()
+        .assert_contains(r#"version=<shell::read("cat VERSION").stdout>"#)
+        .assert_contains(r#"shell::run(["deploy", "app:<shell::read(\"cat VERSION\").stdout>"])"#)
+        .assert_contains(r#"unknown until run: <shell::read("cat VERSION").stdout>"#);
+}
+
+/// A first write, then one whose argument comes from a read.
+const SAVED: &str = r#"//! Saved plans: a write, then one that depends on a read.
+step("first", || shell::run("touch FIRST"));
+let version = shell::read("cat VERSION").stdout;
+version.trim();
+step("second", || shell::run(["sh", "-c", "echo \"$1\" > OUT", "sh", version]));
+"#;
+
+#[test]
+fn a_saved_plan_is_written_and_a_live_run_follows_it() {
+    let scratch = Scratch::new();
+    scratch.write("saved.rhai", SAVED);
+    scratch.write("VERSION", "1\n");
+    let plan_file = scratch.file("plan.json");
+    scratch
+        .run("saved.rhai")
+        .dry_run()
+        .arg("--plan-out")
+        .arg(&plan_file)
+        .output()
+        .assert_success();
+    assert!(!scratch.exists("FIRST"), "the dry-run wrote");
+    let plan: serde_json::Value = serde_json::from_str(&scratch.read("plan.json")).unwrap();
+    assert_eq!(plan["format"], 1);
+    assert_eq!(plan["sha256"].as_str().map(str::len), Some(64), "{plan}");
+    let changes: Vec<&str> = plan["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|item| item["kind"] == "change")
+        .map(|item| item["call"].as_str().unwrap_or_default())
+        .collect();
+    assert_eq!(
+        changes,
+        [
+            r#"shell::run("touch FIRST")"#,
+            r#"shell::run(["sh", "-c", "echo \"$1\" > OUT", "sh", "1"])"#
+        ],
+        "{plan}"
+    );
+    scratch
+        .run("saved.rhai")
+        .arg("--expect-plan")
+        .arg(&plan_file)
+        .output()
+        .assert_success();
+    assert_eq!(scratch.read("OUT"), "1\n");
+}
+
+#[test]
+fn a_live_run_stops_before_the_first_write_the_saved_plan_does_not_have() {
+    let scratch = Scratch::new();
+    scratch.write("saved.rhai", SAVED);
+    scratch.write("VERSION", "1\n");
+    let plan_file = scratch.file("plan.json");
+    scratch
+        .run("saved.rhai")
+        .dry_run()
+        .arg("--plan-out")
+        .arg(&plan_file)
+        .output()
+        .assert_success();
+    scratch.write("VERSION", "2\n");
+    let output = scratch
+        .run("saved.rhai")
+        .arg("--expect-plan")
+        .arg(&plan_file)
+        .output();
+    output
+        .assert_exit(2)
+        .assert_contains("not the reviewed plan: change 2 was")
+        .assert_contains(r#""sh", "2"]"#);
+    assert!(scratch.exists("FIRST"), "the reviewed first write ran");
+    assert!(!scratch.exists("OUT"), "the write that differs ran");
+    // A changed runbook is refused before anything runs.
+    scratch.write("saved.rhai", &format!("{SAVED}\n// edited\n"));
+    std::fs::remove_file(scratch.file("FIRST")).unwrap();
+    scratch
+        .run("saved.rhai")
+        .arg("--expect-plan")
+        .arg(&plan_file)
+        .output()
+        .assert_exit(2)
+        .assert_contains("the runbook changed since the plan was saved");
+    assert!(!scratch.exists("FIRST"));
+}

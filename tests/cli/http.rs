@@ -263,3 +263,34 @@ fn protected_lab_context_needs_confirm() {
         .assert_success();
     assert_eq!(lab.http().hooks("notify").len(), 1);
 }
+
+#[test]
+fn put_patch_and_delete_send_their_method_and_are_planned_in_a_dry_run() {
+    let (lab, scratch) = setup(
+        r#"//! PUT, PATCH, DELETE.
+let base = context().http.base;
+let put = http::put(base + "/echo", #{on: true});
+let patch = http::patch(base + "/echo", "text");
+let delete = http::delete(base + "/echo", #{timeout: "5s"});
+if !dry_run() {
+    print("methods=" + put.json.method + "," + patch.json.method + "," + delete.json.method);
+    print("put body on=" + put.json.body.on);
+}
+"#,
+    );
+    run(&lab, &scratch)
+        .output()
+        .assert_success()
+        .assert_contains("methods=PUT,PATCH,DELETE")
+        .assert_contains("put body on=true");
+    let planned = run(&lab, &scratch)
+        .dry_run()
+        .arg("--plan-out")
+        .arg(scratch.file("plan.json"))
+        .output();
+    planned.assert_success();
+    let plan = scratch.read("plan.json");
+    for function in ["http::put", "http::patch", "http::delete"] {
+        assert!(plan.contains(function), "{function} not planned: {plan}");
+    }
+}

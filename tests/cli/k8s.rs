@@ -834,3 +834,74 @@ print("image now: " + k8s::image("backend"));
         out.assert_not_contains(leaked);
     }
 }
+
+#[test]
+fn a_dry_run_plans_writes_that_depend_on_earlier_planned_writes() {
+    let lab = lab();
+    let kube = kube(&lab);
+    let before = kube.dump();
+    let scratch = Scratch::new();
+    let output = run_in(
+        &lab,
+        &scratch,
+        r#"
+step("namespace", || k8s::apply(#{apiVersion: "v1", kind: "Namespace", metadata: #{name: "team-x"}}));
+step("secret", || k8s::apply(#{apiVersion: "v1", kind: "Secret", metadata: #{name: "db", namespace: "team-x"}, stringData: #{user: "app"}}));
+step("deployment", || {
+    let d = k8s::apply(#{apiVersion: "apps/v1", kind: "Deployment", metadata: #{name: "web", namespace: "team-x"},
+        spec: #{replicas: 1, selector: #{matchLabels: #{app: "web"}},
+                template: #{metadata: #{labels: #{app: "web"}}, spec: #{containers: [#{name: "web", image: "registry.lab/web:v1"}]}}}});
+    d.metadata.name
+});
+"#,
+    )
+    .dry_run()
+    .output();
+    output
+        .assert_success()
+        .assert_contains("Plan: 3 changes")
+        .assert_contains("after change 1");
+    let plan = &output.stdout[output.stdout.find("Plan:").unwrap_or_default()..];
+    assert!(plan.contains("image: registry.lab/web:v1"), "{plan}");
+    assert!(
+        before == kube.dump(),
+        "the dry-run changed the cluster\n{}",
+        output.report()
+    );
+}
+
+#[test]
+fn get_with_missing_ok_is_unit_without_an_error_line() {
+    let lab = lab();
+    run(
+        &lab,
+        r#"
+let missing = k8s::get("configmap", "nope", #{missing_ok: true});
+assert(missing == (), "missing_ok gives ()");
+print("missing=" + type_of(missing));
+assert(k8s::get("deployment", "backend", #{missing_ok: true}).metadata.name == "backend", "present");
+"#,
+    )
+    .assert_success()
+    .assert_contains("missing=()")
+    .assert_not_contains("not found");
+}
+
+#[test]
+fn a_dry_run_read_sees_what_an_earlier_planned_apply_makes() {
+    let lab = lab();
+    let scratch = Scratch::new();
+    run_in(
+        &lab,
+        &scratch,
+        r#"
+step("create", || k8s::apply(#{apiVersion: "v1", kind: "ConfigMap", metadata: #{name: "planned"}, data: #{a: "1"}}));
+let cm = k8s::get("configmap", "planned");
+print("planned a=" + cm.data.a);
+"#,
+    )
+    .dry_run()
+    .output()
+    .assert_success()
+    .assert_contains("planned a=1");
+}

@@ -138,6 +138,42 @@ pub(crate) fn functions() -> Vec<Function> {
             }
         },
         function! {
+            /// HTTP PUT: like `http::post` (a map or array body is sent as JSON, a
+            /// string as text; same options and result). Not run in a dry-run.
+            ///
+            /// ```rhai
+            /// http::put("http://127.0.0.1:9/flags/beta", #{on: true}, #{timeout: "1s"});
+            /// ```
+            write fn http::put("url: string", "body: string | map | array", "opts?: map") -> "#{status: int, headers: map, body: string, json: map | ()}"
+            |call| {
+                let body = call.arg(1);
+                Ok(call.block_on(send(request(call, reqwest::Method::PUT, Some(body), 2)?))?)
+            }
+        },
+        function! {
+            /// HTTP PATCH: like `http::post` (a map or array body is sent as JSON, a
+            /// string as text; same options and result). Not run in a dry-run.
+            ///
+            /// ```rhai
+            /// http::patch("http://127.0.0.1:9/flags/beta", #{on: false}, #{timeout: "1s"});
+            /// ```
+            write fn http::patch("url: string", "body: string | map | array", "opts?: map") -> "#{status: int, headers: map, body: string, json: map | ()}"
+            |call| {
+                let body = call.arg(1);
+                Ok(call.block_on(send(request(call, reqwest::Method::PATCH, Some(body), 2)?))?)
+            }
+        },
+        function! {
+            /// HTTP DELETE, without a body. Same options and result as `http::post`.
+            /// Not run in a dry-run.
+            ///
+            /// ```rhai
+            /// http::delete("http://127.0.0.1:9/flags/beta", #{timeout: "1s"});
+            /// ```
+            write fn http::delete("url: string", "opts?: map") -> "#{status: int, headers: map, body: string, json: map | ()}"
+            |call| Ok(call.block_on(send(request(call, reqwest::Method::DELETE, None, 1)?))?)
+        },
+        function! {
             /// Poll `url` every half second until it answers 2xx; fail after `timeout`
             /// with the last status or connection error.
             ///

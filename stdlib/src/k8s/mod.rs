@@ -13,11 +13,14 @@
 //! | `secrets.rs` | `secret`, `set_secret` |
 //! | `lock.rs` | `lock` (Lease), released by [`finish_run`] |
 //! | `diff.rs` | the plan detail of an online `--dry-run` |
+//! | `overlay.rs` | what planned applies would make, for the previews after them |
 //!
 //! Every write has a preview body: in an online `--dry-run` the runtime runs
 //! it instead of skipping the call; it sends the same request with
 //! `dryRun=All` and attaches a diff of the live object against the would-be
-//! one to the plan.
+//! one to the plan. `overlay.rs` keeps what earlier planned applies would
+//! make, so a later apply that depends on one (a namespaced object in a
+//! planned namespace) is planned "after change N" instead of failing.
 
 mod client;
 mod deploy;
@@ -25,6 +28,7 @@ mod diff;
 mod error;
 mod lock;
 mod objects;
+mod overlay;
 mod pods;
 mod resources;
 mod rollout;
@@ -173,13 +177,15 @@ pub(crate) fn functions() -> Vec<Function> {
             /// One object as a map (`metadata`, `spec`, `status`, ...). The kind is a
             /// name like `deployment`, `deploy`, `pod`, `secret`, `configmap`, `service`,
             /// `job`, `lease`, `namespace`. A missing object is an error naming kind,
-            /// name and namespace. A Secret's values come back masked; use
-            /// `k8s::secret` for them. Options: `namespace`, `missing_ok` (true: a
-            /// missing object gives `()` instead of an error).
+            /// name and namespace, unless `missing_ok: true`: then it is `()`. A
+            /// Secret's values come back masked; use `k8s::secret` for them. In a
+            /// dry-run, an object only an earlier planned `k8s::apply` makes reads
+            /// as its would-be object. Options: `namespace`, `missing_ok`.
             ///
             /// ```rhai
             /// let d = k8s::get("deployment", "backend");
             /// log::info("ready: " + d.status?.readyReplicas);
+            /// let record = k8s::get("configmap", "runbook-deploy-backend", #{missing_ok: true});
             /// ```
             read fn k8s::get("kind: string", "name: string", "opts?: map") -> "map | ()"
             objects::get
@@ -204,7 +210,9 @@ pub(crate) fn functions() -> Vec<Function> {
                 /// documents separated by `---` are applied in order and give an array.
                 /// Returns the applied object. Objects without a namespace go to the
                 /// context's (or the `namespace` option's). In a dry run the server
-                /// validates the change and the plan shows its diff.
+                /// validates the change and the plan shows its diff; an object in a
+                /// namespace, or an update of an object, that only an earlier planned
+                /// apply creates is shown "after change N" with its would-be object.
                 ///
                 /// ```rhai
                 /// k8s::apply(#{

@@ -10,7 +10,7 @@ use super::Mode;
 use super::client::{Kube, connect};
 use super::error::{Subject, api, is_not_found};
 use super::resources::{Kind, of_manifest, resolve};
-use super::{FIELD_MANAGER, diff, settings};
+use super::{FIELD_MANAGER, diff, overlay, settings};
 use crate::function::{Call, Failure};
 use crate::host::StdlibError;
 use crate::values::{from_json, to_json};
@@ -97,6 +97,7 @@ pub(crate) fn to_script(call: &Call<'_>, value: Value) -> Dynamic {
 }
 
 const READ_OPTIONS: &[&str] = &["namespace"];
+const GET_OPTIONS: &[&str] = &["namespace", "missing_ok"];
 const LIST_OPTIONS: &[&str] = &["namespace", "selector", "fields", "all_namespaces"];
 const DELETE_OPTIONS: &[&str] = &["namespace", "missing_ok"];
 
@@ -104,7 +105,7 @@ const DELETE_OPTIONS: &[&str] = &["namespace", "missing_ok"];
 pub(crate) fn get(call: &mut Call<'_>) -> Result<Dynamic, Failure> {
     let kind = resolve(&call.string(0)?)?;
     let name = call.string(1)?;
-    let options = call.options(2, &["namespace", "missing_ok"])?;
+    let options = call.options(2, GET_OPTIONS)?;
     let missing_ok = options.bool("missing_ok")?.unwrap_or(false);
     let settings = settings(call)?;
     let namespace = options.string("namespace")?;
@@ -114,7 +115,13 @@ pub(crate) fn get(call: &mut Call<'_>) -> Result<Dynamic, Failure> {
         let subject = Subject::new(&kind.name, &name, ns);
         match dynamic_api(&kube, &kind, &kube.namespace).get(&name).await {
             Ok(object) => Ok(Some(to_value(&object))),
-            Err(error) if missing_ok && is_not_found(&error) => Ok(None),
+            // In a dry-run, an object only an earlier planned apply makes
+            // reads as its would-be object.
+            Err(error) if is_not_found(&error) => match overlay::get(&kind.name, ns, &name) {
+                Some(planned) => Ok(Some(planned.object)),
+                None if missing_ok => Ok(None),
+                None => Err(api(&kube, &subject, "read", &error)),
+            },
             Err(error) => Err(api(&kube, &subject, "read", &error)),
         }
     })?;
@@ -298,27 +305,57 @@ pub(crate) fn apply(call: &mut Call<'_>, mode: Mode) -> Result<Dynamic, Failure>
             }
             let mut params = PatchParams::apply(FIELD_MANAGER).force();
             params.dry_run = mode.is_preview();
+            // In a preview, what exists: the live object, or the would-be
+            // object of an earlier planned write (then this one comes after it).
+            let mut after = None;
             let live = if mode.is_preview() {
                 match objects.get(&name).await {
                     Ok(object) => Some(to_value(&object)),
-                    Err(error) if is_not_found(&error) => None,
+                    Err(error) if is_not_found(&error) => {
+                        overlay::get(&kind.name, ns, &name).map(|planned| {
+                            after = planned.change;
+                            planned.object
+                        })
+                    }
                     Err(error) => return Err(api(&kube, &subject, "read", &error)),
                 }
             } else {
                 None
             };
-            let applied = objects
-                .patch(&name, &params, &Patch::Apply(&body))
-                .await
-                .map_err(|error| api(&kube, &subject, "apply", &error))?;
-            let applied = to_value(&applied);
+            let applied = match objects.patch(&name, &params, &Patch::Apply(&body)).await {
+                Ok(applied) => to_value(&applied),
+                Err(error) => {
+                    // The server's dry run cannot see what was only planned: a
+                    // namespace an earlier write creates, or this very object.
+                    let depends = ns
+                        .and_then(overlay::namespace)
+                        .map(|planned| planned.change)
+                        .or(live.is_some().then_some(after));
+                    match depends {
+                        Some(depends) if mode.is_preview() && is_not_found(&error) => {
+                            after = after.or(depends);
+                            overlay::merge(live.as_ref(), &body)
+                        }
+                        _ => return Err(api(&kube, &subject, "apply", &error)),
+                    }
+                }
+            };
             if mode.is_preview() {
-                details.push(diff::detail(
+                let detail = diff::detail(
                     &subject.describe(),
                     live.as_ref(),
                     Some(&applied),
                     kind.is_secret(),
-                ));
+                );
+                details.push(match after {
+                    Some(change) => format!("after change {change}: {detail}"),
+                    None => detail,
+                });
+                let planned = overlay::Planned {
+                    change: host.plan_number(),
+                    object: applied.clone(),
+                };
+                overlay::record(&kind.name, ns, &name, planned);
             }
             results.push(applied);
         }

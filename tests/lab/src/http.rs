@@ -17,7 +17,7 @@
 //! | `GET /slow/{millis}` | sleeps that long, then `200` |
 //! | `POST /hooks/{name}` | records body and headers, answers `{"ok":true}` |
 //! | `GET /hooks/{name}` | JSON array of the bodies recorded so far |
-//! | `POST /echo` | `{"method", "headers", "body"}` of the request |
+//! | `POST /echo` | `{"method", "headers", "body"}` of the request (also PUT, PATCH, DELETE) |
 //! | anything else | `404` |
 
 use std::collections::BTreeMap;
@@ -261,7 +261,7 @@ async fn route(state: &Shared, request: Request<Incoming>) -> Answer {
                 .unwrap_or_default();
             json_answer(StatusCode::OK, &Value::Array(bodies))
         }
-        (&Method::POST, ["echo"]) => {
+        (&Method::POST | &Method::PUT | &Method::PATCH | &Method::DELETE, ["echo"]) => {
             let headers = header_map(request.headers());
             match read_body(request).await {
                 Ok(body) => json_answer(

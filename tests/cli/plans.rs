@@ -1,0 +1,170 @@
+//! Every shipped runbook (`runbooks/`) and example (`examples/`) plans
+//! cleanly, exit 0, both online (`--dry-run --context lab` against a lab with
+//! every component, after a deploy and a backup) and offline (`--dry-run
+//! --offline` in the `lab` context of `runbooks/runbook.toml`, with the
+//! fixtures the file ships in `fixtures/NAME.yaml` beside it, or none). The folders are
+//! enumerated, so a new runbook or example is covered without touching this
+//! file (unless it has a required param this file cannot give a value for).
+
+use std::path::{Path, PathBuf};
+
+use runbook_lab::{Lab, S3Kind};
+
+use crate::harness::{Run, Scratch, free_port, repo_root};
+
+/// Every `FOLDER/*.rhai`, as paths relative to the repo root, sorted.
+fn rhai_files(folder: &str) -> Vec<PathBuf> {
+    let mut found: Vec<PathBuf> = std::fs::read_dir(repo_root().join(folder))
+        .expect("read the folder")
+        .map(|entry| entry.expect("dir entry").path())
+        .filter(|path| path.extension().is_some_and(|ext| ext == "rhai"))
+        .map(|path| PathBuf::from(folder).join(path.file_name().expect("file name")))
+        .collect();
+    found.sort();
+    assert!(!found.is_empty(), "{folder}/ has no .rhai files");
+    found
+}
+
+fn shipped() -> Vec<PathBuf> {
+    let mut files = rhai_files("runbooks");
+    files.extend(rhai_files("examples"));
+    files
+}
+
+/// `(name, requirement)` of each `//! @param NAME requirement ...`.
+fn declared_params(file: &Path) -> Vec<(String, String)> {
+    let source = std::fs::read_to_string(repo_root().join(file)).expect("read the file");
+    source
+        .lines()
+        .map_while(|line| {
+            line.trim_start()
+                .strip_prefix("//!")
+                .or_else(|| line.trim().is_empty().then_some(""))
+        })
+        .filter_map(|line| line.trim_start().strip_prefix("@param"))
+        .map(|spec| {
+            let mut words = spec.split_whitespace();
+            let name = words.next().unwrap_or_default().to_owned();
+            let requirement = words.next().unwrap_or("optional").to_owned();
+            (name, requirement)
+        })
+        .collect()
+}
+
+/// Params that keep a run on loopback and out of shared folders; a required
+/// param this does not know fails the test with a clear message.
+fn params_for(file: &Path, scratch: &Scratch) -> Vec<String> {
+    declared_params(file)
+        .into_iter()
+        .filter_map(|(name, requirement)| match name.as_str() {
+            "port" => Some(format!("port={}", free_port())),
+            "dir" => Some(format!("dir={}", scratch.file("plan-dir").display())),
+            "version" if requirement == "required" => Some("version=v2".to_owned()),
+            _ if requirement == "required" => panic!(
+                "{} has a required param `{name}`: teach tests/cli/plans.rs::params_for a value for it",
+                file.display()
+            ),
+            _ => None,
+        })
+        .collect()
+}
+
+/// `fixtures/NAME.yaml` beside the file, if it ships one.
+fn shipped_fixtures(file: &Path) -> Option<PathBuf> {
+    let stem = file.file_stem()?.to_string_lossy().into_owned();
+    let path = repo_root()
+        .join(file.parent()?)
+        .join("fixtures")
+        .join(format!("{stem}.yaml"));
+    path.exists().then_some(path)
+}
+
+fn full_lab() -> Lab {
+    Lab::builder()
+        .ssh_hosts(1)
+        .postgres(true)
+        .s3(S3Kind::S3sFs)
+        .kube(true)
+        .start()
+        .expect("the lab starts")
+}
+
+/// The lab as an on-call engineer finds it: `v2` deployed over `v1` (so
+/// there is something to roll back) and one backup taken (so there is
+/// something to restore).
+fn seed(lab: &Lab) {
+    for (file, params) in [
+        ("runbooks/deploy-production.rhai", vec!["version=v2"]),
+        ("runbooks/backup-db.rhai", vec![]),
+    ] {
+        Run::new(repo_root().join(file))
+            .args(params)
+            .envs(lab.env())
+            .context(Lab::CONTEXT)
+            .approve()
+            .output()
+            .assert_success();
+    }
+}
+
+#[test]
+fn every_shipped_runbook_and_example_plans_online() {
+    let lab = full_lab();
+    seed(&lab);
+    let hooks_before = lab.http().hooks("notify").len();
+    let kube_before = lab.kube().map(runbook_lab::KubeApi::dump);
+    let mut failures = Vec::new();
+    for file in shipped() {
+        let scratch = Scratch::new();
+        let output = Run::new(repo_root().join(&file))
+            .args(params_for(&file, &scratch))
+            .envs(lab.env())
+            .context(Lab::CONTEXT)
+            .dry_run()
+            .output();
+        if output.code != 0 || !output.all().contains("Plan: ") {
+            failures.push(format!("{}:\n{}", file.display(), output.report()));
+        }
+        assert!(
+            !scratch.exists("plan-dir"),
+            "a dry-run of {} created its `dir`",
+            file.display()
+        );
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n\n"));
+    assert!(
+        kube_before == lab.kube().map(runbook_lab::KubeApi::dump),
+        "a dry-run changed the cluster"
+    );
+    assert!(
+        lab.http().hooks("notify").len() == hooks_before,
+        "a dry-run delivered a webhook"
+    );
+}
+
+#[test]
+fn every_shipped_runbook_and_example_plans_offline() {
+    let mut failures = Vec::new();
+    for file in shipped() {
+        let scratch = Scratch::new();
+        let mut run = Run::new(repo_root().join(&file))
+            .args(params_for(&file, &scratch))
+            .config(repo_root().join("runbooks/runbook.toml"))
+            .context("lab")
+            .dry_run()
+            .offline();
+        if let Some(fixtures) = shipped_fixtures(&file) {
+            run = run.fixtures(fixtures);
+        }
+        let output = run.output();
+        if output.code != 0 || !output.all().contains("Plan: ") {
+            failures.push(format!("{}:\n{}", file.display(), output.report()));
+        }
+        assert!(
+            !scratch.exists("plan-dir"),
+            "an offline dry-run of {} created its `dir`",
+            file.display()
+        );
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n\n"));
+}
