@@ -60,6 +60,19 @@ fn params_for(file: &Path, scratch: &Scratch) -> Vec<String> {
             "port" => Some(format!("port={}", free_port())),
             "dir" => Some(format!("dir={}", scratch.file("plan-dir").display())),
             "version" if requirement == "required" => Some("version=v2".to_owned()),
+            "name" if requirement == "required" => Some("name=plans".to_owned()),
+            // The staging runbooks: a public key of our own, and no kubeconfig under ~/.kube.
+            "ssh_public_key" => {
+                let key = scratch.write(
+                    "plans_key.pub",
+                    "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHBsYW5zLXRlc3Qta2V5LW5vdC1hLXJlYWwtb25l plans@test\n",
+                );
+                Some(format!("ssh_public_key={}", key.display()))
+            }
+            "kubeconfig" => Some(format!(
+                "kubeconfig={}",
+                scratch.file("plans-kubeconfig.yaml").display()
+            )),
             _ if requirement == "required" => panic!(
                 "{} has a required param `{name}`: teach tests/cli/plans.rs::params_for a value for it",
                 file.display()
@@ -85,6 +98,7 @@ fn full_lab() -> Lab {
         .postgres(true)
         .s3(S3Kind::S3sFs)
         .kube(true)
+        .hcloud(true)
         .start()
         .expect("the lab starts")
 }
