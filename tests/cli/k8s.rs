@@ -475,11 +475,11 @@ print("db=" + values.DB_PASSWORD);
 log::info("db password is " + values.DB_PASSWORD);
 assert(values.DB_PASSWORD.len() == 15, "decoded");
 let token = secrets::generate(#{length: 24});
-let r = k8s::set_secret("api-keys", #{token: token, plain: "plain-text-value-123"});
+let r = k8s::set_secret("api-keys", #{token: token, plain: "plain-text-value-123"}, #{mask: true});
 assert(r.created, "created");
 assert(r.keys == ["plain", "token"], "keys " + r.keys);
 assert(k8s::secret("api-keys").token == token, "round trip");
-let again = k8s::set_secret("api-keys", #{plain: "other-plain-456"});
+let again = k8s::set_secret("api-keys", #{plain: "other-plain-456"}, #{mask: true});
 assert(!again.created, "updated");
 let object = k8s::get("secret", "api-keys");
 print(object);
@@ -780,8 +780,8 @@ k8s::scale("frontend", 5);
 k8s::restart("frontend");
 k8s::apply(#{apiVersion: "v1", kind: "ConfigMap", metadata: #{name: "dry"}, data: #{a: "1"}});
 k8s::delete("deployment", "frontend");
-k8s::set_secret("app-secrets", #{DB_PASSWORD: "new-password-789"});
-k8s::set_secret("fresh", #{key: "fresh-value-321"});
+k8s::set_secret("app-secrets", #{DB_PASSWORD: "new-password-789"}, #{mask: true});
+k8s::set_secret("fresh", #{key: "fresh-value-321"}, #{mask: true});
 try { k8s::rollout_undo("backend"); } catch (e) { print("undo: " + e.message); }
 print("image now: " + k8s::image("backend"));
 "#,
@@ -904,4 +904,22 @@ print("planned a=" + cm.data.a);
     .output()
     .assert_success()
     .assert_contains("planned a=1");
+}
+
+#[test]
+fn a_plain_value_stored_into_a_secret_is_masked_only_when_marked() {
+    let lab = lab();
+    let out = run(
+        &lab,
+        r#"
+k8s::set_secret("app-db", #{username: "app_standby"});
+log::info("the app now logs in as app_standby");
+k8s::set_secret("api-keys", #{token: "marked-plain-value"}, #{mask: true});
+log::info("token is marked-plain-value");
+"#,
+    );
+    out.assert_success()
+        .assert_contains("the app now logs in as app_standby")
+        .assert_contains("token is ***")
+        .assert_not_contains("marked-plain-value");
 }

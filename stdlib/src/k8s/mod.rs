@@ -391,9 +391,11 @@ pub(crate) fn functions() -> Vec<Function> {
         with_preview(
             function! {
                 /// Create a Secret, or set the given keys in it (other keys stay unless
-                /// `replace: true`). Values are strings or secrets and are never shown.
-                /// Returns `#{name, namespace, keys, created}`. Options: `namespace`,
-                /// `replace`.
+                /// `replace: true`). Values are strings or secrets; the plan's diff never
+                /// shows them (a changed key reads `*** (changed)`). Secret values stay
+                /// masked everywhere; a plain string (a user name) is masked too only
+                /// with `mask: true`. Returns `#{name, namespace, keys, created}`.
+                /// Options: `namespace`, `replace`, `mask`.
                 ///
                 /// ```rhai
                 /// let token = secrets::generate(#{length: 32});

@@ -64,8 +64,10 @@ pub(crate) fn secret(call: &mut Call<'_>) -> Result<Dynamic, Failure> {
     Ok(Dynamic::from_map(map))
 }
 
-/// The values of `set_secret`'s map: strings or secrets.
-fn values(call: &Call<'_>) -> Result<BTreeMap<String, ByteString>, StdlibError> {
+/// The values of `set_secret`'s map. Secrets are masked (they are already);
+/// plain strings only with `mask: true`: a role name or a URL the script
+/// spelled out is not a secret, and masking it everywhere garbles output.
+fn values(call: &Call<'_>, mask_plain: bool) -> Result<BTreeMap<String, ByteString>, StdlibError> {
     let map = call.map(1)?;
     let mut values = BTreeMap::new();
     for (key, value) in map {
@@ -79,8 +81,9 @@ fn values(call: &Call<'_>) -> Result<BTreeMap<String, ByteString>, StdlibError> 
             )
         })?;
         let exposed = text.expose();
-        // Masked from now on, even when it came in as a plain string.
-        super::mask(call, &exposed);
+        if mask_plain || matches!(text, Text::Secret(_)) {
+            super::mask(call, &exposed);
+        }
         values.insert(key.to_string(), ByteString(exposed.into_bytes()));
     }
     Ok(values)
@@ -90,8 +93,8 @@ fn values(call: &Call<'_>) -> Result<BTreeMap<String, ByteString>, StdlibError> 
 /// given keys in it (`replace: true` drops the keys not given).
 pub(crate) fn set_secret(call: &mut Call<'_>, mode: Mode) -> Result<Dynamic, Failure> {
     let name = call.string(0)?;
-    let values = values(call)?;
-    let options = call.options(2, &["namespace", "replace"])?;
+    let options = call.options(2, &["namespace", "replace", "mask"])?;
+    let values = values(call, options.bool("mask")?.unwrap_or(false))?;
     let replace = options.bool("replace")?.unwrap_or(false);
     let settings = settings(call)?;
     let namespace = options.string("namespace")?;
