@@ -7,60 +7,11 @@ use std::path::PathBuf;
 
 use runbook_lab::Lab;
 
-use crate::harness::{Run, Scratch, free_port, repo_root};
+use crate::harness::{Run, Scratch, free_port};
 
 /// Every `examples/*.rhai`, as paths relative to the repo root, sorted.
 fn examples() -> Vec<PathBuf> {
-    let mut found: Vec<PathBuf> = std::fs::read_dir(repo_root().join("examples"))
-        .expect("read examples/")
-        .map(|entry| entry.expect("dir entry").path())
-        .filter(|path| {
-            path.extension()
-                .is_some_and(|extension| extension == "rhai")
-        })
-        .map(|path| PathBuf::from("examples").join(path.file_name().expect("file name")))
-        .collect();
-    found.sort();
-    assert!(!found.is_empty(), "examples/ has no .rhai files");
-    found
-}
-
-/// `(name, requirement)` of each `//! @param NAME requirement ...` in the header.
-fn declared_params(file: &PathBuf) -> Vec<(String, String)> {
-    let source = std::fs::read_to_string(repo_root().join(file)).expect("read example");
-    source
-        .lines()
-        .map_while(|line| {
-            line.trim_start()
-                .strip_prefix("//!")
-                .or_else(|| line.trim().is_empty().then_some(""))
-        })
-        .filter_map(|line| line.trim_start().strip_prefix("@param"))
-        .map(|spec| {
-            let mut words = spec.split_whitespace();
-            let name = words.next().unwrap_or_default().to_owned();
-            let requirement = words.next().unwrap_or("optional").to_owned();
-            (name, requirement)
-        })
-        .collect()
-}
-
-/// Params that keep a run on loopback and out of shared folders: a free port
-/// for `port`, a fresh folder for `dir`. Other params keep their default; a
-/// required one this does not know fails the test with a clear message.
-fn params_for(file: &PathBuf, scratch: &Scratch) -> Vec<String> {
-    declared_params(file)
-        .into_iter()
-        .filter_map(|(name, requirement)| match name.as_str() {
-            "port" => Some(format!("port={}", free_port())),
-            "dir" => Some(format!("dir={}", scratch.file("example-dir").display())),
-            _ if requirement == "required" => panic!(
-                "{} has a required param `{name}`: teach tests/cli/examples.rs::params_for a value for it",
-                file.display()
-            ),
-            _ => None,
-        })
-        .collect()
+    crate::plans::rhai_files("examples")
 }
 
 /// Whether nothing listens on `port` (a killed server may take a moment to go).
@@ -103,7 +54,7 @@ fn check_of_the_examples_folder_lists_every_example() {
 /// `runbook run FILE --context lab` with the lab's environment and the example's params.
 fn in_lab(lab: &Lab, file: &PathBuf, scratch: &Scratch) -> Run {
     Run::new(file)
-        .args(params_for(file, scratch))
+        .args(crate::plans::params_for(file, scratch))
         .envs(lab.env())
         .context(Lab::CONTEXT)
 }
@@ -135,7 +86,7 @@ fn assert_dry_run_passes(lab: &Lab, file: &PathBuf) {
     let output = in_lab(lab, file, &scratch).dry_run().output();
     output.assert_success().assert_contains("Plan: ");
     assert!(
-        !scratch.exists("example-dir"),
+        !scratch.exists(crate::plans::PARAM_DIR),
         "a dry-run of {} created its `dir`\n{}",
         file.display(),
         output.report()

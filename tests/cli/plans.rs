@@ -13,7 +13,7 @@ use runbook_lab::{Lab, S3Kind};
 use crate::harness::{Run, Scratch, free_port, repo_root};
 
 /// Every `FOLDER/*.rhai`, as paths relative to the repo root, sorted.
-fn rhai_files(folder: &str) -> Vec<PathBuf> {
+pub(crate) fn rhai_files(folder: &str) -> Vec<PathBuf> {
     let mut found: Vec<PathBuf> = std::fs::read_dir(repo_root().join(folder))
         .expect("read the folder")
         .map(|entry| entry.expect("dir entry").path())
@@ -30,6 +30,9 @@ fn shipped() -> Vec<PathBuf> {
     files.extend(rhai_files("examples"));
     files
 }
+
+/// The folder a runbook's `dir` param points at (inside the run's scratch dir).
+pub(crate) const PARAM_DIR: &str = "param-dir";
 
 /// `(name, requirement)` of each `//! @param NAME requirement ...`.
 fn declared_params(file: &Path) -> Vec<(String, String)> {
@@ -53,12 +56,12 @@ fn declared_params(file: &Path) -> Vec<(String, String)> {
 
 /// Params that keep a run on loopback and out of shared folders; a required
 /// param this does not know fails the test with a clear message.
-fn params_for(file: &Path, scratch: &Scratch) -> Vec<String> {
+pub(crate) fn params_for(file: &Path, scratch: &Scratch) -> Vec<String> {
     declared_params(file)
         .into_iter()
         .filter_map(|(name, requirement)| match name.as_str() {
             "port" => Some(format!("port={}", free_port())),
-            "dir" => Some(format!("dir={}", scratch.file("plan-dir").display())),
+            "dir" => Some(format!("dir={}", scratch.file(PARAM_DIR).display())),
             "version" if requirement == "required" => Some("version=v2".to_owned()),
             "name" if requirement == "required" => Some("name=plans".to_owned()),
             // The staging runbooks: a public key of our own, and no kubeconfig under ~/.kube.
@@ -140,7 +143,7 @@ fn every_shipped_runbook_and_example_plans_online() {
             failures.push(format!("{}:\n{}", file.display(), output.report()));
         }
         assert!(
-            !scratch.exists("plan-dir"),
+            !scratch.exists(PARAM_DIR),
             "a dry-run of {} created its `dir`",
             file.display()
         );
@@ -175,7 +178,7 @@ fn every_shipped_runbook_and_example_plans_offline() {
             failures.push(format!("{}:\n{}", file.display(), output.report()));
         }
         assert!(
-            !scratch.exists("plan-dir"),
+            !scratch.exists(PARAM_DIR),
             "an offline dry-run of {} created its `dir`",
             file.display()
         );

@@ -99,11 +99,12 @@ fn secret_value(lab: &Lab) -> String {
     .unwrap_or_default()
 }
 
-fn spawn(lab: &Lab, state: &Path, dir: &Path, args: &[&str]) -> Child {
-    Command::new(binary())
-        .args(args)
+/// `runbook ARGS...` in the background in `dir` with state dir `state`,
+/// quiet, with no stdin and no journal key from the environment.
+fn background(state: &Path, dir: &Path) -> Command {
+    let mut command = Command::new(binary());
+    command
         .current_dir(dir)
-        .envs(lab.env())
         .env("RUNBOOK_STATE_DIR", state)
         .env("CI", "true")
         .env("NO_COLOR", "1")
@@ -111,25 +112,25 @@ fn spawn(lab: &Lab, state: &Path, dir: &Path, args: &[&str]) -> Child {
         .env_remove("RUNBOOK_JOURNAL_KEY")
         .stdin(Stdio::null())
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(Stdio::null());
+    command
+}
+
+fn spawn(lab: &Lab, state: &Path, dir: &Path, args: &[&str]) -> Child {
+    background(state, dir)
+        .args(args)
+        .envs(lab.env())
+        .env("RUNBOOK_STATE_DIR", state)
         .spawn()
         .expect("start runbook")
 }
 
 /// `runbook run FILE ARGS...` in the background, outside the lab, quiet.
 fn spawn_local(scratch: &Scratch, state: &Path, file: &Path, args: &[String]) -> Child {
-    Command::new(binary())
+    background(state, scratch.path())
         .arg("run")
         .arg(file)
         .args(args)
-        .current_dir(scratch.path())
-        .env("RUNBOOK_STATE_DIR", state)
-        .env("CI", "true")
-        .env("NO_COLOR", "1")
-        .env_remove("RUNBOOK_JOURNAL_KEY")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
         .spawn()
         .expect("start runbook")
 }
