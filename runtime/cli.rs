@@ -112,6 +112,9 @@ enum Command {
         /// Only runs that ended so: ok, failed, error, refused, locked, interrupted, incomplete.
         #[arg(long, value_name = "STATUS")]
         status: Option<String>,
+        /// List the runs of an S3 journal location (s3://BUCKET/PREFIX) instead of the state dir.
+        #[arg(long, value_name = "S3_URL")]
+        journal: Option<String>,
     },
     /// Show a run's journal for people (or raw with --output json).
     #[command(
@@ -127,14 +130,17 @@ enum Command {
     /// every call answered from the journal (so their compensations come back);
     /// the step the run died in runs again from its start.
     #[command(
-        after_help = "Replay: the script runs from the top; up to where the run stopped, each stdlib call returns\nwhat the journal recorded instead of running, so completed steps return the same values and\nregister the same on_rollback compensations: a failure after the resume rolls back the whole\nrun, each compensation once. A call that does not match the journal stops with \"the runbook\ndiverged from its journal at FILE:LINE\" (exit 2, nothing rolled back).\n\nSteps must be safe to run again (like Ansible tasks): the step that was running when the\nrun died runs again, unless it is marked `once: true` (then: asked at a terminal, else exit 2).\nGates after that point are asked again. Values holding a secret come back from their sealed\ncopies: the run's key ($RUNBOOK_STATE_DIR/keys/RUN.key, or RUNBOOK_JOURNAL_KEY) must be there.\nRefuses when the runbook file changed since the run started, unless --force.\n\nExample:\n  runbook resume 20261122T013751Z-5359 --approve"
+        after_help = "Replay: the script runs from the top; up to where the run stopped, each stdlib call returns\nwhat the journal recorded instead of running, so completed steps return the same values and\nregister the same on_rollback compensations: a failure after the resume rolls back the whole\nrun, each compensation once. A call that does not match the journal stops with \"the runbook\ndiverged from its journal at FILE:LINE\" (exit 2, nothing rolled back).\n\nSteps must be safe to run again (like Ansible tasks): the step that was running when the\nrun died runs again, unless it is marked `once: true` (then: asked at a terminal, else exit 2).\nGates after that point are asked again. Values holding a secret come back from their sealed\ncopies: the run's key ($RUNBOOK_STATE_DIR/keys/RUN.key, or RUNBOOK_JOURNAL_KEY) must be there.\nRefuses when the runbook file changed since the run started, unless --force.\n\nFrom S3 (another machine): `runbook resume s3://BUCKET/PREFIX/RUN` takes the run over (the\nmachine that held it stops at its next journal write, exit 4), copies the journal into this\nstate dir, replays and finishes; the S3 endpoint and credentials come from --context (default:\nthe runbook.toml default context). Needs RUNBOOK_AUDIT_KEY, and RUNBOOK_JOURNAL_KEY when the\njournal holds sealed values.\n\nExamples:\n  runbook resume 20261122T013751Z-5359 --approve\n  runbook resume s3://ops-journals/runbook/20261122T013751Z-5359 --context production --approve"
     )]
     Resume {
-        /// Run id (from `runbook runs`) or a journal file.
+        /// Run id (from `runbook runs`), a journal file, or s3://BUCKET/PREFIX/RUN.
         run: String,
         /// Resume even though the runbook changed since the run started.
         #[arg(long)]
         force: bool,
+        /// With s3://...: the context whose [s3] table reaches the store.
+        #[arg(long, env = "RUNBOOK_CONTEXT")]
+        context: Option<String>,
         #[command(flatten)]
         execution: Execution,
     },
@@ -339,6 +345,9 @@ struct RunArgs {
     /// Run live, but stop (exit 2) before the first write that is not the next change of this saved plan.
     #[arg(long, conflicts_with = "dry_run", value_name = "FILE")]
     expect_plan: Option<PathBuf>,
+    /// Also write the journal to S3 (s3://BUCKET/PREFIX; endpoint and credentials from the context), so another machine can resume or approve the run. Default: the context's `journal`.
+    #[arg(long, value_name = "S3_URL")]
+    journal: Option<String>,
     #[command(flatten)]
     execution: Execution,
 }
@@ -437,6 +446,7 @@ fn dispatch(command: Command) -> Result<Exit, Diagnostic> {
                 fixtures: args.fixtures,
                 plan_out: args.plan_out,
                 expect_plan: args.expect_plan,
+                journal: args.journal,
                 approve: args.execution.approve,
                 confirm: args.execution.confirm,
                 wait_for_approval: args.execution.wait_for_approval,
@@ -462,21 +472,25 @@ fn dispatch(command: Command) -> Result<Exit, Diagnostic> {
             context,
             since,
             status,
+            journal,
         } => commands::runs::runs(&commands::runs::Filter {
             limit,
             kind,
             context,
             since,
             status,
+            journal,
         }),
         Command::Show { run, output } => commands::show::show(&run, output),
         Command::Resume {
             run,
             force,
+            context,
             execution,
         } => commands::resume::resume(&commands::resume::ResumeOptions {
             run,
             force,
+            context,
             approve: execution.approve,
             confirm: execution.confirm,
             wait_for_approval: execution.wait_for_approval,

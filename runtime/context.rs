@@ -47,7 +47,8 @@ pub enum ContextError {
 fn expected(key: &str) -> Option<&'static str> {
     Some(match key {
         "description" | "namespace" | "kube_context" | "kubeconfig" | "kube_timeout" => "a string",
-        "protected" | "four_eyes" => "true or false",
+        "protected" | "four_eyes" | "unattended" => "true or false",
+        "journal" => "a string `s3://BUCKET/PREFIX`",
         "hosts" => "a table of `name = \"user@host:port\"`",
         "groups" => "a table of `name = [\"host\", ...]`",
         "secrets" => "a table of `name = \"env:VAR\"` or `\"file:PATH\"`",
@@ -73,7 +74,8 @@ fn type_name(value: &toml::Value) -> &'static str {
 /// Whether `value` has the shape `key` needs.
 fn fits(key: &str, value: &toml::Value) -> bool {
     match key {
-        "description" | "namespace" | "kube_context" | "kubeconfig" => value.is_str(),
+        "description" | "namespace" | "kube_context" | "kubeconfig" | "journal" => value.is_str(),
+        "unattended" => value.is_bool(),
         "kube_timeout" => value.is_str() || value.is_integer(),
         "protected" | "four_eyes" => value.is_bool(),
         "hosts" | "secrets" => value
@@ -392,6 +394,16 @@ pub fn resolve(requested: Option<&str>, starts: &[&Path]) -> Result<Context, Con
 }
 
 impl Context {
+    /// A key of the context's table (`journal`, `s3`, ...), as written.
+    pub fn value(&self, key: &str) -> Option<&toml::Value> {
+        self.table.get(key)
+    }
+
+    /// Whether the context's `secrets` table names `name`.
+    pub fn has_secret(&self, name: &str) -> bool {
+        self.secrets.contains_key(name)
+    }
+
     /// The variables named by the context's `env:` secret sources.
     pub fn secret_env_vars(&self) -> Vec<String> {
         self.secrets

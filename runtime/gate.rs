@@ -861,6 +861,21 @@ impl Host for RunHost {
                 "free space in the state dir (or point RUNBOOK_STATE_DIR at a writable folder), then `runbook resume RUN`: a write is never made without a journal line",
             ));
         }
+        // An S3 journal: before a write, make sure this machine still holds
+        // the run (a machine that took it over fences this one here).
+        if call.effect == Effect::Write
+            && self.mode() == Mode::Live
+            && let Some(journal) = lock(&self.journal).as_ref()
+            && let Err(error) = journal.fence()
+        {
+            return HostDecision::Deny(StdlibError::failed(
+                format!(
+                    "not run: `{}` is a write, and {error}",
+                    self.printer.redactor().mask(&call.signature())
+                ),
+                "a write is never made without a journal line; check the S3 endpoint, then `runbook resume s3://...`",
+            ));
+        }
         match self.decision(call) {
             Decision::Run
                 if call.effect == Effect::Write

@@ -94,6 +94,8 @@ pub enum JournalError {
     },
     #[error(transparent)]
     Key(#[from] KeyError),
+    #[error("cannot write the journal to S3 ({url}): {problem}")]
+    Remote { url: String, problem: String },
 }
 
 impl From<JournalError> for crate::error::Diagnostic {
@@ -103,6 +105,9 @@ impl From<JournalError> for crate::error::Diagnostic {
             JournalError::UnknownRun(_) => "`runbook runs` lists the recorded runs",
             JournalError::Corrupt { .. } => "`runbook audit verify RUN` checks the whole journal",
             JournalError::Key(error) => error.hint(),
+            JournalError::Remote { .. } => {
+                "the local copy is complete; check the S3 endpoint, then `runbook resume s3://...`"
+            }
         };
         crate::error::Diagnostic::new(error.to_string(), crate::error::Exit::Usage).hint(hint)
     }
@@ -159,6 +164,8 @@ pub struct Journal {
     redactor: Redactor,
     key: AuditKey,
     run_id: String,
+    /// The S3 copy, when the run's journal also goes there.
+    remote: Option<crate::journal_store::Sink>,
 }
 
 impl Journal {
@@ -185,6 +192,7 @@ impl Journal {
             redactor,
             key,
             run_id: run_id.to_owned(),
+            remote: None,
         })
     }
 
@@ -225,6 +233,7 @@ impl Journal {
                 redactor,
                 key,
                 run_id,
+                remote: None,
             },
             cut,
         ))
@@ -232,6 +241,28 @@ impl Journal {
 
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// From now on every line also goes to S3 (see `journal_store.rs`).
+    pub fn attach_remote(&mut self, sink: crate::journal_store::Sink) {
+        self.remote = Some(sink);
+    }
+
+    /// With an S3 copy: write what is queued and check that this process
+    /// still holds the run (a fenced one stops here, exit 4).
+    pub fn fence(&self) -> Result<(), JournalError> {
+        match &self.remote {
+            Some(remote) => remote.fence().map_err(|problem| JournalError::Remote {
+                url: remote.url(),
+                problem,
+            }),
+            None => Ok(()),
+        }
+    }
+
+    /// Where the S3 copy is, if there is one.
+    pub fn remote_url(&self) -> Option<String> {
+        self.remote.as_ref().map(crate::journal_store::Sink::url)
     }
 
     /// Append one event: masked (on its values, before encoding), chained
@@ -258,15 +289,24 @@ impl Journal {
         }
         self.prev = mac;
         self.seq += 1;
-        if matches!(
+        let boundary = matches!(
             event,
             Event::StepEnd { .. }
                 | Event::Gate { .. }
                 | Event::Rollback { .. }
                 | Event::Resume { .. }
                 | Event::End { .. }
-        ) {
+        );
+        if boundary {
             self.witness()?;
+        }
+        if let Some(remote) = &self.remote {
+            remote
+                .push(line.as_bytes(), sync || boundary)
+                .map_err(|problem| JournalError::Remote {
+                    url: remote.url(),
+                    problem,
+                })?;
         }
         Ok(())
     }
@@ -609,6 +649,7 @@ mod tests {
             redactor: Redactor::new(),
             key: test_key(),
             run_id: "20261202T100000Z-ab12".into(),
+            remote: None,
         }
     }
 

@@ -18,6 +18,7 @@ pub mod header;
 pub mod identity;
 pub mod inspect;
 pub mod journal;
+pub mod journal_store;
 pub mod lock;
 pub mod plan;
 pub mod printer;

@@ -40,6 +40,9 @@ pub struct RunOptions {
     pub plan_out: Option<PathBuf>,
     /// `--expect-plan`: a saved plan every write of this live run must follow.
     pub expect_plan: Option<PathBuf>,
+    /// `--journal s3://BUCKET/PREFIX`: also write the journal there (else
+    /// the context's `journal`).
+    pub journal: Option<String>,
 }
 
 /// A run that continues an earlier one (`runbook resume`).
@@ -51,6 +54,12 @@ pub struct Resumed {
     pub force: bool,
     /// The run's key (it opens the journal's sealed values), if it has one.
     pub key: Option<Arc<crate::seal::RunKey>>,
+    /// Taken over from S3: the store, the lease held, and the lines there.
+    pub remote: Option<(
+        crate::journal_store::Store,
+        crate::journal_store::Lease,
+        u64,
+    )>,
 }
 
 /// Problems found before anything runs: shown as diagnostics, exit 2.
@@ -120,7 +129,7 @@ pub fn run(options: &RunOptions) -> Result<Exit, Diagnostic> {
 }
 
 /// Run a runbook, possibly continuing an earlier run; returns how it ended.
-pub fn run_with(options: &RunOptions, resumed: Option<Resumed>) -> Result<Exit, Diagnostic> {
+pub fn run_with(options: &RunOptions, mut resumed: Option<Resumed>) -> Result<Exit, Diagnostic> {
     let redactor = runbook_stdlib::redact::Redactor::new();
     let printer = Arc::new(Printer::new(options.output, redactor, options.verbose));
     let prepared = prepare(options)?;
@@ -139,6 +148,17 @@ pub fn run_with(options: &RunOptions, resumed: Option<Resumed>) -> Result<Exit, 
         (false, _) => Mode::Live,
         (true, false) => Mode::DryRun,
         (true, true) => Mode::DryRunOffline,
+    };
+    // An S3 journal (live runs only: a dry-run changes nothing to take over):
+    // the shared audit key, and a store that honours conditional writes.
+    let store = match crate::journal_store::configured(options.journal.as_deref(), &context)? {
+        Some(url) if mode == Mode::Live && resumed.is_none() => {
+            crate::journal_store::require_shared_audit_key()?;
+            let store = crate::journal_store::Store::open(url, &context)?;
+            store.probe()?;
+            Some(store)
+        }
+        _ => None,
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -215,7 +235,18 @@ pub fn run_with(options: &RunOptions, resumed: Option<Resumed>) -> Result<Exit, 
         None => crate::journal::Journal::create(&run_id, printer.redactor().clone())
             .map(|journal| (journal, 0)),
     };
-    let (journal, cut_bytes) = journal?;
+    let (mut journal, cut_bytes) = journal?;
+    if let Some(store) = store {
+        let lease = store.create_lease(&run_id)?;
+        journal.attach_remote(crate::journal_store::Sink::new(store, &run_id, lease, 0));
+    }
+    if let Some((store, lease, lines)) = resumed.as_mut().and_then(|resumed| resumed.remote.take())
+    {
+        journal.attach_remote(crate::journal_store::Sink::new(
+            store, &run_id, lease, lines,
+        ));
+    }
+    let remote_url = journal.remote_url();
     let journal_path = journal.path().to_owned();
     host.attach_journal(journal);
     if mode == Mode::Live {
@@ -307,7 +338,8 @@ pub fn run_with(options: &RunOptions, resumed: Option<Resumed>) -> Result<Exit, 
         time: crate::event::now(),
     });
     runtime.block_on(runbook_stdlib::finish_run());
-    host.detach_journal();
+    // Dropping the journal writes what S3 does not have yet.
+    drop(host.detach_journal());
     if exit == Exit::Ok {
         host.discard_key();
     }
@@ -315,6 +347,9 @@ pub fn run_with(options: &RunOptions, resumed: Option<Resumed>) -> Result<Exit, 
         "journal: {} (run {run_id})",
         journal_path.display()
     ));
+    if let Some(url) = &remote_url {
+        printer.line(&format!("journal in S3: {url}"));
+    }
     if mode.is_dry() && printer.format() == OutputFormat::Human {
         printer.data(&crate::printer::render_plan(&host.plan()));
     }

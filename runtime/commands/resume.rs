@@ -16,6 +16,8 @@ use crate::seal::RunKey;
 pub struct ResumeOptions {
     pub run: String,
     pub force: bool,
+    /// With `s3://...`: the context whose `[s3]` table reaches the store.
+    pub context: Option<String>,
     pub approve: bool,
     pub confirm: Option<String>,
     pub wait_for_approval: Option<std::time::Duration>,
@@ -25,7 +27,12 @@ pub struct ResumeOptions {
 }
 
 pub fn resume(options: &ResumeOptions) -> Result<Exit, Diagnostic> {
-    let path = journal::locate(&options.run)?;
+    let (path, remote) = if crate::journal_store::Url::is_s3(&options.run) {
+        let (path, remote) = take_over(options)?;
+        (path, Some(remote))
+    } else {
+        (journal::locate(&options.run)?, None)
+    };
     // A cut-off last line is what a kill leaves behind (reopening cuts it);
     // anything else is tampering.
     if let Verdict::Broken { line, problem } = journal::verify(&path)? {
@@ -107,8 +114,57 @@ pub fn resume(options: &ResumeOptions) -> Result<Exit, Diagnostic> {
             state,
             force: options.force,
             key,
+            remote,
         }),
     )
+}
+
+type Remote = (
+    crate::journal_store::Store,
+    crate::journal_store::Lease,
+    u64,
+);
+
+/// `runbook resume s3://BUCKET/PREFIX/RUN`: take the run's lease over (the
+/// old holder is fenced at its next write), and copy its journal from S3
+/// into this state dir (a local copy already there is kept aside as
+/// `runs/RUN.replaced-TIME`).
+fn take_over(options: &ResumeOptions) -> Result<(PathBuf, Remote), Diagnostic> {
+    use crate::journal_store::{self as store, Store, Url};
+    store::require_shared_audit_key()?;
+    let (url, run) = Url::parse_run(&options.run)?;
+    let context = store::context_for(options.context.as_deref())?;
+    let store = Store::open(url, &context)?;
+    store.probe()?;
+    let (lease, bytes, previous) = store.take_over(&run)?;
+    let lines = bytes.iter().filter(|byte| **byte == b'\n').count() as u64;
+    let dir = journal::runs_dir().join(&run);
+    let io = |error: std::io::Error| {
+        Diagnostic::new(
+            format!(
+                "cannot copy the journal of run {run} into `{}`: {error}",
+                dir.display()
+            ),
+            Exit::Usage,
+        )
+        .hint("set RUNBOOK_STATE_DIR to a writable folder")
+    };
+    if dir.exists() {
+        let aside = journal::runs_dir().join(format!(
+            "{run}.replaced-{}",
+            chrono::Utc::now().format("%Y%m%dT%H%M%S%.3fZ")
+        ));
+        std::fs::rename(&dir, &aside).map_err(io)?;
+    }
+    std::fs::create_dir_all(&dir).map_err(io)?;
+    let path = dir.join("journal.jsonl");
+    std::fs::write(&path, &bytes).map_err(io)?;
+    eprintln!(
+        "resume: took run {run} over from {previous} (now epoch {}); {lines} journal line(s) copied from {}",
+        lease.body.epoch,
+        store.url.run_url(&run)
+    );
+    Ok((path, (store, lease, lines)))
 }
 
 /// The run's key, and proof that it opens every sealed value the replay
@@ -131,7 +187,7 @@ fn open_sealed(
             Exit::Usage,
         )
         .hint(format!(
-            "resume on the machine and state dir the run started in, or set {} to the run's key; nothing was run",
+            "resume on the machine and state dir the run started in, or set {} to the run's key (keep it in your secret store, never next to the journal); nothing was run",
             crate::seal::KEY_VAR
         )));
     };

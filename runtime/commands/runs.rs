@@ -14,6 +14,8 @@ pub struct Filter {
     /// A duration back from now, or a UTC date/time prefix.
     pub since: Option<String>,
     pub status: Option<String>,
+    /// `--journal s3://BUCKET/PREFIX`: list the runs there instead.
+    pub journal: Option<String>,
 }
 
 const STATUSES: &[&str] = &[
@@ -62,7 +64,15 @@ pub fn runs(filter: &Filter) -> Result<Exit, Diagnostic> {
         );
     }
     let since = filter.since.as_deref().map(since_bound).transpose()?;
-    let dir = journal::runs_dir();
+    // From S3: the journals are copied into a temporary folder first.
+    let downloaded = filter
+        .journal
+        .as_deref()
+        .map(crate::journal_store::download_runs)
+        .transpose()?;
+    let dir = downloaded
+        .as_ref()
+        .map_or_else(journal::runs_dir, |(folder, _)| folder.path().to_owned());
     let mut rows = Vec::new();
     if let Ok(entries) = std::fs::read_dir(&dir) {
         for entry in entries.flatten() {
@@ -120,7 +130,10 @@ pub fn runs(filter: &Filter) -> Result<Exit, Diagnostic> {
         }
     }
     if rows.is_empty() {
-        eprintln!("no runs recorded in {} match", dir.display());
+        let place = downloaded
+            .as_ref()
+            .map_or_else(|| dir.display().to_string(), |(_, url)| url.clone());
+        eprintln!("no runs recorded in {place} match");
         return Ok(Exit::Ok);
     }
     rows.sort_by(|a, b| b.0.cmp(&a.0));

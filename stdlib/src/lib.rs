@@ -140,8 +140,15 @@ pub const MODULES: &[Module] = &[
 ];
 
 /// Keys of a context that the runtime itself reads, not a module.
-pub const RUNTIME_CONTEXT_KEYS: &[&str] =
-    &["description", "four_eyes", "protected", "secrets", "vars"];
+pub const RUNTIME_CONTEXT_KEYS: &[&str] = &[
+    "description",
+    "four_eyes",
+    "journal",
+    "protected",
+    "secrets",
+    "unattended",
+    "vars",
+];
 
 /// Every key a `[context.NAME]` may have: the runtime's, then each module's.
 pub fn context_keys() -> Vec<&'static str> {

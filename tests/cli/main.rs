@@ -22,6 +22,7 @@ mod k8s;
 mod plans;
 mod read_cannot_write;
 mod recovery;
+mod remote_journal;
 mod repl;
 mod replay;
 mod rotate;
