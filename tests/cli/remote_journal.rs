@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use runbook_lab::{Lab, S3Kind};
 
-use crate::harness::{Output, Run, Scratch, binary};
+use crate::harness::{Scratch, binary};
 
 /// The audit key both machines share (an S3 journal requires one).
 const AUDIT_KEY: &str = "lab-shared-audit-key-0123456789abcdef";
@@ -218,4 +218,207 @@ fn s3s_fs_journal_is_identical_to_the_local_copy_and_verifies() {
 #[test]
 fn moto_journal_is_identical_to_the_local_copy_and_verifies() {
     finished_run_is_identical_in_s3_and_verifies(S3Kind::Moto);
+}
+
+/// The lines of the steps' output file.
+fn lines(path: &Path) -> Vec<String> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .map(str::to_owned)
+        .collect()
+}
+
+fn signal(child: &Child, name: &str) {
+    let status = Command::new("kill")
+        .args([format!("-{name}"), child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success(), "kill -{name} failed");
+}
+
+/// A: start the six steps and wait until it is inside step 4 (three steps
+/// done, their journal in S3). Returns A's process and the run id.
+fn start_on_a(
+    lab: &Lab,
+    scratch: &Scratch,
+    machine: &Machine,
+    journal: &str,
+) -> (Child, String, PathBuf, PathBuf) {
+    let (file, out, gate) = six_steps(scratch);
+    let args = run_args(
+        &file,
+        out.to_str().unwrap(),
+        gate.to_str().unwrap(),
+        journal,
+    );
+    let child = machine.spawn(lab, scratch, &strs(&args), &scratch.file("a.log"));
+    wait_for(&scratch.file("go.waiting"), "machine A to reach step 4");
+    assert_eq!(lines(&out), ["s1", "s2", "s3"]);
+    let [run] = machine.runs().try_into().unwrap();
+    (child, run, out, gate)
+}
+
+fn killed_on_a_is_finished_by_b(kind: S3Kind) {
+    let lab = lab(kind);
+    let scratch = Scratch::new();
+    let (a, b) = (Machine::new(&scratch, "a"), Machine::new(&scratch, "b"));
+    let journal = format!("s3://{}/journals", lab.s3().unwrap().bucket());
+    let (mut child, run, out, gate) = start_on_a(&lab, &scratch, &a, &journal);
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    std::fs::write(&gate, "").unwrap();
+    let url = format!("{journal}/{run}");
+    let resumed = b.run(
+        &lab,
+        &scratch,
+        &["resume", &url, "--context", "lab", "--approve"],
+    );
+    assert!(resumed.status.success(), "{}", text(&resumed));
+    assert!(
+        String::from_utf8_lossy(&resumed.stderr).contains(&format!("took run {run} over from")),
+        "{}",
+        text(&resumed)
+    );
+    // Every step once: s1-s3 by A, s4-s6 by B.
+    assert_eq!(lines(&out), ["s1", "s2", "s3", "s4", "s5", "s6"]);
+    // B's local copy is the S3 journal, byte for byte, and it verifies
+    // (the chain A began and B continued, under the shared key).
+    let local = std::fs::read(b.journal(&run)).unwrap();
+    assert_eq!(s3_journal(&lab, &scratch, "journals", &run), local);
+    let verify = b.run(&lab, &scratch, &["audit", "verify", &run]);
+    assert!(verify.status.success(), "{}", text(&verify));
+}
+
+#[test]
+fn s3s_fs_a_run_killed_on_one_machine_is_finished_on_another() {
+    killed_on_a_is_finished_by_b(S3Kind::S3sFs);
+}
+
+#[test]
+fn moto_a_run_killed_on_one_machine_is_finished_on_another() {
+    killed_on_a_is_finished_by_b(S3Kind::Moto);
+}
+
+fn paused_a_is_fenced_when_it_goes_on(kind: S3Kind) {
+    let lab = lab(kind);
+    let scratch = Scratch::new();
+    let (a, b) = (Machine::new(&scratch, "a"), Machine::new(&scratch, "b"));
+    let journal = format!("s3://{}/journals", lab.s3().unwrap().bucket());
+    let (mut child, run, out, gate) = start_on_a(&lab, &scratch, &a, &journal);
+    signal(&child, "STOP");
+    std::fs::write(&gate, "").unwrap();
+    let url = format!("{journal}/{run}");
+    let resumed = b.run(
+        &lab,
+        &scratch,
+        &["resume", &url, "--context", "lab", "--approve"],
+    );
+    assert!(resumed.status.success(), "{}", text(&resumed));
+    signal(&child, "CONT");
+    let status = child.wait().unwrap();
+    let log = std::fs::read_to_string(scratch.file("a.log")).unwrap();
+    assert_eq!(status.code(), Some(4), "{log}");
+    assert!(
+        log.contains(&format!("run {run} was taken over by"))
+            && log.contains("(epoch 2)")
+            && log.contains("does nothing more"),
+        "{log}"
+    );
+    // A did no step after it went on: every step ran once.
+    assert_eq!(lines(&out), ["s1", "s2", "s3", "s4", "s5", "s6"]);
+    // The journal in S3 is B's, whole, and verifies.
+    let local = std::fs::read(b.journal(&run)).unwrap();
+    assert_eq!(s3_journal(&lab, &scratch, "journals", &run), local);
+    let verify = b.run(&lab, &scratch, &["audit", "verify", &run]);
+    assert!(verify.status.success(), "{}", text(&verify));
+}
+
+#[test]
+fn s3s_fs_a_paused_holder_is_fenced_when_it_goes_on() {
+    paused_a_is_fenced_when_it_goes_on(S3Kind::S3sFs);
+}
+
+#[test]
+fn moto_a_paused_holder_is_fenced_when_it_goes_on() {
+    paused_a_is_fenced_when_it_goes_on(S3Kind::Moto);
+}
+
+/// The probe refuses a store that ignores `If-None-Match` / `If-Match`: moto
+/// behind a lab proxy that drops them. Nothing runs, nothing is written.
+#[test]
+fn a_store_that_ignores_conditional_writes_is_refused() {
+    let lab = lab(S3Kind::Moto);
+    let scratch = Scratch::new();
+    let s3 = lab.s3().unwrap();
+    let proxy = runbook_lab::StrippingProxy::start(&s3.endpoint()).unwrap();
+    let config = std::fs::read_to_string(lab.config_path())
+        .unwrap()
+        .replace(&s3.endpoint(), &proxy.endpoint());
+    let config_path = scratch.write("runbook.toml", &config);
+    let machine = Machine::new(&scratch, "a");
+    let (file, out, gate) = six_steps(&scratch);
+    let journal = format!("s3://{}/journals", s3.bucket());
+    let args = run_args(
+        &file,
+        out.to_str().unwrap(),
+        gate.to_str().unwrap(),
+        &journal,
+    );
+    let output = machine
+        .command(&lab, &scratch, &strs(&args))
+        .env("RUNBOOK_CONFIG", &config_path)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let all = text(&output);
+    assert_eq!(output.status.code(), Some(2), "{all}");
+    assert!(
+        all.contains("ignores `If-None-Match: *` (a second create of one key succeeded)")
+            && all.contains("nothing was run"),
+        "{all}"
+    );
+    assert!(proxy.stripped() >= 2, "the proxy stripped nothing");
+    assert!(lines(&out).is_empty(), "a step ran: {all}");
+    assert!(
+        s3.list_keys("journals/")
+            .unwrap()
+            .iter()
+            .all(|key| key.contains(".probe/")),
+        "{all}"
+    );
+    // Straight to moto (no proxy), the same run is accepted.
+    std::fs::write(&gate, "").unwrap();
+    let output = machine.run(&lab, &scratch, &strs(&args));
+    assert!(output.status.success(), "{}", text(&output));
+}
+
+/// `audit verify` and `resume` of an S3 journal need the shared audit key:
+/// without RUNBOOK_AUDIT_KEY an S3 journal is refused before anything runs.
+#[test]
+fn an_s3_journal_without_the_shared_audit_key_is_refused() {
+    let lab = lab(S3Kind::S3sFs);
+    let scratch = Scratch::new();
+    let machine = Machine::new(&scratch, "a");
+    let (file, out, gate) = six_steps(&scratch);
+    let journal = format!("s3://{}/journals", lab.s3().unwrap().bucket());
+    let args = run_args(
+        &file,
+        out.to_str().unwrap(),
+        gate.to_str().unwrap(),
+        &journal,
+    );
+    let output = machine
+        .command(&lab, &scratch, &strs(&args))
+        .env_remove("RUNBOOK_AUDIT_KEY")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let all = text(&output);
+    assert_eq!(output.status.code(), Some(2), "{all}");
+    assert!(
+        all.contains("an S3 journal needs RUNBOOK_AUDIT_KEY set"),
+        "{all}"
+    );
+    assert!(lines(&out).is_empty(), "{all}");
 }

@@ -51,6 +51,7 @@ mod labels;
 mod pg;
 mod query;
 mod s3;
+mod s3_proxy;
 mod sshd;
 
 use std::path::{Path, PathBuf};
@@ -63,6 +64,7 @@ pub use crate::http::HttpServer;
 pub use crate::k8s::KubeApi;
 pub use crate::pg::PgLab;
 pub use crate::s3::{S3Kind, S3Lab};
+pub use crate::s3_proxy::StrippingProxy;
 pub use crate::sshd::SshLab;
 
 /// Everything the lab runs, plus the temporary folder holding its config.
