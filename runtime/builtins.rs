@@ -679,7 +679,13 @@ fn wait_for_approval(
         confirm: expected.map(str::to_owned),
         pid,
         start_ticks: crate::lock::start_ticks(pid),
+        journal: None,
     };
+    // With the journal in S3 the gate is published and answered there too
+    // (from any machine); the S3 decision is then the only one.
+    let board = host.remote_store();
+    let mut request = request;
+    request.journal = board.as_ref().map(|(store, run)| store.url.run_url(run));
     // The journal says the run waits before anyone can answer.
     record(
         GateDecision::Waiting,
@@ -689,7 +695,11 @@ fn wait_for_approval(
         None,
         Some(request.expires.clone()),
     );
-    if let Err(problem) = remote::open(&run_dir, &request) {
+    let published = remote::open(&run_dir, &request).and_then(|()| match &board {
+        Some((store, _)) => store.put_request(&request),
+        None => Ok(()),
+    });
+    if let Err(problem) = published {
         record(
             GateDecision::Rejected,
             started_by,
@@ -707,8 +717,15 @@ fn wait_for_approval(
         .map(|text| format!(" --confirm {text}"))
         .unwrap_or_default();
     host.printer.line(&format!(
-        "  from another shell, within {}:\n  approve: runbook approve {run_id}{confirm} [--comment TEXT]\n  reject:  runbook reject {run_id} --reason TEXT{}",
+        "  from another shell, within {}:\n  approve: runbook approve {run_id}{confirm} [--comment TEXT]\n  reject:  runbook reject {run_id} --reason TEXT{}{}",
         runbook_stdlib::duration::human(timeout),
+        match &board {
+            Some((store, _)) => format!(
+                "\n  from another machine: runbook gates --journal {url}; runbook approve --journal {url} {run_id}{confirm}",
+                url = store.url
+            ),
+            None => String::new(),
+        },
         if host.context.four_eyes {
             format!("\n  four eyes: someone other than {started_by} must approve")
         } else {
@@ -716,8 +733,20 @@ fn wait_for_approval(
         }
     ));
     let deadline = Instant::now() + timeout;
-    let outcome = remote::wait(&run_dir, &request, deadline, &|| host.was_interrupted());
+    let outcome = match &board {
+        Some((store, run)) => remote::wait_on(
+            &|| store.read_answer(run, &request.gate_id),
+            &|answer| store.claim(run, answer),
+            &request,
+            deadline,
+            &|| host.was_interrupted(),
+        ),
+        None => remote::wait(&run_dir, &request, deadline, &|| host.was_interrupted()),
+    };
     remote::close(&run_dir, &request.gate_id);
+    if let Some((store, run)) = &board {
+        store.close(run, &request.gate_id);
+    }
     let waited = format!(
         "no decision within {}",
         runbook_stdlib::duration::human(timeout)

@@ -147,11 +147,18 @@ enum Command {
     /// Gates that runs started with --wait-for-approval are waiting at: run,
     /// since when, expiry, who started it, context, the gate's message.
     #[command(after_help = GATES_AFTER)]
-    Gates,
+    Gates {
+        /// List the gates waiting in an S3 journal location (s3://BUCKET/PREFIX), from any machine.
+        #[arg(long, value_name = "S3_URL")]
+        journal: Option<String>,
+    },
     /// Approve the gate a run waits at (started with --wait-for-approval); the
     /// run goes on within a second.
     #[command(after_help = APPROVE_AFTER)]
     Approve {
+        /// With --journal s3://BUCKET/PREFIX (or as s3://BUCKET/PREFIX/RUN): answer through S3, from any machine.
+        #[arg(long, value_name = "S3_URL")]
+        journal: Option<String>,
         /// Run id (from `runbook gates`).
         run: String,
         /// A comment for the journal.
@@ -166,6 +173,9 @@ enum Command {
     /// run rolls back and exits 3.
     #[command(after_help = REJECT_AFTER)]
     Reject {
+        /// With --journal s3://BUCKET/PREFIX (or as s3://BUCKET/PREFIX/RUN): answer through S3, from any machine.
+        #[arg(long, value_name = "S3_URL")]
+        journal: Option<String>,
         /// Run id (from `runbook gates`).
         run: String,
         /// Why, for the journal (required).
@@ -505,12 +515,17 @@ fn dispatch(command: Command) -> Result<Exit, Diagnostic> {
         Command::Ssh(SshCommand::Status) => commands::ssh::status(),
         Command::Ssh(SshCommand::Close { host, all }) => commands::ssh::close(host.as_deref(), all),
 
-        Command::Gates => commands::gates::gates(),
+        Command::Gates { journal } => commands::gates::gates(journal.as_deref()),
         Command::Approve {
+            journal,
             run,
             comment,
             confirm,
-        } => commands::approve::approve(&run, comment, confirm),
-        Command::Reject { run, reason } => commands::approve::reject(&run, reason),
+        } => commands::approve::approve(&run, journal.as_deref(), comment, confirm),
+        Command::Reject {
+            journal,
+            run,
+            reason,
+        } => commands::approve::reject(&run, journal.as_deref(), reason),
     }
 }

@@ -503,6 +503,12 @@ impl RunHost {
             .and_then(|journal| journal.path().parent().map(std::path::Path::to_path_buf))
     }
 
+    /// The S3 store and run id when the journal also goes to S3 (gates are
+    /// then answered through it).
+    pub fn remote_store(&self) -> Option<(crate::journal_store::Store, String)> {
+        lock(&self.journal).as_ref().and_then(Journal::remote_store)
+    }
+
     /// Close the journal (at the end of the run).
     pub fn detach_journal(&self) -> Option<Journal> {
         lock(&self.journal).take()

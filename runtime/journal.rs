@@ -260,6 +260,11 @@ impl Journal {
         }
     }
 
+    /// The S3 store and run id, if the journal also goes there.
+    pub fn remote_store(&self) -> Option<(crate::journal_store::Store, String)> {
+        self.remote.as_ref().map(crate::journal_store::Sink::store)
+    }
+
     /// Where the S3 copy is, if there is one.
     pub fn remote_url(&self) -> Option<String> {
         self.remote.as_ref().map(crate::journal_store::Sink::url)

@@ -619,6 +619,124 @@ pub fn download_runs(text: &str) -> Result<(tempfile::TempDir, String), Diagnost
     Ok((folder, store.url.to_string()))
 }
 
+/// A run's waiting gate and its one decision, through the store:
+/// `RUN/gate.json` (written by the run holding the lease) and
+/// `RUN/decision-GATE.json`, created with `If-None-Match: *`, so of two
+/// approvers racing exactly one wins.
+impl Store {
+    fn request_key(&self, run: &str) -> Key {
+        self.url
+            .key(&format!("{run}/{}", crate::remote::REQUEST_FILE))
+    }
+
+    fn answer_key(&self, run: &str, gate_id: &str) -> Key {
+        self.url.key(&format!("{run}/decision-{gate_id}.json"))
+    }
+
+    fn get_json<T: serde::de::DeserializeOwned + Send + 'static>(
+        &self,
+        key: Key,
+    ) -> Result<Option<T>, String> {
+        let s3 = Arc::clone(&self.s3);
+        block(async move {
+            match s3.get(&key).await {
+                Ok(result) => {
+                    let bytes = result.bytes().await.map_err(|error| error_text(&error))?;
+                    serde_json::from_slice(&bytes)
+                        .map(Some)
+                        .map_err(|error| format!("`{key}` is not what runbook wrote: {error}"))
+                }
+                Err(object_store::Error::NotFound { .. }) => Ok(None),
+                Err(error) => Err(error_text(&error)),
+            }
+        })
+    }
+
+    /// Publish the request of a waiting run (replacing an older one).
+    pub fn put_request(&self, request: &crate::remote::Request) -> Result<(), String> {
+        let s3 = Arc::clone(&self.s3);
+        let key = self.request_key(&request.run_id);
+        let bytes = serde_json::to_vec_pretty(request).unwrap_or_default();
+        block(async move {
+            s3.put(&key, PutPayload::from(bytes))
+                .await
+                .map(|_| ())
+                .map_err(|error| error_text(&error))
+        })
+    }
+
+    pub fn read_request(&self, run: &str) -> Result<Option<crate::remote::Request>, String> {
+        self.get_json(self.request_key(run))
+    }
+
+    pub fn read_answer(
+        &self,
+        run: &str,
+        gate_id: &str,
+    ) -> Result<Option<crate::remote::Answer>, String> {
+        self.get_json(self.answer_key(run, gate_id))
+    }
+
+    /// Make `answer` the decision of its gate unless one exists (a
+    /// conditional create).
+    pub fn claim(
+        &self,
+        run: &str,
+        answer: &crate::remote::Answer,
+    ) -> Result<crate::remote::Claim, String> {
+        let s3 = Arc::clone(&self.s3);
+        let key = self.answer_key(run, &answer.gate_id);
+        let bytes = serde_json::to_vec_pretty(answer).unwrap_or_default();
+        let created = block(async move {
+            match s3
+                .put_opts(
+                    &key,
+                    PutPayload::from(bytes),
+                    PutOptions::from(PutMode::Create),
+                )
+                .await
+            {
+                Ok(_) => Ok(true),
+                Err(object_store::Error::AlreadyExists { .. }) => Ok(false),
+                Err(error) => Err(error_text(&error)),
+            }
+        })?;
+        if created {
+            return Ok(crate::remote::Claim::Won);
+        }
+        match self.read_answer(run, &answer.gate_id)? {
+            Some(existing) => Ok(crate::remote::Claim::Lost(existing)),
+            None => Err(format!(
+                "the decision of gate {} existed and then vanished",
+                answer.gate_id
+            )),
+        }
+    }
+
+    /// The run is done with its gate: remove its request if it is this gate's.
+    pub fn close(&self, run: &str, gate_id: &str) {
+        if let Ok(Some(request)) = self.read_request(run)
+            && request.gate_id == gate_id
+        {
+            let s3 = Arc::clone(&self.s3);
+            let key = self.request_key(run);
+            let _ = block(async move { s3.delete(&key).await.map_err(|error| error_text(&error)) });
+        }
+    }
+
+    /// Every waiting request under the prefix, oldest first.
+    pub fn requests(&self) -> Result<Vec<crate::remote::Request>, Diagnostic> {
+        let mut found = Vec::new();
+        for run in self.runs()? {
+            if let Ok(Some(request)) = self.read_request(&run) {
+                found.push(request);
+            }
+        }
+        found.sort_by(|a, b| a.since.cmp(&b.since));
+        Ok(found)
+    }
+}
+
 /// Who writes: `user@host pid N`.
 fn owner() -> String {
     format!(
@@ -717,6 +835,11 @@ impl Sink {
     /// `s3://BUCKET/PREFIX/RUN`.
     pub fn url(&self) -> String {
         self.shared.store.url.run_url(&self.shared.run)
+    }
+
+    /// The store and the run id.
+    pub fn store(&self) -> (Store, String) {
+        (self.shared.store.clone(), self.shared.run.clone())
     }
 
     /// Queue a whole line; write the queue now when `urgent`.

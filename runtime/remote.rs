@@ -58,10 +58,16 @@ pub struct Request {
     /// The waiting process.
     pub pid: u32,
     pub start_ticks: Option<u64>,
+    /// `s3://BUCKET/PREFIX/RUN` when the run's journal is in S3: the gate
+    /// is then answered there (`journal_store.rs`), from any machine.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub journal: Option<String>,
 }
 
 impl Request {
-    /// Whether the process that wrote this request still runs.
+    /// Whether the process that wrote this request still runs (on this
+    /// machine: a request read from S3 may come from another, whose pid
+    /// means nothing here).
     pub fn alive(&self) -> bool {
         crate::lock::process_alive(self.pid, self.start_ticks)
     }
@@ -269,6 +275,23 @@ pub fn wait(
     deadline: Instant,
     stopped: &dyn Fn() -> bool,
 ) -> Outcome {
+    wait_on(
+        &|| read_answer(run_dir, &request.gate_id),
+        &|answer| claim(run_dir, answer),
+        request,
+        deadline,
+        stopped,
+    )
+}
+
+/// [`wait`] on any board: `read` looks for the decision, `claim` makes one.
+pub fn wait_on(
+    read: &dyn Fn() -> Result<Option<Answer>, String>,
+    claim: &dyn Fn(&Answer) -> Result<Claim, String>,
+    request: &Request,
+    deadline: Instant,
+    stopped: &dyn Fn() -> bool,
+) -> Outcome {
     let own = |decision: Answered| Answer {
         gate_id: request.gate_id.clone(),
         decision,
@@ -281,17 +304,17 @@ pub fn wait(
         if stopped() {
             // Recorded so that a later `runbook approve` is told why; the
             // run stops whatever the file says.
-            let _ = claim(run_dir, &own(Answered::Interrupted));
+            let _ = claim(&own(Answered::Interrupted));
             return Outcome::Interrupted;
         }
-        match read_answer(run_dir, &request.gate_id) {
+        match read() {
             Ok(Some(answer)) => return Outcome::Answered(answer),
             Ok(None) => {}
             Err(problem) => return Outcome::Broken(problem),
         }
         if Instant::now() >= deadline {
             let expired = own(Answered::Expired);
-            return match claim(run_dir, &expired) {
+            return match claim(&expired) {
                 Ok(Claim::Won) => Outcome::Expired(expired),
                 Ok(Claim::Lost(answer)) => Outcome::Answered(answer),
                 Err(problem) => Outcome::Broken(problem),
@@ -338,6 +361,7 @@ mod tests {
             confirm: Some("prod".into()),
             pid: std::process::id(),
             start_ticks: crate::lock::start_ticks(std::process::id()),
+            journal: None,
         }
     }
 

@@ -4,8 +4,28 @@
 use crate::error::{Diagnostic, Exit};
 use crate::remote;
 
-pub fn gates() -> Result<Exit, Diagnostic> {
-    let found = remote::list();
+pub fn gates(journal: Option<&str>) -> Result<Exit, Diagnostic> {
+    // From S3 the waiting process may be on another machine: a gate is
+    // listed until it is decided or expires.
+    let (found, place) = match journal {
+        Some(text) => {
+            let url = crate::journal_store::Url::parse(text)?;
+            let store =
+                crate::journal_store::Store::open(url, &crate::journal_store::context_for(None)?)?;
+            let now = chrono::Utc::now();
+            let found = store
+                .requests()?
+                .into_iter()
+                .filter(|request| !request.expired(now))
+                .map(|request| (request, true))
+                .collect();
+            (found, store.url.to_string())
+        }
+        None => (
+            remote::list(),
+            crate::journal::runs_dir().display().to_string(),
+        ),
+    };
     let (waiting, stale): (Vec<_>, Vec<_>) = found.into_iter().partition(|(_, alive)| *alive);
     for (request, _) in &stale {
         eprintln!(
@@ -14,10 +34,7 @@ pub fn gates() -> Result<Exit, Diagnostic> {
         );
     }
     if waiting.is_empty() {
-        eprintln!(
-            "no gates waiting in {}",
-            crate::journal::runs_dir().display()
-        );
+        eprintln!("no gates waiting in {place}");
         return Ok(Exit::Ok);
     }
     println!(
@@ -47,8 +64,11 @@ pub fn gates() -> Result<Exit, Diagnostic> {
             .as_deref()
             .map(|text| format!(" --confirm {text}"))
             .unwrap_or_default();
+        let journal = journal
+            .map(|url| format!(" --journal {url}"))
+            .unwrap_or_default();
         println!(
-            "  runbook approve {}{confirm} [--comment TEXT]  |  runbook reject {} --reason TEXT",
+            "  runbook approve{journal} {}{confirm} [--comment TEXT]  |  runbook reject{journal} {} --reason TEXT",
             request.run_id, request.run_id
         );
     }

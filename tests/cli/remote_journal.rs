@@ -422,3 +422,141 @@ fn an_s3_journal_without_the_shared_audit_key_is_refused() {
     );
     assert!(lines(&out).is_empty(), "{all}");
 }
+
+/// A gate of a run on machine A (four-eyes context, journal in S3) is
+/// answered from other machines through S3: `gates --journal` lists it,
+/// the starter cannot approve, and of two approvers racing exactly one
+/// decision is made; the run goes on with it.
+fn approvals_across_machines(kind: S3Kind) {
+    let lab = lab(kind);
+    let scratch = Scratch::new();
+    let config = std::fs::read_to_string(lab.config_path())
+        .unwrap()
+        .replacen("[context.lab]\n", "[context.lab]\nfour_eyes = true\n", 1);
+    assert!(config.contains("four_eyes = true"), "{config}");
+    let config_path = scratch.write("runbook.toml", &config);
+    let file = scratch.write(
+        "gated.rhai",
+        "step(\"before\", || 1);\napprove(\"ship it?\");\nstep(\"after\", || 2);\n",
+    );
+    let journal = format!("s3://{}/journals", lab.s3().unwrap().bucket());
+    let machines: Vec<Machine> = ["a", "b", "c"]
+        .iter()
+        .map(|name| Machine::new(&scratch, name))
+        .collect();
+    let on = |machine: &Machine, who: &str, args: &[&str]| {
+        let mut command = machine.command(&lab, &scratch, args);
+        command
+            .env("RUNBOOK_CONFIG", &config_path)
+            .env("RUNBOOK_APPROVER", who)
+            .stdin(Stdio::null());
+        command
+    };
+    let a = on(
+        &machines[0],
+        "alice",
+        &[
+            "run",
+            file.to_str().unwrap(),
+            "--context",
+            "lab",
+            "--journal",
+            &journal,
+            "--wait-for-approval",
+            "5m",
+        ],
+    )
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped())
+    .spawn()
+    .unwrap();
+    // B sees the gate through S3.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let run = loop {
+        let listed = on(&machines[1], "bob", &["gates", "--journal", &journal])
+            .output()
+            .unwrap();
+        let listing = String::from_utf8_lossy(&listed.stdout).into_owned();
+        if let Some(line) = listing.lines().find(|line| line.contains("ship it?")) {
+            assert!(
+                line.contains("alice") && line.contains("(four eyes)"),
+                "{listing}"
+            );
+            break line.split_whitespace().next().unwrap().to_owned();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no gate listed: {}",
+            text(&listed)
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    // Four eyes: alice, on another machine, still cannot approve her own run.
+    let own = on(
+        &machines[2],
+        "alice",
+        &["approve", "--journal", &journal, &run],
+    )
+    .output()
+    .unwrap();
+    assert_eq!(own.status.code(), Some(3), "{}", text(&own));
+    assert!(text(&own).contains("requires four eyes"), "{}", text(&own));
+    // Bob and carol race: one decision.
+    let racers: Vec<Child> = [("bob", &machines[1]), ("carol", &machines[2])]
+        .into_iter()
+        .map(|(who, machine)| {
+            on(machine, who, &["approve", "--journal", &journal, &run])
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    let results: Vec<std::process::Output> = racers
+        .into_iter()
+        .map(|child| child.wait_with_output().unwrap())
+        .collect();
+    let codes: Vec<Option<i32>> = results.iter().map(|out| out.status.code()).collect();
+    let all: String = results.iter().map(text).collect();
+    let mut sorted = codes.clone();
+    sorted.sort();
+    assert_eq!(sorted, [Some(0), Some(4)], "{all}");
+    assert!(all.contains("already decided: approved by"), "{all}");
+    let winner = if codes[0] == Some(0) { "bob" } else { "carol" };
+    let finished = a.wait_with_output().unwrap();
+    assert!(finished.status.success(), "{}", text(&finished));
+    // The journal (local copy on A, and S3) records the one approval.
+    let local = std::fs::read_to_string(machines[0].journal(&run)).unwrap();
+    let approvals: Vec<&str> = local
+        .lines()
+        .filter(|line| line.contains("\"decision\":\"approved\""))
+        .collect();
+    assert_eq!(approvals.len(), 1, "{local}");
+    assert!(
+        approvals[0].contains(&format!("\"approver\":\"{winner}\"")),
+        "{local}"
+    );
+    assert_eq!(
+        s3_journal(&lab, &scratch, "journals", &run),
+        local.as_bytes()
+    );
+    // Nothing is waiting any more.
+    let listed = on(&machines[1], "bob", &["gates", "--journal", &journal])
+        .output()
+        .unwrap();
+    assert!(
+        !String::from_utf8_lossy(&listed.stdout).contains(&run),
+        "{}",
+        text(&listed)
+    );
+}
+
+#[test]
+fn s3s_fs_gates_are_approved_from_other_machines_once() {
+    approvals_across_machines(S3Kind::S3sFs);
+}
+
+#[test]
+fn moto_gates_are_approved_from_other_machines_once() {
+    approvals_across_machines(S3Kind::Moto);
+}
