@@ -183,6 +183,25 @@ enum Command {
         reason: String,
     },
     /// Audit trail checks.
+    /// Print (or --apply) a Kubernetes CronJob that runs a runbook on a schedule, with its
+    /// runbook and runbook.toml in a ConfigMap and its journal in S3.
+    #[command(after_help = SCHEDULE_AFTER)]
+    Schedule {
+        #[command(flatten)]
+        workload: Workload,
+        /// The schedule, five cron fields ("0 2 * * *"), in the cluster's time zone.
+        #[arg(long)]
+        cron: String,
+        /// Seconds a missed start may still happen.
+        #[arg(long, default_value_t = 300, value_name = "SECONDS")]
+        starting_deadline: u64,
+    },
+    /// Print (or --apply) a one-off Kubernetes Job that runs a runbook (as `schedule`, without the schedule).
+    #[command(after_help = SCHEDULE_AFTER)]
+    Job {
+        #[command(flatten)]
+        workload: Workload,
+    },
     #[command(subcommand)]
     Audit(AuditCommand),
     /// The ssh master connections runs leave running: list them, end them.
@@ -326,6 +345,88 @@ on expiry the gate is rejected (exit 3) and the journal says `expired`. Ctrl-C w
 stops the run like a rejection (rollbacks run, exit 130).
 
 Exit codes: 0 ok, 1 step failed, 2 usage/script error, 3 approval refused, 4 locked, 130 interrupted (143 SIGTERM, 129 SIGHUP).";
+
+const SCHEDULE_AFTER: &str = "\
+The manifests: a ConfigMap NAME-runbook (the runbook and the runbook.toml of its context), and a
+CronJob (concurrencyPolicy Forbid, startingDeadlineSeconds) or a Job: backoffLimit 0 by default
+(a failed run is resumed, not re-run), activeDeadlineSeconds, ttlSecondsAfterFinished, pod
+restartPolicy Never, a non-root user, the journal in S3 (--journal or the context's `journal`;
+required). Secrets come as env from one Secret (--secret, default runbook-CONTEXT): the context's
+env: secrets (file: secrets become env:RUNBOOK_SECRET_NAME in the ConfigMap's runbook.toml),
+RUNBOOK_AUDIT_KEY and (optional) RUNBOOK_JOURNAL_KEY; create it yourself (the manifest's first
+comment lists the keys).
+--approve is passed only when the runbook has no gate or the context says `unattended = true`;
+a gated runbook in another context is refused (exit 3). --apply pipes them to `kubectl apply`
+(with the context's kubeconfig and kube_context).
+
+Examples:
+  runbook schedule runbooks/backup-db.rhai --cron \"0 2 * * *\" --context production
+  runbook job runbooks/backup-db.rhai --context production --apply";
+
+/// What `schedule` and `job` share.
+#[derive(Debug, Args)]
+struct Workload {
+    /// The runbook (.rhai).
+    file: PathBuf,
+    /// Params as name=value.
+    #[arg(value_name = "NAME=VALUE", value_parser = parse_param)]
+    params: Vec<(String, String)>,
+    /// Context from runbook.toml.
+    #[arg(long, env = "RUNBOOK_CONTEXT")]
+    context: Option<String>,
+    /// The S3 journal (s3://BUCKET/PREFIX); default: the context's `journal`.
+    #[arg(long, value_name = "S3_URL")]
+    journal: Option<String>,
+    /// Name of the CronJob/Job (default: from the file name).
+    #[arg(long)]
+    name: Option<String>,
+    /// Namespace (default: the context's `namespace`, else default).
+    #[arg(long)]
+    namespace: Option<String>,
+    /// The runbook image (see the Containerfile).
+    #[arg(long, default_value = crate::commands::schedule::IMAGE)]
+    image: String,
+    /// The Secret the pod's env comes from (default: runbook-CONTEXT).
+    #[arg(long)]
+    secret: Option<String>,
+    /// activeDeadlineSeconds of each Job.
+    #[arg(long, default_value_t = 3600, value_name = "SECONDS")]
+    deadline: u64,
+    /// ttlSecondsAfterFinished of each Job.
+    #[arg(long, default_value_t = 86400, value_name = "SECONDS")]
+    ttl: u64,
+    /// backoffLimit of each Job.
+    #[arg(long, default_value_t = 0)]
+    backoff_limit: u32,
+    /// Apply with kubectl instead of printing.
+    #[arg(long)]
+    apply: bool,
+}
+
+impl Workload {
+    fn options(
+        self,
+        cron: Option<String>,
+        starting_deadline: u64,
+    ) -> crate::commands::schedule::ScheduleOptions {
+        crate::commands::schedule::ScheduleOptions {
+            file: self.file,
+            params: self.params,
+            context: self.context,
+            cron,
+            journal: self.journal,
+            name: self.name,
+            namespace: self.namespace,
+            image: self.image,
+            secret: self.secret,
+            starting_deadline,
+            deadline: self.deadline,
+            ttl: self.ttl,
+            backoff_limit: self.backoff_limit,
+            apply: self.apply,
+        }
+    }
+}
 
 #[derive(Debug, Args)]
 struct RunArgs {
@@ -515,6 +616,12 @@ fn dispatch(command: Command) -> Result<Exit, Diagnostic> {
         Command::Ssh(SshCommand::Status) => commands::ssh::status(),
         Command::Ssh(SshCommand::Close { host, all }) => commands::ssh::close(host.as_deref(), all),
 
+        Command::Schedule {
+            workload,
+            cron,
+            starting_deadline,
+        } => commands::schedule::schedule(&workload.options(Some(cron), starting_deadline)),
+        Command::Job { workload } => commands::schedule::schedule(&workload.options(None, 0)),
         Command::Gates { journal } => commands::gates::gates(journal.as_deref()),
         Command::Approve {
             journal,

@@ -399,6 +399,14 @@ impl Context {
         self.table.get(key)
     }
 
+    /// The context's secrets and their sources (`env:VAR`, `file:PATH`).
+    pub fn secret_sources(&self) -> Vec<(String, String)> {
+        self.secrets
+            .iter()
+            .map(|(name, source)| (name.clone(), source.clone()))
+            .collect()
+    }
+
     /// Whether the context's `secrets` table names `name`.
     pub fn has_secret(&self, name: &str) -> bool {
         self.secrets.contains_key(name)

@@ -12,5 +12,6 @@ pub mod repl;
 pub mod resume;
 pub mod run;
 pub mod runs;
+pub mod schedule;
 pub mod show;
 pub mod ssh;

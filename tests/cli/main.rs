@@ -28,6 +28,7 @@ mod replay;
 mod rotate;
 mod run;
 mod s3_pg;
+mod schedule;
 mod secrets;
 mod secrets_corpus;
 mod ssh;

@@ -163,6 +163,33 @@ fn default(resource: &Resource, object: &mut Value) -> Result<(), ApiError> {
             }
             default_pod_spec(&mut spec["template"]["spec"], "Never");
         }
+        "CronJob" => {
+            set_default(object, "spec", json!({}));
+            let spec = &mut object["spec"];
+            for (key, value) in [
+                ("concurrencyPolicy", json!("Allow")),
+                ("suspend", json!(false)),
+                ("successfulJobsHistoryLimit", json!(3)),
+                ("failedJobsHistoryLimit", json!(1)),
+            ] {
+                set_default(spec, key, value);
+            }
+            set_default(spec, "jobTemplate", json!({}));
+            set_default(&mut spec["jobTemplate"], "spec", json!({}));
+            let job = &mut spec["jobTemplate"]["spec"];
+            for (key, value) in [
+                ("parallelism", json!(1)),
+                ("completions", json!(1)),
+                ("backoffLimit", json!(6)),
+                ("completionMode", json!("NonIndexed")),
+                ("suspend", json!(false)),
+            ] {
+                set_default(job, key, value);
+            }
+            if job["template"]["spec"].is_object() {
+                default_pod_spec(&mut job["template"]["spec"], "Always");
+            }
+        }
         "Pod" => {
             set_default(object, "spec", json!({}));
             default_pod_spec(&mut object["spec"], "Always");
@@ -335,6 +362,7 @@ fn validate(resource: &Resource, old: Option<&Value>, object: &Value) -> Vec<Cau
                 }
             }
         }
+        "CronJob" => validate_cron_job(name, object, &mut causes),
         "Pod" => validate_pod_spec(object.get("spec"), "spec", &mut causes),
         "Lease" => {
             if let Some(seconds) = object.pointer("/spec/leaseDurationSeconds")
@@ -355,6 +383,49 @@ fn validate(resource: &Resource, old: Option<&Value>, object: &Value) -> Vec<Cau
 /// The most replicas a workload may ask for in the lab (the real limit is
 /// 2^31 - 1; the fake's pods live in memory and one pass creates them all).
 pub(crate) const MAX_REPLICAS: i64 = 100;
+
+/// A CronJob: a name of at most 52 characters (its Jobs add 11), a
+/// schedule, a known concurrencyPolicy, and a Job template whose pods say
+/// `restartPolicy: Never` or `OnFailure` (the real API's rules).
+fn validate_cron_job(name: &str, object: &Value, causes: &mut Vec<Cause>) {
+    if name.len() > 52 {
+        causes.push(Cause::invalid(
+            "metadata.name",
+            &json!(name),
+            "must be no more than 52 characters",
+        ));
+    }
+    match object.pointer("/spec/schedule").and_then(Value::as_str) {
+        Some(schedule) if !schedule.trim().is_empty() => {}
+        _ => causes.push(Cause::required("spec.schedule")),
+    }
+    if let Some(policy) = object.pointer("/spec/concurrencyPolicy")
+        && !["Allow", "Forbid", "Replace"].contains(&policy.as_str().unwrap_or_default())
+    {
+        causes.push(Cause::unsupported(
+            "spec.concurrencyPolicy",
+            policy,
+            &["Allow", "Forbid", "Replace"],
+        ));
+    }
+    let template = object.pointer("/spec/jobTemplate/spec/template/spec");
+    match template {
+        None => causes.push(Cause::required(
+            "spec.jobTemplate.spec.template.spec.containers",
+        )),
+        Some(spec) => {
+            validate_pod_spec(Some(spec), "spec.jobTemplate.spec.template.spec", causes);
+            let policy = spec.get("restartPolicy").cloned().unwrap_or(Value::Null);
+            if policy != "Never" && policy != "OnFailure" {
+                causes.push(Cause::unsupported(
+                    "spec.jobTemplate.spec.template.spec.restartPolicy",
+                    &policy,
+                    &["OnFailure", "Never"],
+                ));
+            }
+        }
+    }
+}
 
 fn validate_workload(object: &Value, causes: &mut Vec<Cause>) {
     if let Some(replicas) = object.pointer("/spec/replicas") {

@@ -109,6 +109,13 @@ pub(crate) static RESOURCES: &[Resource] = &[
         generation: true,
         ..resource("batch", "jobs", "job", "Job")
     },
+    // Stored and validated only: no controller starts its Jobs.
+    Resource {
+        short_names: &["cj"],
+        subresources: &["status"],
+        generation: true,
+        ..resource("batch", "cronjobs", "cronjob", "CronJob")
+    },
     resource("coordination.k8s.io", "leases", "lease", "Lease"),
 ];
 
