@@ -737,6 +737,10 @@ impl Store {
     }
 }
 
+/// The marker in a run's folder of the state dir naming its S3 journal, so
+/// that `runbook resume RUN` there continues in S3 too.
+pub const MARKER: &str = "journal-s3.url";
+
 /// Who writes: `user@host pid N`.
 fn owner() -> String {
     format!(
@@ -941,15 +945,16 @@ fn flush(shared: &Shared, pending: &mut Pending) -> Result<(), String> {
 /// Another machine holds the run now: say who, and stop at once (exit 4),
 /// doing nothing more (no rollback: the run is theirs).
 fn fenced(shared: &Shared, pending: &Pending) -> ! {
-    let holder = shared
-        .store
-        .read_lease(&shared.run)
-        .ok()
-        .flatten()
-        .map_or_else(
-            || "another machine".to_owned(),
-            |lease| format!("{} (epoch {})", lease.body.owner, lease.body.epoch),
-        );
+    let lease = shared.store.read_lease(&shared.run).ok().flatten();
+    let holder = match lease {
+        Some(lease) if lease.body.epoch > pending.lease.body.epoch => {
+            format!("{} (epoch {})", lease.body.owner, lease.body.epoch)
+        }
+        // Same epoch: the lease is ours, but a segment we meant to write
+        // exists (the old holder appended after we read the journal).
+        Some(_) => "a machine that appended to the journal after this one read it".to_owned(),
+        None => "another machine".to_owned(),
+    };
     eprintln!(
         "error: run {} was taken over by {holder}; this process (epoch {}) stops here and does nothing more\n  hint: the run continues there; `runbook runs --journal {}` shows it",
         shared.run, pending.lease.body.epoch, shared.store.url

@@ -248,6 +248,9 @@ pub fn run_with(options: &RunOptions, mut resumed: Option<Resumed>) -> Result<Ex
     }
     let remote_url = journal.remote_url();
     let journal_path = journal.path().to_owned();
+    if let (Some(url), Some(dir)) = (&remote_url, journal_path.parent()) {
+        let _ = std::fs::write(dir.join(crate::journal_store::MARKER), format!("{url}\n"));
+    }
     host.attach_journal(journal);
     if mode == Mode::Live {
         host.set_sealing(

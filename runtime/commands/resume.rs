@@ -27,6 +27,17 @@ pub struct ResumeOptions {
 }
 
 pub fn resume(options: &ResumeOptions) -> Result<Exit, Diagnostic> {
+    // A run of this state dir whose journal is also in S3 continues there.
+    let marker = journal::runs_dir()
+        .join(&options.run)
+        .join(crate::journal_store::MARKER);
+    let options = &match std::fs::read_to_string(marker) {
+        Ok(url) if !crate::journal_store::Url::is_s3(&options.run) => ResumeOptions {
+            run: url.trim().to_owned(),
+            ..options.clone()
+        },
+        _ => options.clone(),
+    };
     let (path, remote) = if crate::journal_store::Url::is_s3(&options.run) {
         let (path, remote) = take_over(options)?;
         (path, Some(remote))
@@ -128,7 +139,7 @@ type Remote = (
 /// `runbook resume s3://BUCKET/PREFIX/RUN`: take the run's lease over (the
 /// old holder is fenced at its next write), and copy its journal from S3
 /// into this state dir (a local copy already there is kept aside as
-/// `runs/RUN.replaced-TIME`).
+/// `replaced/RUN.TIME` in the state dir: S3 is the run's journal now).
 fn take_over(options: &ResumeOptions) -> Result<(PathBuf, Remote), Diagnostic> {
     use crate::journal_store::{self as store, Store, Url};
     store::require_shared_audit_key()?;
@@ -136,6 +147,28 @@ fn take_over(options: &ResumeOptions) -> Result<(PathBuf, Remote), Diagnostic> {
     let context = store::context_for(options.context.as_deref())?;
     let store = Store::open(url, &context)?;
     store.probe()?;
+    // Before fencing anyone: the journal is there, and its sealed values
+    // can be opened here (a resume that cannot finish must not stop a
+    // holder that is alive).
+    let before = store.download(&run)?;
+    if before.is_empty() {
+        return Err(Diagnostic::new(
+            format!("no run at `{}`", store.url.run_url(&run)),
+            Exit::Usage,
+        )
+        .hint(format!(
+            "`runbook runs --journal {}` lists the runs there",
+            store.url
+        )));
+    }
+    let sealed = String::from_utf8_lossy(&before).contains("\"sealed\":\"");
+    if sealed
+        && RunKey::load(&run)
+            .map_err(|error| Diagnostic::new(error.to_string(), Exit::Usage))?
+            .is_none()
+    {
+        return Err(missing_key(&run));
+    }
     let (lease, bytes, previous) = store.take_over(&run)?;
     let lines = bytes.iter().filter(|byte| **byte == b'\n').count() as u64;
     let dir = journal::runs_dir().join(&run);
@@ -150,11 +183,14 @@ fn take_over(options: &ResumeOptions) -> Result<(PathBuf, Remote), Diagnostic> {
         .hint("set RUNBOOK_STATE_DIR to a writable folder")
     };
     if dir.exists() {
-        let aside = journal::runs_dir().join(format!(
-            "{run}.replaced-{}",
+        let replaced = journal::state_dir().join("replaced");
+        let aside = replaced.join(format!(
+            "{run}.{}",
             chrono::Utc::now().format("%Y%m%dT%H%M%S%.3fZ")
         ));
-        std::fs::rename(&dir, &aside).map_err(io)?;
+        std::fs::create_dir_all(&replaced)
+            .and_then(|()| std::fs::rename(&dir, &aside))
+            .map_err(io)?;
     }
     std::fs::create_dir_all(&dir).map_err(io)?;
     let path = dir.join("journal.jsonl");
@@ -165,6 +201,21 @@ fn take_over(options: &ResumeOptions) -> Result<(PathBuf, Remote), Diagnostic> {
         store.url.run_url(&run)
     );
     Ok((path, (store, lease, lines)))
+}
+
+/// The run key is needed and not here.
+fn missing_key(run_id: &str) -> Diagnostic {
+    Diagnostic::new(
+        format!(
+            "the journal holds sealed values; the run key `{}` is missing",
+            crate::seal::key_path(run_id).display()
+        ),
+        Exit::Usage,
+    )
+    .hint(format!(
+        "resume on the machine and state dir the run started in, or set {} to the run's key (keep it in your secret store, never next to the journal); nothing was run",
+        crate::seal::KEY_VAR
+    ))
 }
 
 /// The run's key, and proof that it opens every sealed value the replay
@@ -179,17 +230,7 @@ fn open_sealed(
         return Ok(key.map(Arc::new));
     }
     let Some(key) = key else {
-        return Err(Diagnostic::new(
-            format!(
-                "the journal holds sealed values; the run key `{}` is missing",
-                crate::seal::key_path(run_id).display()
-            ),
-            Exit::Usage,
-        )
-        .hint(format!(
-            "resume on the machine and state dir the run started in, or set {} to the run's key (keep it in your secret store, never next to the journal); nothing was run",
-            crate::seal::KEY_VAR
-        )));
+        return Err(missing_key(run_id));
     };
     let scratch = runbook_stdlib::redact::Redactor::new();
     for blob in state.sealed_blobs() {

@@ -560,3 +560,85 @@ fn s3s_fs_gates_are_approved_from_other_machines_once() {
 fn moto_gates_are_approved_from_other_machines_once() {
     approvals_across_machines(S3Kind::Moto);
 }
+
+/// Sealed values: a step's secret value is journaled sealed under A's run
+/// key (a key file in A's state dir). B cannot resume without
+/// RUNBOOK_JOURNAL_KEY and says so, running nothing; on A itself
+/// `runbook resume RUN` (the run id) continues through S3.
+#[test]
+fn sealed_values_need_the_run_key_and_a_local_resume_continues_in_s3() {
+    let lab = lab(S3Kind::S3sFs);
+    let scratch = Scratch::new();
+    let (a, b) = (Machine::new(&scratch, "a"), Machine::new(&scratch, "b"));
+    let file = scratch.write(
+        "sealed.rhai",
+        r#"//! @param out required  file to append to
+//! @param gate required  file the second step waits for
+let out = param("out");
+let gate = param("gate");
+let token = step("token", || secret("api_token"));
+step("wait", || {
+    shell::run(["sh", "-c", "touch \"$1.waiting\"; while [ ! -f \"$1\" ]; do sleep 0.05; done", "sh", gate]);
+    shell::run(["sh", "-c", "echo used >> \"$1\"", "sh", out]);
+});
+"#,
+    );
+    let (out, gate) = (scratch.file("out.txt"), scratch.file("go"));
+    let journal = format!("s3://{}/journals", lab.s3().unwrap().bucket());
+    let args = [
+        "run".to_owned(),
+        file.display().to_string(),
+        format!("out={}", out.display()),
+        format!("gate={}", gate.display()),
+        "--context".into(),
+        "lab".into(),
+        "--journal".into(),
+        journal.clone(),
+        "--approve".into(),
+    ];
+    let mut child = a.spawn(&lab, &scratch, &strs(&args), &scratch.file("a.log"));
+    wait_for(
+        &scratch.file("go.waiting"),
+        "machine A to reach the second step",
+    );
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let [run] = a.runs().try_into().unwrap();
+    std::fs::write(&gate, "").unwrap();
+    let url = format!("{journal}/{run}");
+    let refused = b.run(
+        &lab,
+        &scratch,
+        &["resume", &url, "--context", "lab", "--approve"],
+    );
+    let all = text(&refused);
+    assert_eq!(refused.status.code(), Some(2), "{all}");
+    assert!(
+        all.contains("the journal holds sealed values")
+            && all.contains("RUNBOOK_JOURNAL_KEY")
+            && all.contains("never next to the journal")
+            && all.contains("nothing was run"),
+        "{all}"
+    );
+    assert!(lines(&out).is_empty(), "{all}");
+    assert!(!all.contains(runbook_lab::Lab::API_TOKEN), "{all}");
+    // B refused before taking the lease: A's process would not have been
+    // fenced.
+    let lease = scratch.file("lease.json");
+    lab.s3()
+        .unwrap()
+        .download(&format!("journals/{run}/lease.json"), &lease)
+        .unwrap();
+    let lease: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&lease).unwrap()).unwrap();
+    assert_eq!(lease["epoch"], 1, "{lease}");
+    // On A, by run id: the resume continues in S3.
+    let resumed = a.run(&lab, &scratch, &["resume", &run, "--approve"]);
+    assert!(resumed.status.success(), "{}", text(&resumed));
+    assert_eq!(lines(&out), ["used"]);
+    let local = std::fs::read(a.journal(&run)).unwrap();
+    assert_eq!(s3_journal(&lab, &scratch, "journals", &run), local);
+    let verify = a.run(&lab, &scratch, &["audit", "verify", &run]);
+    assert!(verify.status.success(), "{}", text(&verify));
+    assert!(!String::from_utf8_lossy(&local).contains(runbook_lab::Lab::API_TOKEN));
+}
