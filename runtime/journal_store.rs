@@ -961,3 +961,24 @@ fn fenced(shared: &Shared, pending: &Pending) -> ! {
     );
     std::process::exit(Exit::Locked.code());
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn locations_and_run_urls_parse() {
+        let url = Url::parse("s3://ops/journals/runbook/").unwrap();
+        assert_eq!(url.bucket, "ops");
+        assert_eq!(url.prefix, "journals/runbook");
+        assert_eq!(url.run_url("R1"), "s3://ops/journals/runbook/R1");
+        let (url, run) = Url::parse_run("s3://ops/journals/R1").unwrap();
+        assert_eq!((url.prefix.as_str(), run.as_str()), ("journals", "R1"));
+        let (url, run) = Url::parse_run("s3://ops/R1").unwrap();
+        assert_eq!((url.prefix.as_str(), run.as_str()), ("", "R1"));
+        assert_eq!(url.run_url("R1"), "s3://ops/R1");
+        assert!(Url::parse("s3://").is_err());
+        assert!(Url::parse_run("s3://ops").is_err());
+        assert!(!Url::is_s3("/tmp/journal.jsonl"));
+    }
+}
