@@ -774,10 +774,13 @@ impl RunHost {
         let unknown: Vec<String> = lock(&self.unknowns)
             .iter()
             .filter(|text| {
-                // As an argument the placeholder is quoted: `"<f(\"x\")>"`.
-                let quoted = serde_json::Value::String((*text).clone()).to_string();
+                // Without its closing `>`, so that a property of an unknown
+                // (`<k8s::get(..).data.previous>`) counts as that read.
+                let open = text.strip_suffix('>').unwrap_or(text);
+                // As part of a string argument the name is quoted: `"<f(\"x\")>"`.
+                let quoted = serde_json::Value::String(open.to_owned()).to_string();
                 let escaped = quoted.trim_matches('"');
-                signature.contains(text.as_str()) || signature.contains(escaped)
+                signature.contains(open) || signature.contains(escaped)
             })
             .cloned()
             .collect();
@@ -809,8 +812,9 @@ impl RunHost {
     }
 }
 
-/// `value` with each empty string in it replaced by `<path>`: the call's
-/// signature, then `.field` for map fields. Each name is pushed to `names`.
+/// `value` with each empty string in it replaced by `<path>` (the call's
+/// signature, then `.field` for map fields), and each map of no declared
+/// shape by an unknown of that path. Each name is pushed to `names`.
 fn name_strings(value: Dynamic, path: &str, names: &mut Vec<String>) -> Dynamic {
     if value.is_string() {
         if value.clone().into_string().unwrap_or_default().is_empty() {
@@ -824,6 +828,13 @@ fn name_strings(value: Dynamic, path: &str, names: &mut Vec<String>) -> Dynamic 
         let Some(map) = value.clone().try_cast::<rhai::Map>() else {
             return value;
         };
+        // A map of no declared shape (a Kubernetes object, a JSON body):
+        // any property the script reads is unknown too.
+        if map.is_empty() {
+            let unknown = runbook_stdlib::unknown::Unknown::new(path);
+            names.push(unknown.to_string());
+            return Dynamic::from(unknown);
+        }
         let named: rhai::Map = map
             .into_iter()
             .map(|(key, item)| {

@@ -27,6 +27,8 @@ pub fn type_name(value: &Dynamic) -> &'static str {
         "a function"
     } else if value.is::<Secret>() {
         "a secret"
+    } else if value.is::<crate::unknown::Unknown>() {
+        "a value unknown until the run (offline dry-run)"
     } else if value.is_blob() {
         "a blob"
     } else {
@@ -67,6 +69,8 @@ fn render_into(
     }
     if let Some(secret) = value.read_lock::<Secret>() {
         out.push_str(&secret.to_string());
+    } else if let Some(unknown) = value.read_lock::<crate::unknown::Unknown>() {
+        out.push_str(&redactor.mask(&unknown.to_string()));
     } else if value.is_string() {
         let text = value.clone().into_string().unwrap_or_default();
         let text = redactor.mask(&text).into_owned();
@@ -316,6 +320,9 @@ pub fn to_json(value: &Dynamic, expose: bool) -> serde_json::Value {
         };
         return serde_json::Value::String(text);
     }
+    if let Some(unknown) = value.read_lock::<crate::unknown::Unknown>() {
+        return serde_json::Value::String(unknown.to_string());
+    }
     if value.is_unit() {
         serde_json::Value::Null
     } else if let Ok(b) = value.as_bool() {
@@ -378,6 +385,7 @@ pub fn register_types(engine: &mut Engine) {
             left.expose() != right.expose()
         });
     register_secret_strings(engine);
+    crate::unknown::register(engine);
     engine
         .register_type_with_name::<StdlibError>("Error")
         .register_fn("to_string", |error: &mut StdlibError| error.to_string())

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use rhai::{Dynamic, Engine, FnNamespace, FuncRegistration, Module, NativeCallContext};
 
 use super::{Call, Failure, Function};
-use crate::host::{CallInfo, Decision, Host, Outcome, StdlibError};
+use crate::host::{CallInfo, Decision, Effect, Host, Outcome, StdlibError};
 use crate::values;
 
 /// Register `functions` into `engine`, each wrapped so that `host` decides on
@@ -95,6 +95,18 @@ fn gate(
         position,
         has_preview: function.preview.is_some(),
     };
+    // A local function handed a value only the run will know (an offline
+    // dry-run's unknown read) cannot compute its result either: the result is
+    // unknown too, named by the call. Logging and the built-ins (`is_unknown`,
+    // `fail`) see the unknown itself.
+    if function.effect == Effect::Local
+        && !matches!(function.module, "" | "log")
+        && args.iter().any(crate::unknown::holds_unknown)
+    {
+        return Ok(Dynamic::from(crate::unknown::Unknown::new(
+            info.signature(),
+        )));
+    }
     let decision = host.decide(&info, &|| values::placeholder(function.returns));
     let body = match (&decision, &function.preview) {
         (Decision::Deny(error), _) => {
