@@ -784,13 +784,14 @@ impl RunHost {
             })
             .cloned()
             .collect();
-        let detail =
-            (!unknown.is_empty()).then(|| format!("unknown until run: {}", unknown.join(", ")));
         lock(&self.plan).push(PlanItem::Change {
+            function: call.function.clone(),
             call: signature,
+            args: call.values.clone(),
             at: self.location(call.position),
             step: self.current_step(),
-            detail,
+            detail: None,
+            unknown,
         });
     }
 
@@ -894,7 +895,15 @@ impl Host for RunHost {
             }
             Decision::Skip(Skip::Planned) => {
                 self.plan_change(call);
-                HostDecision::Skip(placeholder())
+                // Offline, a recorded fixture stands for what the backend's own
+                // dry run answered online (`runbook fixtures record`).
+                let value = placeholder();
+                match self.fixtures.lookup(call, value.clone()) {
+                    Some(answer) if self.mode() == Mode::DryRunOffline => {
+                        HostDecision::Skip(answer)
+                    }
+                    _ => HostDecision::Skip(value),
+                }
             }
             Decision::Skip(Skip::Fixture) => {
                 let value = placeholder();
@@ -924,13 +933,27 @@ impl Host for RunHost {
                 time: crate::event::now(),
             });
         }
-        let (result, sealed) = match outcome {
-            Outcome::Ok(value) if self.mode() == Mode::Live => self.journal_value(value),
-            _ => (None, None),
+        let (result, sealed, redacted) = match outcome {
+            Outcome::Ok(value) if self.mode() == Mode::Live => {
+                let (result, sealed) = self.journal_value(value);
+                let redacted = runbook_stdlib::values::contains_secret(value);
+                (result, sealed, redacted)
+            }
+            // A dry-run's reads keep their results too (for `runbook fixtures
+            // record`), secrets masked as `***` and not sealed.
+            Outcome::Ok(value) | Outcome::Previewed(value)
+                if call.effect == Effect::Read || matches!(outcome, Outcome::Previewed(_)) =>
+            {
+                let shown =
+                    (!value.is_unit()).then(|| runbook_stdlib::values::to_json(value, false));
+                (shown, None, runbook_stdlib::values::contains_secret(value))
+            }
+            _ => (None, None, false),
         };
         let (outcome, error) = match outcome {
             Outcome::Ok(_) => (CallOutcome::Ok, None),
             Outcome::Err(message) => (CallOutcome::Error, Some(message.to_owned())),
+            Outcome::Previewed(_) => (CallOutcome::Planned, None),
             Outcome::Skipped => match self.decision(call) {
                 Decision::Skip(Skip::Fixture) => (CallOutcome::Fixture, None),
                 Decision::Skip(Skip::Placeholder) => (CallOutcome::Placeholder, None),
@@ -943,12 +966,14 @@ impl Host for RunHost {
             function: call.function.clone(),
             effect: call.effect,
             args: call.args.clone(),
+            arguments: call.values.clone(),
             at: self.location(call.position),
             step: self.current_step(),
             outcome,
             duration_ms: u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX),
             error,
             result,
+            redacted,
             sealed,
             time: crate::event::now(),
         };

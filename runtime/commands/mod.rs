@@ -6,6 +6,7 @@ pub mod approve;
 pub mod audit;
 pub mod check;
 pub mod doc;
+pub mod fixtures;
 pub mod gates;
 pub mod list;
 pub mod repl;

@@ -125,19 +125,19 @@ fn fixture_outcome_is_reported_in_json() {
             .map(|event| event["outcome"].as_str().unwrap_or_default().to_owned())
     };
     assert_eq!(
-        outcome("\"uname -s\"").as_deref(),
+        outcome("uname -s").as_deref(),
         Some("fixture"),
         "{}",
         output.report()
     );
     assert_eq!(
-        outcome("\"touch READFILE\"").as_deref(),
+        outcome("touch READFILE").as_deref(),
         Some("placeholder"),
         "{}",
         output.report()
     );
     assert_eq!(
-        outcome("\"touch FILE\"").as_deref(),
+        outcome("touch FILE").as_deref(),
         Some("planned"),
         "{}",
         output.report()

@@ -18,6 +18,7 @@ mod gates;
 mod http;
 mod incident;
 mod journal;
+mod json_schema;
 mod k8s;
 mod plans;
 mod read_cannot_write;

@@ -92,6 +92,10 @@ fn gate(
             .iter()
             .map(|arg| values::render_masked(arg, host.redactor()))
             .collect(),
+        values: args
+            .iter()
+            .map(|arg| values::to_json_masked(arg, host.redactor()))
+            .collect(),
         position,
         has_preview: function.preview.is_some(),
     };
@@ -136,8 +140,8 @@ fn gate(
     let result = body(&mut call);
     let elapsed = started.elapsed();
     match &result {
-        Ok(_) if matches!(decision, Decision::Preview) => {
-            host.finished(&info, Outcome::Skipped, elapsed);
+        Ok(value) if matches!(decision, Decision::Preview) => {
+            host.finished(&info, Outcome::Previewed(value), elapsed);
         }
         Ok(value) => host.finished(&info, Outcome::Ok(value), elapsed),
         Err(failure) => host.finished(&info, Outcome::Err(&failure.message()), elapsed),
