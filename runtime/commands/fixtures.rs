@@ -154,7 +154,9 @@ fn render(
         let Some(seen) = reads.get(key) else {
             continue;
         };
-        let key_text = format!("'{}'", key.replace('\'', "''"));
+        // A JSON string is a YAML double-quoted scalar: every character of
+        // the call survives (quotes, newlines, control characters).
+        let key_text = Value::String(key.clone()).to_string();
         if seen.secret {
             out.push_str("# its secrets are recorded as *** (placeholders, never the values)\n");
         }
