@@ -86,6 +86,36 @@ enum Command {
         #[arg(long, requires = "markdown", value_name = "FILE")]
         out: Option<PathBuf>,
     },
+    /// Start a runbooks folder: runbook.toml with a `local` context, a first runbook, a .gitignore.
+    #[command(
+        after_help = "Refuses (exit 2) to overwrite any of its files unless --force.\n\nExamples:\n  runbook init\n  runbook init ops/runbooks\n  runbook check runbooks && runbook run --dry-run runbooks/hello.rhai"
+    )]
+    Init {
+        /// The folder to create (default: ./runbooks).
+        #[arg(default_value = "runbooks")]
+        dir: PathBuf,
+        /// Replace files that are already there.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Print a shell completion script: subcommands, flags, runbook files, contexts, run ids.
+    #[command(
+        after_help = "Examples:\n  source <(runbook completions bash)                     # this shell\n  runbook completions bash > /etc/bash_completion.d/runbook\n  runbook completions zsh > \"${fpath[1]}/_runbook\"\n  runbook completions fish > ~/.config/fish/completions/runbook.fish\n\nBash and fish also complete context names (from runbook.toml) and run ids (from the state dir)."
+    )]
+    Completions {
+        /// bash, zsh, fish, powershell or elvish.
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (or write one per subcommand with --out DIR).
+    #[command(after_help = "Examples:\n  runbook man | man -l -\n  runbook man --out docs/man")]
+    Man {
+        /// Write runbook.1 and runbook-SUBCOMMAND.1 pages into this folder.
+        #[arg(long, value_name = "DIR")]
+        out: Option<PathBuf>,
+    },
+    /// Values for the completion scripts (`contexts`, `runs`), one per line.
+    #[command(name = "__complete", hide = true)]
+    Complete { what: String },
     /// Fixtures for offline dry-runs: `record` writes every read of an online dry-run.
     #[command(subcommand)]
     Fixtures(FixturesCommand),
@@ -537,6 +567,12 @@ fn dispatch(command: Command) -> Result<Exit, Diagnostic> {
         } => commands::doc::doc(topic.as_deref(), markdown, out.as_deref()),
         Command::List { dir } => commands::list::list(dir),
         Command::Repl { context } => commands::repl::repl(context.as_deref()),
+        Command::Init { dir, force } => commands::init::init(&dir, force),
+        Command::Completions { shell } => commands::completions::completions(shell, Cli::command()),
+        Command::Man { out } => {
+            commands::completions::man(Cli::command().long_about(long_about()), out.as_deref())
+        }
+        Command::Complete { what } => commands::completions::complete(&what),
         Command::Fixtures(FixturesCommand::Record {
             file,
             params,

@@ -902,7 +902,9 @@ impl Host for RunHost {
                     Some(answer) if self.mode() == Mode::DryRunOffline => {
                         HostDecision::Skip(answer)
                     }
-                    _ => HostDecision::Skip(value),
+                    // Otherwise what a write not run returns is unknown until
+                    // the run, and named so: `<shell::run("mktemp -d").stdout>`.
+                    _ => HostDecision::Skip(self.named_placeholder(call, value)),
                 }
             }
             Decision::Skip(Skip::Fixture) => {

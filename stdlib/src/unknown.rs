@@ -54,10 +54,38 @@ impl IntoIterator for Unknown {
     }
 }
 
-/// Whether `value` is, or holds (in an array or map), an unknown.
+/// Whether `text` is the name a dry-run gives a string it cannot know:
+/// `<k8s::image("backend")>`, `<shell::run("mktemp -d").stdout>`.
+pub fn is_placeholder_text(text: &str) -> bool {
+    let Some(inner) = text
+        .strip_prefix('<')
+        .and_then(|rest| rest.strip_suffix('>'))
+    else {
+        return false;
+    };
+    let Some((module, rest)) = inner.split_once("::") else {
+        return false;
+    };
+    let name: String = rest
+        .chars()
+        .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+        .collect();
+    !module.is_empty()
+        && module
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+        && !name.is_empty()
+        && rest[name.len()..].starts_with('(')
+}
+
+/// Whether `value` is, or holds (in an array or map), an unknown (or a
+/// string that is a dry-run's name for one, see [`is_placeholder_text`]).
 pub fn holds_unknown(value: &Dynamic) -> bool {
     if value.is::<Unknown>() {
         return true;
+    }
+    if let Some(text) = value.read_lock::<ImmutableString>() {
+        return is_placeholder_text(&text);
     }
     if let Some(array) = value.read_lock::<rhai::Array>() {
         return array.iter().any(holds_unknown);
@@ -246,6 +274,16 @@ mod tests {
         assert!(!branch);
         let differs: bool = engine.eval("read() != ()").unwrap();
         assert!(differs);
+    }
+
+    #[test]
+    fn placeholder_texts_are_recognised_and_plain_text_is_not() {
+        assert!(is_placeholder_text(r#"<k8s::image("backend")>"#));
+        assert!(is_placeholder_text(r#"<shell::run("mktemp -d").stdout>"#));
+        assert!(!is_placeholder_text("<b>bold</b>"));
+        assert!(!is_placeholder_text("<a::b>"));
+        assert!(!is_placeholder_text("plain"));
+        assert!(holds_unknown(&Dynamic::from(r#"<k8s::image("backend")>"#)));
     }
 
     #[test]

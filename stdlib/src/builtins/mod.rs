@@ -238,10 +238,11 @@ pub(crate) fn functions() -> Vec<Function> {
             }
         },
         function! {
-            /// Whether `value` is unknown until the run: the result of a read in an
-            /// offline dry-run (`--dry-run --offline`) that no fixture answers, or
-            /// anything computed from one. Lets a runbook skip checking what only a
-            /// real run can know.
+            /// Whether `value` is unknown until the run: in a dry-run, what a write
+            /// that was only planned returned, or (offline) a read no fixture
+            /// answers, or anything computed from one; strings of it read
+            /// `<module::fn(...)...>`. Lets a runbook skip checking what only a real
+            /// run can know.
             ///
             /// ```rhai
             /// let d = k8s::get("deployment", "backend");
