@@ -82,7 +82,7 @@ fn bash_completes_subcommands_flags_contexts_run_ids_and_runbooks() {
     let contexts = complete(&scratch, &["run", "runbooks/hello.rhai", "--context", ""]);
     assert_eq!(contexts, ["local", "staging"], "{contexts:?}");
     let runs = complete(&scratch, &["show", ""]);
-    assert_eq!(runs, [run_id.clone()]);
+    assert_eq!(runs, std::slice::from_ref(&run_id));
     let runs = complete(&scratch, &["audit", "verify", &run_id[..8]]);
     assert_eq!(runs, [run_id]);
     let files = complete(&scratch, &["run", "runbooks/he"]);
