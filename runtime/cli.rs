@@ -127,7 +127,7 @@ enum Command {
     },
     /// Recent runs recorded in the state dir: id, status, context, who, when, runbook.
     #[command(
-        after_help = "Runs of runbooks and REPL sessions (kind `repl`) alike.\n\nExamples:\n  runbook runs\n  runbook runs --kind repl --context production --since 12h\n  runbook runs --status failed --since 2026-12-01\n\nJournals live in $RUNBOOK_STATE_DIR/runs/RUN/journal.jsonl (default: $XDG_STATE_HOME/runbook, else ~/.local/state/runbook)."
+        after_help = "Runs of runbooks and REPL sessions (kind `repl`) alike; dry-runs only with --all or --dry-run.\n\nExamples:\n  runbook runs\n  runbook runs --runbook deploy --status failed\n  runbook runs --all --since 1d\n  runbook runs --kind repl --context production --since 12h\n  runbook runs --status failed --since 2026-12-01\n\nJournals live in $RUNBOOK_STATE_DIR/runs/RUN/journal.jsonl (default: $XDG_STATE_HOME/runbook, else ~/.local/state/runbook)."
     )]
     Runs {
         /// How many to show.
@@ -145,6 +145,18 @@ enum Command {
         /// Only runs that ended so: ok, failed, error, refused, locked, interrupted, incomplete.
         #[arg(long, value_name = "STATUS")]
         status: Option<String>,
+        /// Only runs of runbooks whose path contains this text (`deploy`, `runbooks/backup-db.rhai`).
+        #[arg(long, value_name = "TEXT")]
+        runbook: Option<String>,
+        /// Live runs only: the default, said explicitly.
+        #[arg(long, conflicts_with_all = ["dry_run", "all"])]
+        no_dry_run: bool,
+        /// Dry-runs only.
+        #[arg(long, conflicts_with = "all")]
+        dry_run: bool,
+        /// Live runs and dry-runs.
+        #[arg(long)]
+        all: bool,
     },
     /// Show a run's journal for people (or raw with --output json).
     #[command(
@@ -588,12 +600,24 @@ fn dispatch(command: Command) -> Result<Exit, Diagnostic> {
             context,
             since,
             status,
+            runbook,
+            no_dry_run: _,
+            dry_run,
+            all,
         } => commands::runs::runs(&commands::runs::Filter {
             limit,
             kind,
             context,
             since,
             status,
+            runbook,
+            dry_runs: if all {
+                commands::runs::DryRuns::Include
+            } else if dry_run {
+                commands::runs::DryRuns::Only
+            } else {
+                commands::runs::DryRuns::Hide
+            },
         }),
         Command::Show { run, output } => commands::show::show(&run, output),
         Command::Resume {

@@ -405,7 +405,14 @@ impl Printer {
                 effect,
                 ..
             } => {
-                let call = format!("{function}({})", args.join(", "));
+                // For people, each argument up to its first line: a probe
+                // script passed to `ssh::exec_all` is not echoed whole
+                // (`--output json` and the journal keep it all).
+                let shown: Vec<String> = args
+                    .iter()
+                    .map(|arg| first_line(arg).into_owned())
+                    .collect();
+                let call = format!("{function}({})", shown.join(", "));
                 match outcome {
                     CallOutcome::Planned => self.line(&format!(
                         "  {} {call} {}",
@@ -919,6 +926,28 @@ fn clean_event(event: &Event) -> Event {
 
 fn human_ms(millis: u64) -> String {
     runbook_stdlib::duration::human(Duration::from_millis(millis))
+}
+
+/// An argument as people read it, cut at the end of its first line: a
+/// quoted string literal with `\n` in it keeps what comes before, then `…"`.
+fn first_line(arg: &str) -> std::borrow::Cow<'_, str> {
+    if !arg.starts_with('"') {
+        return std::borrow::Cow::Borrowed(arg);
+    }
+    // The first `\n` escape that is not itself an escaped backslash.
+    let bytes = arg.as_bytes();
+    let mut index = 1;
+    while index + 1 < bytes.len() {
+        if bytes[index] == b'\\' {
+            if bytes[index + 1] == b'n' && index + 2 < bytes.len() - 1 {
+                return std::borrow::Cow::Owned(format!("{}…\"", &arg[..index]));
+            }
+            index += 2;
+            continue;
+        }
+        index += 1;
+    }
+    std::borrow::Cow::Borrowed(arg)
 }
 
 /// `text` cut to `max` characters, with `…` where it was cut (for columns

@@ -1,5 +1,6 @@
 //! `runbook runs`: one line per recorded run or REPL session, newest first,
-//! filtered by kind, context, start time and status.
+//! filtered by kind, context, start time, status and runbook; dry-runs
+//! only when asked for (`--all`, `--dry-run`).
 
 use crate::error::{Diagnostic, Exit};
 use crate::event::{Event, Kind, Mode};
@@ -14,6 +15,22 @@ pub struct Filter {
     /// A duration back from now, or a UTC date/time prefix.
     pub since: Option<String>,
     pub status: Option<String>,
+    /// Only runs whose runbook path contains this text.
+    pub runbook: Option<String>,
+    /// Which dry-runs to list (none by default).
+    pub dry_runs: DryRuns,
+}
+
+/// Dry-runs in `runbook runs`: hidden unless asked for.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum DryRuns {
+    /// Live runs only (the default; `--no-dry-run` says so explicitly).
+    #[default]
+    Hide,
+    /// Dry-runs only (`--dry-run`).
+    Only,
+    /// Both (`--all`).
+    Include,
 }
 
 const STATUSES: &[&str] = &[
@@ -97,7 +114,16 @@ pub fn runs(filter: &Filter) -> Result<Exit, Diagnostic> {
                 && filter
                     .status
                     .as_deref()
-                    .is_none_or(|wanted| wanted == status);
+                    .is_none_or(|wanted| wanted == status)
+                && filter
+                    .runbook
+                    .as_deref()
+                    .is_none_or(|wanted| runbook.contains(wanted))
+                && match filter.dry_runs {
+                    DryRuns::Hide => !mode.is_dry(),
+                    DryRuns::Only => mode.is_dry(),
+                    DryRuns::Include => true,
+                };
             if !keep {
                 continue;
             }
@@ -120,7 +146,12 @@ pub fn runs(filter: &Filter) -> Result<Exit, Diagnostic> {
         }
     }
     if rows.is_empty() {
-        eprintln!("no runs recorded in {} match", dir.display());
+        let hint = if filter.dry_runs == DryRuns::Hide {
+            " (dry-runs are hidden: --all shows them)"
+        } else {
+            ""
+        };
+        eprintln!("no runs recorded in {} match{hint}", dir.display());
         return Ok(Exit::Ok);
     }
     rows.sort_by(|a, b| b.0.cmp(&a.0));

@@ -201,6 +201,67 @@ fn runs_lists_the_run_with_its_status() {
 }
 
 #[test]
+fn runs_hides_dry_runs_unless_asked_and_filters_by_runbook() {
+    let scratch = setup();
+    scratch.write(
+        "other.rhai",
+        "//! Other.\nstep(\"x\", || shell::run(\"true\"));\n",
+    );
+    let state = scratch.file("state");
+    scratch
+        .run("r.rhai")
+        .state_dir(&state)
+        .output()
+        .assert_success();
+    scratch
+        .run("r.rhai")
+        .state_dir(&state)
+        .dry_run()
+        .output()
+        .assert_success();
+    scratch
+        .run("other.rhai")
+        .state_dir(&state)
+        .output()
+        .assert_success();
+    let list = |args: &[&str]| {
+        let output = scratch
+            .command(["runs"])
+            .args(args)
+            .state_dir(&state)
+            .output();
+        output.assert_success();
+        output
+            .stdout
+            .lines()
+            .skip(1)
+            .map(str::to_owned)
+            .collect::<Vec<String>>()
+    };
+    let default = list(&[]);
+    assert_eq!(default.len(), 2, "{default:?}");
+    assert!(
+        default.iter().all(|line| !line.contains("(dry-run)")),
+        "{default:?}"
+    );
+    assert_eq!(list(&["--no-dry-run"]), default);
+    let all = list(&["--all"]);
+    assert_eq!(all.len(), 3, "{all:?}");
+    let dry = list(&["--dry-run"]);
+    assert!(
+        dry.len() == 1 && dry[0].contains("r.rhai (dry-run)"),
+        "{dry:?}"
+    );
+    let other = list(&["--runbook", "other"]);
+    assert!(
+        other.len() == 1 && other[0].contains("other.rhai"),
+        "{other:?}"
+    );
+    let failed = list(&["--status", "failed"]);
+    assert!(failed.is_empty(), "{failed:?}");
+}
+
+#[test]
 fn resume_skips_completed_steps() {
     let scratch = setup();
     run_broken(&scratch);
