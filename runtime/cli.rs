@@ -160,13 +160,17 @@ enum Command {
     },
     /// Show a run's journal for people (or raw with --output json).
     #[command(
-        after_help = "Examples:\n  runbook show 20261122T013751Z-5359\n  runbook show 20261122T013751Z-5359 --output json | jq ."
+        after_help = "Examples:\n  runbook show 20261122T013751Z-5359\n  runbook show 20261122T013751Z-5359 --output json | jq .\n  runbook show 20261122T013751Z-5359 --html > run.html"
     )]
     Show {
         /// Run id (from `runbook runs`) or a journal file.
         run: String,
         #[arg(long, value_enum, default_value_t = OutputFormat::Human)]
         output: OutputFormat,
+        /// A self-contained HTML report on stdout: header, a timeline per step and
+        /// host, gates, the plan with diffs, rollbacks, errors (`> run.html`).
+        #[arg(long, conflicts_with = "output")]
+        html: bool,
     },
     /// Finish a run that died or failed, by replay: completed steps run again with
     /// every call answered from the journal (so their compensations come back);
@@ -619,7 +623,7 @@ fn dispatch(command: Command) -> Result<Exit, Diagnostic> {
                 commands::runs::DryRuns::Hide
             },
         }),
-        Command::Show { run, output } => commands::show::show(&run, output),
+        Command::Show { run, output, html } => commands::show::show(&run, output, html),
         Command::Resume {
             run,
             force,

@@ -73,8 +73,12 @@ pub enum Event {
         /// replay it. Absent for `()` and in journals written before replay.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         result: Option<serde_json::Value>,
-        /// The result held a secret: `result` shows it masked (or, in a
-        /// dry-run, is absent) and only `sealed` holds it.
+        /// For a planned write: what the backend's own dry run said would
+        /// change (the plan's diff), when it has one.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        diff: Option<String>,
+        /// The result held a secret: `result` shows it masked and only
+        /// `sealed` holds it.
         #[serde(default, skip_serializing_if = "std::ops::Not::not")]
         redacted: bool,
         /// The result sealed under the run's key, when it holds a secret.

@@ -795,6 +795,14 @@ impl RunHost {
         });
     }
 
+    /// The diff of the newest planned change, if its backend gave one.
+    fn last_plan_detail(&self) -> Option<String> {
+        lock(&self.plan).iter().rev().find_map(|item| match item {
+            PlanItem::Change { detail, .. } => Some(detail.clone()),
+            PlanItem::Gate { .. } => None,
+        })?
+    }
+
     /// The placeholder of an offline read no fixture answers, with every
     /// string in it naming where it came from: `<k8s::image("backend")>`,
     /// `<shell::run("uname").stdout>`, so a plan never shows `""` for a value
@@ -975,6 +983,9 @@ impl Host for RunHost {
             duration_ms: u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX),
             error,
             result,
+            diff: (outcome == CallOutcome::Planned)
+                .then(|| self.last_plan_detail())
+                .flatten(),
             redacted,
             sealed,
             time: crate::event::now(),

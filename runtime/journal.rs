@@ -688,6 +688,7 @@ mod tests {
                 effect,
                 args: vec!["\"x\"".into()],
                 arguments: Vec::new(),
+                diff: None,
                 redacted: false,
                 at: "f.rhai:1:1".into(),
                 step: Some("s".into()),

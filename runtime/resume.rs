@@ -301,6 +301,7 @@ mod tests {
             effect: runbook_stdlib::Effect::Write,
             args: Vec::new(),
             arguments: Vec::new(),
+            diff: None,
             redacted: false,
             at: String::new(),
             step: None,

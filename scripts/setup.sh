@@ -20,6 +20,8 @@ command -v kubectl >/dev/null 2>&1 || need_apt+=(kubernetes-client)
 compgen -G '/usr/lib/postgresql/*/bin/postgres' >/dev/null || need_apt+=(postgresql)
 compgen -G '/usr/lib/postgresql/*/bin/pg_dump' >/dev/null || need_apt+=(postgresql-client)
 python3 -c 'import ensurepip, venv' >/dev/null 2>&1 || need_apt+=(python3-venv)
+# The headless browser that judges `runbook show --html` (tests/cli/html.rs).
+command -v chromium >/dev/null 2>&1 || need_apt+=(chromium)
 
 if ((${#need_apt[@]})); then
   echo "setup: installing ${need_apt[*]}"

@@ -16,6 +16,7 @@ mod dry_run;
 mod examples;
 mod faults;
 mod gates;
+mod html;
 mod http;
 mod incident;
 mod init;
