@@ -207,6 +207,11 @@ impl Printer {
             bar.set_style(style);
         }
         bar.set_message("0 ok, 0 failed");
+        // A probe script is shown by its first line (the journal has it whole).
+        let label = match label.split_once('\n') {
+            Some((first, _)) => format!("{}…", first.trim_end()),
+            None => label.to_owned(),
+        };
         self.line(&format!(
             "  {} {label} on {total} host{}",
             self.styles.dim.apply_to("→"),
