@@ -707,6 +707,7 @@ mod tests {
             step: None,
             output_tail: "tail".into(),
             connection: Some("reused".into()),
+            killed: Some(true),
             time: time(),
         });
         for decision in [
