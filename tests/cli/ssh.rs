@@ -274,7 +274,7 @@ enum Cancel {
     StepTimeout,
     CtrlC,
     Sigterm,
-    /// One host fails after 1 s and the fan-out is `fail_fast`.
+    /// One host fails after 2 s and the fan-out is `fail_fast`.
     FailFast,
 }
 
@@ -288,14 +288,14 @@ fn cancel_on_8_hosts(how: Cancel) {
     let tag = format!("{how:?}").to_lowercase();
     let marker = format!("{}/marker-{tag}", scratch.path().display());
     let (options, first) = match how {
-        Cancel::StepTimeout => ("#{timeout: \"1s\"}".to_owned(), String::new()),
+        Cancel::StepTimeout => ("#{timeout: \"2s\"}".to_owned(), String::new()),
         Cancel::FailFast => {
-            // host01 fails after 1 s; the other 7 are killed.
+            // host01 fails after 2 s; the other 7 are killed.
             let address = lab.ssh().unwrap().addresses()[0];
             (
                 "#{}".to_owned(),
                 format!(
-                    "case $(echo $SSH_CONNECTION | cut -d' ' -f3) in {address}) sleep 1; exit 3;; esac; "
+                    "case $(echo $SSH_CONNECTION | cut -d' ' -f3) in {address}) sleep 2; exit 3;; esac; "
                 ),
             )
         }
@@ -308,6 +308,8 @@ fn cancel_on_8_hosts(how: Cancel) {
     };
     let script = format!(
         r#"
+// Connected first, so that the step's timeout falls while the commands run.
+ssh::read_all("all", "true");
 step("prepare", || on_rollback(|| {{
     let seen = ssh::read_all("all", "ps -eo args | grep -c '[m]arker-{tag}' || true", #{{check: false}});
     let running = 0;
@@ -387,7 +389,12 @@ step("slow", {options}, || ssh::exec_all("all", "{first}sleep 4; touch {marker}-
         .filter(|&index| events[index]["killed"] == serde_json::json!(true))
         .collect();
     let kills = if how == Cancel::FailFast { 7 } else { 8 };
-    assert_eq!(killed.len(), kills, "{how:?}: {text:#?}");
+    assert_eq!(
+        killed.len(),
+        kills,
+        "{how:?}: {stderr}\n{}: {text:#?}",
+        journal.display()
+    );
     let rollback = events
         .iter()
         .position(|event| event["event"] == "rollback")

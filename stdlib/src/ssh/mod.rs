@@ -69,7 +69,21 @@ async fn run_on(
     };
     let again = match exec.run(&link.session, target, cancel).await {
         Err(RunError::NoMaster(error)) => error,
-        Err(RunError::Broken(error)) if exec.read => error,
+        // A read is safe to run again: over a fresh master.
+        Err(RunError::Broken(_)) if exec.read => {
+            pool::retire(target, options, &link).await;
+            return match pool::session(target, options).await {
+                Ok((link, _)) => (
+                    exec.run(&link.session, target, cancel).await,
+                    Some((link.how, true)),
+                ),
+                Err(error) => (Err(RunError::Failed(error)), None),
+            };
+        }
+        Err(RunError::Broken(error)) => {
+            pool::retire(target, options, &link).await;
+            return (Err(RunError::Broken(error)), Some((link.how, first)));
+        }
         outcome => return (outcome, Some((link.how, first))),
     };
     match pool::redial(target, options, &link).await {

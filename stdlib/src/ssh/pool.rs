@@ -15,7 +15,10 @@
 //!
 //! A command whose master stopped answering mid-run (it idled out, its
 //! connection broke) is started again once over a new master: the command
-//! had not started, so nothing runs twice.
+//! had not started, so nothing runs twice. A read whose connection broke
+//! while it ran is started again too; a write is not (it may have run, and
+//! its error says so), but its master is retired ([`retire`]) so that the
+//! next call, or the step's retry, connects afresh.
 
 use std::collections::HashMap;
 use std::num::NonZeroUsize;
@@ -427,6 +430,43 @@ pub(crate) async fn redial(
         .await
         .cloned()
         .map(Some)
+}
+
+/// A command's connection broke while it ran (the command may have run, so
+/// it is not started again): the next call to the host, a step's retry
+/// included, gets a fresh master. This one is forgotten by the run and, when
+/// it is one of runbook's persistent masters that still answers its socket,
+/// asked to exit, so that no later run reuses it either.
+pub(crate) async fn retire(target: &Target, options: &SshOptions, dead: &Link) {
+    {
+        let mut pool = pool().lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(entry) = pool.get_mut(&pool_key(target, options))
+            && entry
+                .get()
+                .is_some_and(|link| Arc::ptr_eq(&link.session, &dead.session))
+        {
+            *entry = Slot::default();
+        }
+    }
+    let Some(files) = &dead.files else {
+        return;
+    };
+    let Ok(_lock) = files.lock().await else {
+        return;
+    };
+    if dead.session.check().await.is_ok() {
+        let mut command = tokio::process::Command::new("ssh");
+        command
+            .kill_on_drop(true)
+            .args(["-F", "/dev/null", "-S"])
+            .arg(&files.socket)
+            .args(["-O", "exit", "runbook-master"])
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null());
+        let _ = tokio::time::timeout(Duration::from_secs(3), command.status()).await;
+    }
+    files.remove();
 }
 
 /// End of a run: close the masters made for this run only; leave persistent
