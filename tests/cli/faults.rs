@@ -213,3 +213,105 @@ fn runbook_toml_types_are_checked_at_load_with_the_line() {
             "runbook.toml:3:1`: `context.t.hosts.web` must be a string, got an integer",
         );
 }
+
+#[test]
+fn an_s3_endpoint_that_never_answers_is_an_error_naming_the_wait() {
+    let (address, _thread) = black_hole();
+    let scratch = Scratch::new();
+    scratch.write(
+        "runbook.toml",
+        &format!(
+            "[context.hole]\n[context.hole.s3]\nendpoint = \"http://{address}\"\nbucket = \"b\"\ntimeout = \"1s\"\nconnect_timeout = \"1s\"\n"
+        ),
+    );
+    scratch.write("s3.rhai", "s3::exists(\"k\");\n");
+    scratch
+        .run("s3.rhai")
+        .context("hole")
+        .env("AWS_ACCESS_KEY_ID", "id")
+        .env("AWS_SECRET_ACCESS_KEY", "secret")
+        .output()
+        .assert_exit(1)
+        .assert_contains(&format!(
+            "no answer from the S3 endpoint at http://{address} within 1.0s"
+        ))
+        .assert_contains("`timeout` (or `connect_timeout`) under `[context.hole.s3]`");
+}
+
+#[test]
+fn an_http_server_that_never_answers_is_an_error_naming_the_wait() {
+    let (address, _thread) = black_hole();
+    let scratch = Scratch::new();
+    // The context's default, then the call's own.
+    scratch.write(
+        "runbook.toml",
+        "[context.hole]\n[context.hole.http]\ntimeout = \"1s\"\n",
+    );
+    scratch.write(
+        "http.rhai",
+        &format!("http::get(\"http://{address}/health\");\n"),
+    );
+    scratch
+        .run("http.rhai")
+        .context("hole")
+        .output()
+        .assert_exit(1)
+        .assert_contains(&format!(
+            "no answer from the HTTP server at http://{address} within 1.0s"
+        ));
+    scratch.write(
+        "http.rhai",
+        &format!("http::get(\"http://{address}/health\", #{{timeout: \"500ms\"}});\n"),
+    );
+    scratch
+        .run("http.rhai")
+        .context("hole")
+        .output()
+        .assert_exit(1)
+        .assert_contains("within 500ms");
+}
+
+#[test]
+fn a_hetzner_api_that_never_answers_is_an_error_naming_the_wait() {
+    let (address, _thread) = black_hole();
+    let scratch = Scratch::new();
+    scratch.write(
+        "runbook.toml",
+        &format!(
+            "[context.hole]\n[context.hole.hcloud]\nendpoint = \"http://{address}/v1\"\nrequest_timeout = \"1s\"\n"
+        ),
+    );
+    scratch.write("hcloud.rhai", "hcloud::servers();\n");
+    scratch
+        .run("hcloud.rhai")
+        .context("hole")
+        .env("HCLOUD_TOKEN", "t0ken")
+        .output()
+        .assert_exit(1)
+        .assert_contains(&format!(
+            "no answer from the Hetzner Cloud API at http://{address}/v1 within 1.0s"
+        ))
+        .assert_contains("request_timeout");
+}
+
+#[test]
+fn an_ssh_host_that_never_answers_is_an_error_naming_the_wait() {
+    let (address, _thread) = black_hole();
+    let scratch = Scratch::new();
+    scratch.write(
+        "runbook.toml",
+        &format!(
+            "[context.hole]\n[context.hole.hosts]\nsilent = \"u@127.0.0.1:{}\"\n[context.hole.ssh]\nconnect_timeout = \"1s\"\nknown_hosts = \"known_hosts\"\n",
+            address.port()
+        ),
+    );
+    scratch.write("known_hosts", "");
+    scratch.write("ssh.rhai", "ssh::read(\"silent\", \"true\");\n");
+    scratch
+        .run("ssh.rhai")
+        .context("hole")
+        .output()
+        .assert_exit(1)
+        .assert_contains("timed out")
+        .assert_contains("`connect_timeout` under `[context.NAME.ssh]`");
+}

@@ -85,7 +85,7 @@ pub(crate) fn connect_error(target: &Target, error: &openssh::Error) -> StdlibEr
 
 /// A connection failure described by `detail` (an error chain or ssh's log).
 pub(crate) fn connect_failed(target: &Target, detail: &str) -> StdlibError {
-    let detail = detail.trim().replace('\n', " ");
+    let detail = detail.trim().replace('\r', "").replace('\n', " ");
     let destination = masters::destination(target);
     let hint = if detail.contains("IDENTIFICATION HAS CHANGED")
         || detail.contains("Host key verification failed")
@@ -96,8 +96,9 @@ pub(crate) fn connect_failed(target: &Target, detail: &str) -> StdlibError {
         || detail.contains("Too many authentication failures")
     {
         "authentication failed: check the user, the key (`identity` in the context's `ssh` table or ~/.ssh/config) or the ssh agent; keys must be unencrypted or in an agent (BatchMode)"
+    } else if detail.contains("timed out") {
+        "the host did not answer in time: is it up and the address right? (`connect_timeout` under `[context.NAME.ssh]`, default 10s, is how long runbook waits)"
     } else if detail.contains("Connection refused")
-        || detail.contains("timed out")
         || detail.contains("No route")
         || detail.contains("Could not resolve")
     {
@@ -317,7 +318,7 @@ async fn connect_for_run(target: &Target, options: &SshOptions) -> Result<Sessio
     let mut builder = SessionBuilder::default();
     builder
         .known_hosts_check(KnownHosts::Strict)
-        .connect_timeout(Duration::from_secs(10))
+        .connect_timeout(options.connect_timeout)
         .server_alive_interval(Duration::from_secs(15))
         .control_directory(masters::dir()?)
         // Masters outlive a killed runbook only briefly.
