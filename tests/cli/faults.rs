@@ -315,3 +315,79 @@ fn an_ssh_host_that_never_answers_is_an_error_naming_the_wait() {
         .assert_contains("timed out")
         .assert_contains("`connect_timeout` under `[context.NAME.ssh]`");
 }
+
+#[test]
+fn a_journal_cut_mid_line_is_listed_shown_and_resumed_with_the_cut_reported() {
+    let scratch = Scratch::new();
+    let state = scratch.file("state");
+    let file = scratch.write(
+        "three.rhai",
+        "step(\"a\", || 1);\nstep(\"b\", || shell::run([\"sh\", \"-c\", \"echo b >> B\"]));\nstep(\"c\", || 3);\n",
+    );
+    crate::harness::Run::new(&file)
+        .state_dir(&state)
+        .current_dir(scratch.path())
+        .output()
+        .assert_success();
+    let dir = std::fs::read_dir(state.join("runs"))
+        .unwrap()
+        .flatten()
+        .map(|entry| entry.path())
+        .next()
+        .unwrap();
+    let run = dir.file_name().unwrap().to_string_lossy().into_owned();
+    // What a run stopped while writing the line after step b's end leaves:
+    // the whole lines up to it, half of the next, no later witnesses.
+    let journal = dir.join("journal.jsonl");
+    let text = std::fs::read_to_string(&journal).unwrap();
+    let lines: Vec<&str> = text.split_inclusive('\n').collect();
+    let b_end = lines
+        .iter()
+        .position(|line| line.contains("\"step_end\"") && line.contains("\"step\":\"b\""))
+        .unwrap();
+    let next = lines[b_end + 1];
+    let kept = format!("{}{}", lines[..=b_end].concat(), &next[..next.len() / 2]);
+    std::fs::write(&journal, &kept).unwrap();
+    for entry in std::fs::read_dir(dir.join("witness")).unwrap().flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let number: usize = name
+            .trim_start_matches("head-")
+            .trim_end_matches(".json")
+            .parse()
+            .unwrap();
+        if number > b_end + 1 {
+            std::fs::remove_file(entry.path()).unwrap();
+        }
+    }
+    let cut = next.len() / 2;
+    let note = format!("the journal's last line is cut off ({cut} bytes");
+
+    let runs = crate::harness::Run::command(["runs"])
+        .state_dir(&state)
+        .output();
+    runs.assert_success().assert_contains(&note);
+    assert!(
+        runs.stdout
+            .lines()
+            .any(|line| line.starts_with(&run) && line.contains("incomplete")),
+        "{}",
+        runs.report()
+    );
+    crate::harness::Run::command(["show", &run])
+        .state_dir(&state)
+        .output()
+        .assert_success()
+        .assert_contains("✓ b")
+        .assert_contains(&note);
+    crate::harness::Run::command(["resume", &run])
+        .state_dir(&state)
+        .current_dir(scratch.path())
+        .output()
+        .assert_success()
+        .assert_contains(&format!(
+            "the journal's cut last line, {cut} bytes, was dropped"
+        ))
+        .assert_contains("✓ c");
+    // Step b is replayed from the journal, not run again.
+    assert_eq!(scratch.read("B"), "b\n");
+}
