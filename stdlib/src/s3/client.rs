@@ -286,7 +286,8 @@ impl Bucket {
         let lower = detail.to_lowercase();
         let bucket = &self.location.bucket;
         let endpoint = self.location.endpoint_display();
-        if lower.contains("timed out") || lower.contains("timeout") {
+        // (Not "timeout": a retry error says `retry_timeout:60s` whatever failed.)
+        if lower.contains("timed out") && !lower.contains("connection refused") {
             let context = &self.location.context;
             return StdlibError::failed(
                 format!(

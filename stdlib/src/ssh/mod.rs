@@ -590,7 +590,8 @@ pub(crate) fn functions() -> Vec<Function> {
             /// `error`. Fails when any host failed, unless `check: false`.
             /// Options: `parallel` (hosts at a time, default 50), `batch` (rolling
             /// waves: a count or "25%"; each wave finishes before the next starts),
-            /// `fail_fast` (start no more hosts after a failure), `max_fail_percent`
+            /// `fail_fast` (after a failure, start no more hosts and kill the commands
+            /// still running on the others), `max_fail_percent`
             /// (start no more waves past it), `sudo`, `timeout`, `env`, `check`.
             ///
             /// Each host has one master connection that every ssh call shares. It
@@ -599,6 +600,11 @@ pub(crate) fn functions() -> Vec<Function> {
             /// skips the key exchange; each host's journal event says whether its
             /// connection was `new`, `reused` or the user's own ControlMaster
             /// (`user`). `runbook ssh status` lists live masters.
+            ///
+            /// Ctrl-C, SIGTERM, a step `timeout` or `fail_fast` kill the commands in
+            /// flight on their hosts, and the call returns (so rollbacks start) only
+            /// once each host reported its command's end (10 s at most); each host's
+            /// event then says `killed: true` (`false`: not confirmed in time).
             ///
             /// ```rhai
             /// let results = ssh::exec_all("web", "systemctl reload nginx", #{batch: "25%", fail_fast: true});
