@@ -19,6 +19,7 @@ use std::time::Instant;
 
 use futures_util::StreamExt;
 use rhai::{Array, Dynamic, Map};
+use tokio_util::sync::CancellationToken;
 
 use self::exec::{Exec, HostOutput, Kill, RunError};
 use self::inventory::{Inventory, SshOptions, Target};
@@ -26,7 +27,6 @@ use self::pool::How;
 use crate::function;
 use crate::function::{Call, Failure, Function, Text};
 use crate::host::{Level, Progress, StdlibError};
-use tokio_util::sync::CancellationToken;
 
 pub(crate) use pool::close_connections;
 
