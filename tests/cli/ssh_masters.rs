@@ -710,3 +710,43 @@ print("read=" + read.stdout);
         .assert_contains("may have run");
     assert_eq!(scratch.read("ran"), "try\ntry\n");
 }
+
+#[test]
+fn a_host_whose_sshd_restarts_mid_run_is_reached_again_by_reads_writes_and_step_retries() {
+    let mut lab = lab(2);
+    let scratch = Scratch::new();
+    let ready = scratch.file("ready");
+    let go = scratch.file("go");
+    let script = scratch.write(
+        "t.rhai",
+        &format!(
+            r#"
+ssh::exec_all("all", "true");
+shell::run(["touch", "{ready}"]);
+while shell::read(["test", "-e", "{go}"], #{{check: false}}).code != 0 {{ sleep("100ms"); }}
+let read = ssh::read_all("all", "echo after");
+step("write", #{{retries: 3, backoff: "200ms"}}, || ssh::exec_all("all", "echo write"));
+print("after=" + read.len());
+"#,
+            ready = ready.display(),
+            go = go.display()
+        ),
+    );
+    let run = Run::new(&script).envs(lab.env()).context("lab").json();
+    let running = std::thread::spawn(move || run.output());
+    let started = Instant::now();
+    while !ready.exists() {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "the run never got ready"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // sshd goes away (every session with it) and comes back.
+    lab.ssh_mut().unwrap().restart().unwrap();
+    std::fs::write(&go, "").unwrap();
+    let out = running.join().unwrap();
+    out.assert_success().assert_contains("after=2");
+    // Each host: the first master, and one new master after the restart.
+    assert_eq!(lab.ssh().unwrap().logins().len(), 4, "{}", out.report());
+}
