@@ -54,7 +54,14 @@ pub enum Event {
     Call {
         function: String,
         effect: Effect,
+        /// The arguments as people read them (Rhai literals, secrets `***`,
+        /// long values shortened): what plans show and resumes match.
         args: Vec<String>,
+        /// The arguments as JSON values (secrets masked, never shortened up to
+        /// 1 MiB each; a bigger one is `{"$cut": {...}}`). `--output json`
+        /// prints these as `args`. Absent in journals written before them.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        arguments: Vec<serde_json::Value>,
         at: String,
         #[serde(skip_serializing_if = "Option::is_none")]
         step: Option<String>,
@@ -66,6 +73,10 @@ pub enum Event {
         /// replay it. Absent for `()` and in journals written before replay.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         result: Option<serde_json::Value>,
+        /// The result held a secret: `result` shows it masked (or, in a
+        /// dry-run, is absent) and only `sealed` holds it.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        redacted: bool,
         /// The result sealed under the run's key, when it holds a secret.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         sealed: Option<String>,

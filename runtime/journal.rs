@@ -694,6 +694,8 @@ mod tests {
                 function: "shell::run".into(),
                 effect,
                 args: vec!["\"x\"".into()],
+                arguments: Vec::new(),
+                redacted: false,
                 at: "f.rhai:1:1".into(),
                 step: Some("s".into()),
                 outcome,

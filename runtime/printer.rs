@@ -292,6 +292,7 @@ impl Printer {
     pub fn emit(&self, event: &Event) {
         if self.format == OutputFormat::Json {
             if let Ok(mut json) = serde_json::to_value(event) {
+                for_machines(&mut json);
                 self.redactor
                     .mask_json_except(&mut json, crate::journal::VOCABULARY);
                 let mut stdout = std::io::stdout().lock();
@@ -683,6 +684,67 @@ impl Printer {
     }
 }
 
+/// An event as `--output json` prints it: a call's `args` are its arguments
+/// as JSON values (the journal's `arguments`), and `call` is the call as
+/// people read it (the journal's Rhai-literal `args`, joined).
+fn for_machines(json: &mut serde_json::Value) {
+    let Some(object) = json.as_object_mut() else {
+        return;
+    };
+    if object.get("event").and_then(serde_json::Value::as_str) != Some("call") {
+        return;
+    }
+    let literals: Vec<String> = object
+        .get("args")
+        .and_then(serde_json::Value::as_array)
+        .map(|args| {
+            args.iter()
+                .map(|arg| arg.as_str().unwrap_or_default().to_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    let function = object
+        .get("function")
+        .and_then(serde_json::Value::as_str)
+        .unwrap_or_default()
+        .to_owned();
+    let arguments = object
+        .remove("arguments")
+        .unwrap_or_else(|| serde_json::Value::Array(Vec::new()));
+    object.insert("args".to_owned(), arguments);
+    object.insert(
+        "call".to_owned(),
+        serde_json::Value::String(format!("{function}({})", literals.join(", "))),
+    );
+}
+
+impl Printer {
+    /// `--output json`: the plan of a dry-run as one `plan` event on stdout,
+    /// each change with its function, JSON arguments, diff and unknowns.
+    pub fn plan_event(&self, plan: &[PlanItem]) {
+        if self.format != OutputFormat::Json {
+            return;
+        }
+        let items = crate::saved_plan::items(plan);
+        let changes = plan
+            .iter()
+            .filter(|item| matches!(item, PlanItem::Change { .. }))
+            .count();
+        let mut json = serde_json::json!({
+            "event": "plan",
+            "changes": changes,
+            "gates": plan.len() - changes,
+            "items": items,
+            "time": crate::event::now(),
+        });
+        self.redactor
+            .mask_json_except(&mut json, crate::journal::VOCABULARY);
+        let mut stdout = std::io::stdout().lock();
+        let _ = writeln!(stdout, "{json}");
+        let _ = stdout.flush();
+    }
+}
+
 /// The plan of a dry-run: every write that was not run, and every gate.
 pub fn render_plan(plan: &[PlanItem]) -> String {
     let changes = plan
@@ -703,6 +765,8 @@ pub fn render_plan(plan: &[PlanItem]) -> String {
                 at,
                 step,
                 detail,
+                unknown,
+                ..
             } => {
                 let step = step
                     .as_deref()
@@ -713,6 +777,12 @@ pub fn render_plan(plan: &[PlanItem]) -> String {
                     for line in detail.lines() {
                         out.push_str(&format!("         {line}\n"));
                     }
+                }
+                if !unknown.is_empty() {
+                    out.push_str(&format!(
+                        "         unknown until run: {}\n",
+                        unknown.join(", ")
+                    ));
                 }
             }
             PlanItem::Gate {

@@ -300,6 +300,8 @@ mod tests {
             function: function.into(),
             effect: runbook_stdlib::Effect::Write,
             args: Vec::new(),
+            arguments: Vec::new(),
+            redacted: false,
             at: String::new(),
             step: None,
             outcome: CallOutcome::Ok,

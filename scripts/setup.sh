@@ -51,6 +51,15 @@ else
   echo "setup: lab venv present ($venv)"
 fi
 
+# The JSON Schema validator that judges `--output json` (tests/cli/json_schema.rs);
+# moto brings it already, this only makes sure.
+if ! "$venv/bin/python3" -c 'import jsonschema' >/dev/null 2>&1; then
+  echo "setup: installing jsonschema (Python) into $venv"
+  "$venv/bin/pip" install --quiet --disable-pip-version-check 'jsonschema==4.26.0'
+else
+  echo "setup: jsonschema (Python) present in the lab venv"
+fi
+
 # The official Hetzner Cloud Python library, the second client tests/lab/tests/hcloud.rs drives.
 if ! "$venv/bin/python3" -c 'import hcloud' >/dev/null 2>&1; then
   echo "setup: installing hcloud (Python) into $venv"

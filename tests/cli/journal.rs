@@ -74,6 +74,29 @@ fn a_run_writes_a_journal_with_the_streamed_events() {
     assert_eq!(journal.last().unwrap()["event"], "end");
     assert_eq!(journal.last().unwrap()["exit_code"], 1);
     // Every streamed event is in the journal, in order, with the same fields.
+    // A call's `args` are streamed as JSON values (the journal's `arguments`)
+    // and its `call` is the journal's Rhai-literal `args`, joined.
+    let journal: Vec<serde_json::Value> = journal
+        .into_iter()
+        .map(|mut line| {
+            if line["event"] == "call" {
+                let literals: Vec<String> = line["args"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|arg| arg.as_str().unwrap().to_owned())
+                    .collect();
+                line["call"] = format!(
+                    "{}({})",
+                    line["function"].as_str().unwrap(),
+                    literals.join(", ")
+                )
+                .into();
+                line["args"] = line["arguments"].take();
+            }
+            line
+        })
+        .collect();
     let mut rest = journal.iter();
     for event in &streamed {
         let found = rest.any(|line| {

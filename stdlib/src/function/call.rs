@@ -206,6 +206,9 @@ impl Text {
         if value.is_string() {
             return value.clone().into_string().ok().map(Text::Plain);
         }
+        if let Some(unknown) = value.read_lock::<crate::unknown::Unknown>() {
+            return Some(Text::Plain(unknown.to_string()));
+        }
         value
             .read_lock::<Secret>()
             .map(|secret| Text::Secret((*secret).clone()))
