@@ -106,6 +106,12 @@ pub enum Event {
         /// ControlMaster). Absent when no connection was made (and in older journals).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         connection: Option<String>,
+        /// For a command the run cancelled (Ctrl-C, SIGTERM, a step timeout,
+        /// a fail_fast fan-out stopping): `true` when its end on the host was
+        /// seen before the run went on (rollbacks start only after that),
+        /// `false` when it was not confirmed in time. Absent otherwise.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        killed: Option<bool>,
         time: String,
     },
     /// An approval gate was asked (or recorded, in a dry-run), or a run

@@ -1069,6 +1069,7 @@ impl Host for RunHost {
                 error,
                 output_tail,
                 connection,
+                killed,
             } => {
                 let function = lock(&self.fanout).clone().unwrap_or_default();
                 let function = function.split('(').next().unwrap_or_default().to_owned();
@@ -1082,6 +1083,7 @@ impl Host for RunHost {
                     step: self.current_step(),
                     output_tail: output_tail.to_owned(),
                     connection: connection.map(str::to_owned),
+                    killed,
                     time: crate::event::now(),
                 });
             }

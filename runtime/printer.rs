@@ -535,15 +535,26 @@ impl Printer {
                 )),
             },
             Event::Resume {
-                user, host, force, ..
+                user,
+                host,
+                force,
+                cut_bytes,
+                ..
             } => {
                 let forced = if *force {
                     " (--force: the runbook changed)"
                 } else {
                     ""
                 };
+                let cut = if *cut_bytes > 0 {
+                    format!(
+                        " (the journal's cut last line, {cut_bytes} bytes, was dropped: the run was stopped while writing it)"
+                    )
+                } else {
+                    String::new()
+                };
                 self.line(&format!(
-                    "{} resumed by {user}@{host}{forced}",
+                    "{} resumed by {user}@{host}{forced}{cut}",
                     s.bold.apply_to("↻")
                 ));
             }

@@ -81,12 +81,31 @@ pub fn runs(filter: &Filter) -> Result<Exit, Diagnostic> {
     let since = filter.since.as_deref().map(since_bound).transpose()?;
     let dir = journal::runs_dir();
     let mut rows = Vec::new();
+    // Journals that cannot be listed, or were cut: said, never hidden.
+    let mut notes = Vec::new();
     if let Ok(entries) = std::fs::read_dir(&dir) {
         for entry in entries.flatten() {
             let path = entry.path().join("journal.jsonl");
-            let Ok(recorded) = journal::read(&path) else {
-                continue;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let recorded = match journal::read(&path) {
+                Ok(recorded) => recorded,
+                Err(error) => {
+                    if path.exists() {
+                        notes.push(format!("run {name}: its journal cannot be read: {error}"));
+                    }
+                    continue;
+                }
             };
+            if recorded.cut_bytes > 0 {
+                notes.push(format!(
+                    "run {name}: {}",
+                    journal::cut_note(recorded.cut_bytes, &name)
+                ));
+            }
+            if recorded.events.is_empty() {
+                notes.push(format!("run {name}: its journal holds no whole line"));
+                continue;
+            }
             let Some(Event::Run {
                 run_id,
                 runbook,
@@ -144,6 +163,9 @@ pub fn runs(filter: &Filter) -> Result<Exit, Diagnostic> {
                 ),
             ));
         }
+    }
+    for note in &notes {
+        eprintln!("note: {note}");
     }
     if rows.is_empty() {
         let hint = if filter.dry_runs == DryRuns::Hide {

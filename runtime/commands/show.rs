@@ -34,5 +34,8 @@ pub fn show(run: &str, output: OutputFormat, html: bool) -> Result<Exit, Diagnos
         }
         printer.replay_event(event, event.time());
     }
+    if recorded.cut_bytes > 0 {
+        printer.line(&journal::cut_note(recorded.cut_bytes, run));
+    }
     Ok(Exit::Ok)
 }

@@ -169,6 +169,9 @@ pub enum Progress<'a> {
         /// How its connection was got (ssh: `new`, `reused` from an earlier
         /// run, `user` for the user's own ControlMaster), when there was one.
         connection: Option<&'a str>,
+        /// For a cancelled command: whether its end on the host was seen
+        /// (killed, confirmed) or not in time.
+        killed: Option<bool>,
     },
     /// All targets are done (or the work stopped early).
     End {
