@@ -32,12 +32,19 @@ pub struct Known {
     builtins: BTreeMap<String, BTreeSet<usize>>,
     /// every other global function name Rhai knows (its packages)
     globals: HashSet<String>,
+    /// `module::name` of every function that changes the world
+    writes: HashSet<String>,
 }
 
 impl Known {
     pub fn new(engine: &Engine, functions: &[Function]) -> Known {
         let mut modules: BTreeMap<String, BTreeMap<String, BTreeSet<usize>>> = BTreeMap::new();
         let mut builtins: BTreeMap<String, BTreeSet<usize>> = BTreeMap::new();
+        let writes = functions
+            .iter()
+            .filter(|function| function.effect == runbook_stdlib::Effect::Write)
+            .map(Function::qualified_name)
+            .collect();
         for function in functions {
             let arities: BTreeSet<usize> = function.arities().into_iter().collect();
             if function.module.is_empty() {
@@ -86,6 +93,7 @@ impl Known {
             modules,
             builtins,
             globals,
+            writes,
         }
     }
 
@@ -318,8 +326,9 @@ fn concatenates_secret(expr: &Expr, secrets: &HashSet<String>) -> bool {
 /// Advice that does not stop a run: a secret concatenated into a command
 /// line (which every local user can read in `/proc/*/cmdline`, and a remote
 /// host logs) instead of going through `env` or `stdin`; the result of an
-/// in-place string method (`let a = b.trim()` is `()`) used as a value.
-pub fn warnings(ast: &AST) -> Vec<Diagnostic> {
+/// in-place string method (`let a = b.trim()` is `()`) used as a value; a
+/// write made outside any step.
+pub fn warnings(ast: &AST, known: &Known) -> Vec<Diagnostic> {
     let mut secrets: HashSet<String> = HashSet::new();
     ast.walk(&mut |nodes: &[ASTNode]| {
         if let Some(ASTNode::Stmt(Stmt::Var(declaration, ..))) = nodes.last()
@@ -385,8 +394,110 @@ pub fn warnings(ast: &AST) -> Vec<Diagnostic> {
         }
         true
     });
+    warnings.extend(writes_outside_steps(ast, known));
     warnings.sort_by_key(|warning| (warning.position.line(), warning.position.position()));
     warnings
+}
+
+/// Writes made outside any step: not journaled as part of a step, not
+/// retried, and without a place for an `on_rollback`. A write counts as in a
+/// step when a `step(...)` call encloses it, or it is in a closure handed to
+/// `step` or `on_rollback` (or to a closure that is, and so on). Writes in
+/// named functions are not judged: where they are called decides.
+fn writes_outside_steps(ast: &AST, known: &Known) -> Vec<Diagnostic> {
+    /// Calls whose closure arguments run as (or on behalf of) a step.
+    const STEP_LIKE: &[&str] = &["step", "on_rollback"];
+    // The main body, and each function on its own, so every node's owner is known.
+    let mut parts: Vec<(Option<String>, AST)> = vec![(None, ast.clone_statements_only())];
+    let names: Vec<(String, usize)> = ast
+        .iter_fn_def()
+        .map(|function| (function.name.to_string(), function.params.len()))
+        .collect();
+    // `clone_functions_only_filtered` ignores its filter when it starts from an
+    // empty module (rhai 1.27), so each function is merged into an AST that
+    // holds one empty function of its own.
+    let functions = ast.clone_functions_only();
+    let seed = rhai::Engine::new_raw()
+        .compile("fn __runbook_seed__() {}")
+        .unwrap_or_default();
+    for (name, arity) in &names {
+        let only = seed.merge_filtered(&functions, |_, _, _, candidate, candidate_arity| {
+            candidate == name && candidate_arity == *arity
+        });
+        parts.push((Some(name.clone()), only));
+    }
+    let in_step = |nodes: &[ASTNode]| {
+        nodes[..nodes.len().saturating_sub(1)]
+            .iter()
+            .any(|node| match node {
+                ASTNode::Expr(Expr::FnCall(call, _)) | ASTNode::Stmt(Stmt::FnCall(call, _)) => {
+                    call.namespace.is_empty() && STEP_LIKE.contains(&call.name.as_str())
+                }
+                _ => false,
+            })
+    };
+    // closure → (where it is referenced from, whether inside a step there)
+    let mut references: Vec<(String, Option<String>, bool)> = Vec::new();
+    // (write, position, owner, inside a step there)
+    let mut writes: Vec<(String, Position, Option<String>, bool)> = Vec::new();
+    for (owner, part) in &parts {
+        part.walk(&mut |nodes: &[ASTNode]| {
+            match nodes.last() {
+                Some(ASTNode::Expr(Expr::DynamicConstant(value, _))) => {
+                    if let Some(pointer) = value.read_lock::<rhai::FnPtr>() {
+                        references.push((
+                            pointer.fn_name().to_owned(),
+                            owner.clone(),
+                            in_step(nodes),
+                        ));
+                    }
+                }
+                Some(ASTNode::Expr(Expr::FnCall(call, position)))
+                | Some(ASTNode::Stmt(Stmt::FnCall(call, position))) => {
+                    let name = format!("{}::{}", call.namespace, call.name);
+                    if !call.namespace.is_empty() && known.writes.contains(&name) {
+                        writes.push((name, *position, owner.clone(), in_step(nodes)));
+                    }
+                }
+                _ => {}
+            }
+            true
+        });
+    }
+    // Named functions are covered (their callers decide); closures are
+    // covered once a covered place hands them over.
+    let mut covered: HashSet<String> = names
+        .iter()
+        .map(|(name, _)| name)
+        .filter(|name| !name.starts_with("anon$"))
+        .cloned()
+        .collect();
+    loop {
+        let before = covered.len();
+        for (closure, from, stepped) in &references {
+            let from_covered = from.as_ref().is_some_and(|from| covered.contains(from));
+            if *stepped || from_covered {
+                covered.insert(closure.clone());
+            }
+        }
+        if covered.len() == before {
+            break;
+        }
+    }
+    writes
+        .into_iter()
+        .filter(|(_, _, owner, stepped)| {
+            !stepped && !owner.as_ref().is_some_and(|owner| covered.contains(owner))
+        })
+        .map(|(name, position, ..)| {
+            Diagnostic::new(
+                format!("`{name}` is a write outside any step: it is not part of a step's journal record, cannot be retried, and has no place for an `on_rollback`"),
+                Exit::Usage,
+            )
+            .at(position)
+            .hint(format!("wrap it in a step: `step(\"what it does\", || {{ {name}(...); }});`"))
+        })
+        .collect()
 }
 
 /// Rhai's string methods that change the string and return `()`.

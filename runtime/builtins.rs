@@ -271,7 +271,7 @@ fn step(host: &RunHost, call: &mut Call<'_>) -> Result<Dynamic, Failure> {
                 host.log_warn(&format!(
                     "step `{name}` failed (attempt {attempt} of {}): {}; retrying in {}",
                     retries + 1,
-                    failure_message(&failure),
+                    one_line(&failure_message(&failure)),
                     runbook_stdlib::duration::human(backoff)
                 ));
                 token = host.retry_step(&name);
@@ -859,4 +859,16 @@ fn wait_for_approval(
             Err(StdlibError::Interrupted)
         }
     }
+}
+
+/// A message on one line: its first non-empty line, whitespace collapsed (a
+/// retry notice is one clean line however the error was written).
+fn one_line(message: &str) -> String {
+    let first = message
+        .lines()
+        .map(str::trim)
+        .find(|line| !line.is_empty())
+        .unwrap_or_default();
+    let first = first.strip_prefix("error: ").unwrap_or(first);
+    first.split_whitespace().collect::<Vec<_>>().join(" ")
 }

@@ -86,6 +86,39 @@ enum Command {
         #[arg(long, requires = "markdown", value_name = "FILE")]
         out: Option<PathBuf>,
     },
+    /// Start a runbooks folder: runbook.toml with a `local` context, a first runbook, a .gitignore.
+    #[command(
+        after_help = "Refuses (exit 2) to overwrite any of its files unless --force.\n\nExamples:\n  runbook init\n  runbook init ops/runbooks\n  runbook check runbooks && runbook run --dry-run runbooks/hello.rhai"
+    )]
+    Init {
+        /// The folder to create (default: ./runbooks).
+        #[arg(default_value = "runbooks")]
+        dir: PathBuf,
+        /// Replace files that are already there.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Print a shell completion script: subcommands, flags, runbook files, contexts, run ids.
+    #[command(
+        after_help = "Examples:\n  source <(runbook completions bash)                     # this shell\n  runbook completions bash > /etc/bash_completion.d/runbook\n  runbook completions zsh > \"${fpath[1]}/_runbook\"\n  runbook completions fish > ~/.config/fish/completions/runbook.fish\n\nBash and fish also complete context names (from runbook.toml) and run ids (from the state dir)."
+    )]
+    Completions {
+        /// bash, zsh, fish, powershell or elvish.
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (or write one per subcommand with --out DIR).
+    #[command(after_help = "Examples:\n  runbook man | man -l -\n  runbook man --out docs/man")]
+    Man {
+        /// Write runbook.1 and runbook-SUBCOMMAND.1 pages into this folder.
+        #[arg(long, value_name = "DIR")]
+        out: Option<PathBuf>,
+    },
+    /// Values for the completion scripts (`contexts`, `runs`), one per line.
+    #[command(name = "__complete", hide = true)]
+    Complete { what: String },
+    /// Fixtures for offline dry-runs: `record` writes every read of an online dry-run.
+    #[command(subcommand)]
+    Fixtures(FixturesCommand),
     /// List runbooks with their description and params (from their `//!` header).
     #[command(after_help = "Examples:\n  runbook list\n  runbook list runbooks/")]
     List {
@@ -94,7 +127,7 @@ enum Command {
     },
     /// Recent runs recorded in the state dir: id, status, context, who, when, runbook.
     #[command(
-        after_help = "Runs of runbooks and REPL sessions (kind `repl`) alike.\n\nExamples:\n  runbook runs\n  runbook runs --kind repl --context production --since 12h\n  runbook runs --status failed --since 2026-12-01\n\nJournals live in $RUNBOOK_STATE_DIR/runs/RUN/journal.jsonl (default: $XDG_STATE_HOME/runbook, else ~/.local/state/runbook)."
+        after_help = "Runs of runbooks and REPL sessions (kind `repl`) alike; dry-runs only with --all or --dry-run.\n\nExamples:\n  runbook runs\n  runbook runs --runbook deploy --status failed\n  runbook runs --all --since 1d\n  runbook runs --kind repl --context production --since 12h\n  runbook runs --status failed --since 2026-12-01\n\nJournals live in $RUNBOOK_STATE_DIR/runs/RUN/journal.jsonl (default: $XDG_STATE_HOME/runbook, else ~/.local/state/runbook)."
     )]
     Runs {
         /// How many to show.
@@ -115,16 +148,32 @@ enum Command {
         /// List the runs of an S3 journal location (s3://BUCKET/PREFIX) instead of the state dir.
         #[arg(long, value_name = "S3_URL")]
         journal: Option<String>,
+        /// Only runs of runbooks whose path contains this text (`deploy`, `runbooks/backup-db.rhai`).
+        #[arg(long, value_name = "TEXT")]
+        runbook: Option<String>,
+        /// Live runs only: the default, said explicitly.
+        #[arg(long, conflicts_with_all = ["dry_run", "all"])]
+        no_dry_run: bool,
+        /// Dry-runs only.
+        #[arg(long, conflicts_with = "all")]
+        dry_run: bool,
+        /// Live runs and dry-runs.
+        #[arg(long)]
+        all: bool,
     },
     /// Show a run's journal for people (or raw with --output json).
     #[command(
-        after_help = "Examples:\n  runbook show 20261122T013751Z-5359\n  runbook show 20261122T013751Z-5359 --output json | jq ."
+        after_help = "Examples:\n  runbook show 20261122T013751Z-5359\n  runbook show 20261122T013751Z-5359 --output json | jq .\n  runbook show 20261122T013751Z-5359 --html > run.html"
     )]
     Show {
         /// Run id (from `runbook runs`) or a journal file.
         run: String,
         #[arg(long, value_enum, default_value_t = OutputFormat::Human)]
         output: OutputFormat,
+        /// A self-contained HTML report on stdout: header, a timeline per step and
+        /// host, gates, the plan with diffs, rollbacks, errors (`> run.html`).
+        #[arg(long, conflicts_with = "output")]
+        html: bool,
     },
     /// Finish a run that died or failed, by replay: completed steps run again with
     /// every call answered from the journal (so their compensations come back);
@@ -289,6 +338,35 @@ Example:
 Exit codes: 0 rejected, 2 no such run or not waiting at a gate, 4 already decided (or expired).";
 
 #[derive(Debug, Subcommand)]
+enum FixturesCommand {
+    /// Run an online dry-run (reads run, writes only planned) and print every
+    /// read it made, with its result, as a fixtures file (YAML) on stdout. An
+    /// offline dry-run with that file (`--dry-run --offline --fixtures FILE`)
+    /// answers each read the same way and so shows the same plan, in CI,
+    /// without reaching any server.
+    #[command(
+        after_help = "Keys are the calls as the plan shows them; values are what they returned (JSON, which is YAML).
+A read made more than once keeps its last result. A read whose result holds a secret is not
+recorded (a comment names it); offline it returns a secret placeholder. Progress and errors go
+to stderr; the exit code is the dry-run's.
+
+Examples:
+  runbook fixtures record runbooks/deploy-production.rhai version=v1.4.2 --context lab > runbooks/fixtures/deploy-production.yaml
+  runbook run --dry-run --offline --fixtures runbooks/fixtures/deploy-production.yaml runbooks/deploy-production.rhai version=v1.4.2 --context lab"
+    )]
+    Record {
+        /// The runbook (.rhai).
+        file: PathBuf,
+        /// Params as name=value.
+        #[arg(value_name = "NAME=VALUE", value_parser = parse_param)]
+        params: Vec<(String, String)>,
+        /// Context from runbook.toml whose servers the dry-run reads.
+        #[arg(long, env = "RUNBOOK_CONTEXT")]
+        context: Option<String>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
 enum AuditCommand {
     /// Check a journal's keyed hash chain (HMAC-SHA256 under the audit key)
     /// and its end witnesses: exits 1 and names the first line that was
@@ -335,8 +413,12 @@ only the fields that matter (the rest keep their placeholder). The exact call wi
   k8s::image: \"registry/backend:v1\"
   http::get: {status: 200, body: \"ok\"}
 A read without a fixture returns a placeholder of its type: a string names the read
-(`<k8s::image(\"backend\")>`), numbers are 0, lists empty; a planned change that uses one is
-marked \"unknown until run\".
+(`<k8s::image(\"backend\")>`), a map of no fixed shape is an `unknown` whose every property is
+an unknown too (`<k8s::get(\"deployment\", \"backend\").spec.replicas>`; `+` keeps the name,
+loops over it run zero times, comparisons are false, `is_unknown(x)` tells), numbers are 0,
+lists empty. A planned change that uses one is marked \"unknown until run\".
+`runbook fixtures record RUNBOOK [params] --context C > FILE` writes one from an online dry-run
+(every read and what it returned), so the offline plan matches the online one.
 Shipped runbooks keep theirs in runbooks/fixtures/NAME.yaml.
 
 Gates without a terminal: --approve passes them; --wait-for-approval 30m waits for
@@ -512,11 +594,20 @@ pub fn main() -> i32 {
         Ok(cli) => cli,
         Err(error) => {
             let _ = error.print();
-            return if error.use_stderr() {
-                Exit::Usage.code()
-            } else {
-                Exit::Ok.code()
-            };
+            if !error.use_stderr() {
+                return Exit::Ok.code();
+            }
+            if json_requested() {
+                let text = error.render().to_string();
+                let message = text
+                    .lines()
+                    .find(|line| !line.trim().is_empty())
+                    .unwrap_or_default()
+                    .trim_start_matches("error: ")
+                    .to_owned();
+                error_event(&Diagnostic::new(message, Exit::Usage));
+            }
+            return Exit::Usage.code();
         }
     };
     match dispatch(cli.command) {
@@ -536,10 +627,46 @@ fn long_about() -> String {
     )
 }
 
-/// The one place a command's error is shown; returns its exit code.
+/// The one place a command's error is shown; returns its exit code. With
+/// `--output json` it is also one `error` event on stdout.
 pub fn report(diagnostic: &Diagnostic) -> i32 {
     eprintln!("{}", diagnostic.render());
+    if json_requested() {
+        error_event(diagnostic);
+    }
     diagnostic.exit.code()
+}
+
+/// Whether the command line asks for `--output json` (looked at directly,
+/// so that an error in parsing the rest is still reported as JSON).
+fn json_requested() -> bool {
+    let args: Vec<String> = std::env::args().collect();
+    args.iter().enumerate().any(|(index, arg)| {
+        arg == "--output=json"
+            || (arg == "--output" && args.get(index + 1).is_some_and(|next| next == "json"))
+    })
+}
+
+/// `{"event": "error", ...}` on stdout: what went wrong before (or instead
+/// of) a run, for machines; the same text as stderr shows people.
+fn error_event(diagnostic: &Diagnostic) {
+    let at = match (&diagnostic.file, diagnostic.position.line()) {
+        (Some(file), Some(line)) => Some(format!(
+            "{}:{line}:{}",
+            file.display(),
+            diagnostic.position.position().unwrap_or(1)
+        )),
+        _ => None,
+    };
+    let event = serde_json::json!({
+        "event": "error",
+        "message": diagnostic.message,
+        "hint": diagnostic.hint,
+        "at": at,
+        "exit_code": diagnostic.exit.code(),
+        "time": crate::event::now(),
+    });
+    println!("{event}");
 }
 
 fn dispatch(command: Command) -> Result<Exit, Diagnostic> {
@@ -577,6 +704,21 @@ fn dispatch(command: Command) -> Result<Exit, Diagnostic> {
         } => commands::doc::doc(topic.as_deref(), markdown, out.as_deref()),
         Command::List { dir } => commands::list::list(dir),
         Command::Repl { context } => commands::repl::repl(context.as_deref()),
+        Command::Init { dir, force } => commands::init::init(&dir, force),
+        Command::Completions { shell } => commands::completions::completions(shell, Cli::command()),
+        Command::Man { out } => {
+            commands::completions::man(Cli::command().long_about(long_about()), out.as_deref())
+        }
+        Command::Complete { what } => commands::completions::complete(&what),
+        Command::Fixtures(FixturesCommand::Record {
+            file,
+            params,
+            context,
+        }) => commands::fixtures::record(&commands::fixtures::Record {
+            file: &file,
+            params: &params,
+            context: context.as_deref(),
+        }),
         Command::Runs {
             limit,
             kind,
@@ -584,6 +726,10 @@ fn dispatch(command: Command) -> Result<Exit, Diagnostic> {
             since,
             status,
             journal,
+            runbook,
+            no_dry_run: _,
+            dry_run,
+            all,
         } => commands::runs::runs(&commands::runs::Filter {
             limit,
             kind,
@@ -591,8 +737,16 @@ fn dispatch(command: Command) -> Result<Exit, Diagnostic> {
             since,
             status,
             journal,
+            runbook,
+            dry_runs: if all {
+                commands::runs::DryRuns::Include
+            } else if dry_run {
+                commands::runs::DryRuns::Only
+            } else {
+                commands::runs::DryRuns::Hide
+            },
         }),
-        Command::Show { run, output } => commands::show::show(&run, output),
+        Command::Show { run, output, html } => commands::show::show(&run, output, html),
         Command::Resume {
             run,
             force,

@@ -35,6 +35,23 @@ pub enum Exit {
 }
 
 impl Exit {
+    /// The exit a child runbook process ended with (unknown codes are failures).
+    pub fn from_code(code: i32) -> Exit {
+        [
+            Exit::Ok,
+            Exit::StepFailed,
+            Exit::Usage,
+            Exit::Refused,
+            Exit::Locked,
+            Exit::Interrupted,
+            Exit::Terminated,
+            Exit::HungUp,
+        ]
+        .into_iter()
+        .find(|exit| exit.code() == code)
+        .unwrap_or(Exit::StepFailed)
+    }
+
     pub fn code(self) -> i32 {
         match self {
             Exit::Ok => 0,

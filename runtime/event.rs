@@ -54,7 +54,14 @@ pub enum Event {
     Call {
         function: String,
         effect: Effect,
+        /// The arguments as people read them (Rhai literals, secrets `***`,
+        /// long values shortened): what plans show and resumes match.
         args: Vec<String>,
+        /// The arguments as JSON values (secrets masked, never shortened up to
+        /// 1 MiB each; a bigger one is `{"$cut": {...}}`). `--output json`
+        /// prints these as `args`. Absent in journals written before them.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        arguments: Vec<serde_json::Value>,
         at: String,
         #[serde(skip_serializing_if = "Option::is_none")]
         step: Option<String>,
@@ -66,6 +73,14 @@ pub enum Event {
         /// replay it. Absent for `()` and in journals written before replay.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         result: Option<serde_json::Value>,
+        /// For a planned write: what the backend's own dry run said would
+        /// change (the plan's diff), when it has one.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        diff: Option<String>,
+        /// The result held a secret: `result` shows it masked and only
+        /// `sealed` holds it.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        redacted: bool,
         /// The result sealed under the run's key, when it holds a secret.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         sealed: Option<String>,
@@ -91,6 +106,12 @@ pub enum Event {
         /// ControlMaster). Absent when no connection was made (and in older journals).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         connection: Option<String>,
+        /// For a command the run cancelled (Ctrl-C, SIGTERM, a step timeout,
+        /// a fail_fast fan-out stopping): `true` when its end on the host was
+        /// seen before the run went on (rollbacks start only after that),
+        /// `false` when it was not confirmed in time. Absent otherwise.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        killed: Option<bool>,
         time: String,
     },
     /// An approval gate was asked (or recorded, in a dry-run), or a run

@@ -5,14 +5,18 @@
 //! ```yaml
 //! 'shell::read("git rev-parse HEAD")': {stdout: "3f2a9c1\n"}
 //! http::get: {status: 200, body: "ok"}
+//! 'k8s::secret("app-db")': {password: "***"}
 //! ```
+//!
+//! A value of exactly `***` is a secret placeholder (what `runbook fixtures
+//! record` writes for a secret): it is a secret, and shows as `***`.
 
 use std::collections::BTreeMap;
 use std::path::Path;
 
 use rhai::{Dynamic, Map};
 use runbook_stdlib::CallInfo;
-use runbook_stdlib::values::from_json;
+use runbook_stdlib::Secret;
 
 #[derive(Debug, Clone, Default)]
 pub struct Fixtures {
@@ -46,7 +50,7 @@ impl Fixtures {
             .get(&call.signature())
             .or_else(|| self.values.get(&call.function))?
             .clone();
-        let fixture = from_json(value);
+        let fixture = from_json_strings(value);
         match (
             placeholder.try_cast::<Map>(),
             fixture.read_lock::<Map>().map(|map| map.clone()),
@@ -59,3 +63,18 @@ impl Fixtures {
         }
     }
 }
+
+/// A fixture as a Rhai value: `"***"` becomes a secret placeholder, other
+/// strings stay plain.
+fn from_json_strings(value: serde_json::Value) -> Dynamic {
+    runbook_stdlib::values::from_json_with(value, &mut |text| {
+        if text == MASK {
+            Dynamic::from(Secret::new(MASK))
+        } else {
+            Dynamic::from(text)
+        }
+    })
+}
+
+/// What a secret looks like in output, and so in recorded fixtures.
+const MASK: &str = "***";

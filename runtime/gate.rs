@@ -780,21 +780,33 @@ impl RunHost {
         let unknown: Vec<String> = lock(&self.unknowns)
             .iter()
             .filter(|text| {
-                // As an argument the placeholder is quoted: `"<f(\"x\")>"`.
-                let quoted = serde_json::Value::String((*text).clone()).to_string();
+                // Without its closing `>`, so that a property of an unknown
+                // (`<k8s::get(..).data.previous>`) counts as that read.
+                let open = text.strip_suffix('>').unwrap_or(text);
+                // As part of a string argument the name is quoted: `"<f(\"x\")>"`.
+                let quoted = serde_json::Value::String(open.to_owned()).to_string();
                 let escaped = quoted.trim_matches('"');
-                signature.contains(text.as_str()) || signature.contains(escaped)
+                signature.contains(open) || signature.contains(escaped)
             })
             .cloned()
             .collect();
-        let detail =
-            (!unknown.is_empty()).then(|| format!("unknown until run: {}", unknown.join(", ")));
         lock(&self.plan).push(PlanItem::Change {
+            function: call.function.clone(),
             call: signature,
+            args: call.values.clone(),
             at: self.location(call.position),
             step: self.current_step(),
-            detail,
+            detail: None,
+            unknown,
         });
+    }
+
+    /// The diff of the newest planned change, if its backend gave one.
+    fn last_plan_detail(&self) -> Option<String> {
+        lock(&self.plan).iter().rev().find_map(|item| match item {
+            PlanItem::Change { detail, .. } => Some(detail.clone()),
+            PlanItem::Gate { .. } => None,
+        })?
     }
 
     /// The placeholder of an offline read no fixture answers, with every
@@ -815,8 +827,9 @@ impl RunHost {
     }
 }
 
-/// `value` with each empty string in it replaced by `<path>`: the call's
-/// signature, then `.field` for map fields. Each name is pushed to `names`.
+/// `value` with each empty string in it replaced by `<path>` (the call's
+/// signature, then `.field` for map fields), and each map of no declared
+/// shape by an unknown of that path. Each name is pushed to `names`.
 fn name_strings(value: Dynamic, path: &str, names: &mut Vec<String>) -> Dynamic {
     if value.is_string() {
         if value.clone().into_string().unwrap_or_default().is_empty() {
@@ -830,6 +843,13 @@ fn name_strings(value: Dynamic, path: &str, names: &mut Vec<String>) -> Dynamic 
         let Some(map) = value.clone().try_cast::<rhai::Map>() else {
             return value;
         };
+        // A map of no declared shape (a Kubernetes object, a JSON body):
+        // any property the script reads is unknown too.
+        if map.is_empty() {
+            let unknown = runbook_stdlib::unknown::Unknown::new(path);
+            names.push(unknown.to_string());
+            return Dynamic::from(unknown);
+        }
         let named: rhai::Map = map
             .into_iter()
             .map(|(key, item)| {
@@ -904,7 +924,17 @@ impl Host for RunHost {
             }
             Decision::Skip(Skip::Planned) => {
                 self.plan_change(call);
-                HostDecision::Skip(placeholder())
+                // Offline, a recorded fixture stands for what the backend's own
+                // dry run answered online (`runbook fixtures record`).
+                let value = placeholder();
+                match self.fixtures.lookup(call, value.clone()) {
+                    Some(answer) if self.mode() == Mode::DryRunOffline => {
+                        HostDecision::Skip(answer)
+                    }
+                    // Otherwise what a write not run returns is unknown until
+                    // the run, and named so: `<shell::run("mktemp -d").stdout>`.
+                    _ => HostDecision::Skip(self.named_placeholder(call, value)),
+                }
             }
             Decision::Skip(Skip::Fixture) => {
                 let value = placeholder();
@@ -934,13 +964,27 @@ impl Host for RunHost {
                 time: crate::event::now(),
             });
         }
-        let (result, sealed) = match outcome {
-            Outcome::Ok(value) if self.mode() == Mode::Live => self.journal_value(value),
-            _ => (None, None),
+        let (result, sealed, redacted) = match outcome {
+            Outcome::Ok(value) if self.mode() == Mode::Live => {
+                let (result, sealed) = self.journal_value(value);
+                let redacted = runbook_stdlib::values::contains_secret(value);
+                (result, sealed, redacted)
+            }
+            // A dry-run's reads keep their results too (for `runbook fixtures
+            // record`), secrets masked as `***` and not sealed.
+            Outcome::Ok(value) | Outcome::Previewed(value)
+                if call.effect == Effect::Read || matches!(outcome, Outcome::Previewed(_)) =>
+            {
+                let shown =
+                    (!value.is_unit()).then(|| runbook_stdlib::values::to_json(value, false));
+                (shown, None, runbook_stdlib::values::contains_secret(value))
+            }
+            _ => (None, None, false),
         };
         let (outcome, error) = match outcome {
             Outcome::Ok(_) => (CallOutcome::Ok, None),
             Outcome::Err(message) => (CallOutcome::Error, Some(message.to_owned())),
+            Outcome::Previewed(_) => (CallOutcome::Planned, None),
             Outcome::Skipped => match self.decision(call) {
                 Decision::Skip(Skip::Fixture) => (CallOutcome::Fixture, None),
                 Decision::Skip(Skip::Placeholder) => (CallOutcome::Placeholder, None),
@@ -953,12 +997,17 @@ impl Host for RunHost {
             function: call.function.clone(),
             effect: call.effect,
             args: call.args.clone(),
+            arguments: call.values.clone(),
             at: self.location(call.position),
             step: self.current_step(),
             outcome,
             duration_ms: u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX),
             error,
             result,
+            diff: (outcome == CallOutcome::Planned)
+                .then(|| self.last_plan_detail())
+                .flatten(),
+            redacted,
             sealed,
             time: crate::event::now(),
         };
@@ -1041,6 +1090,7 @@ impl Host for RunHost {
                 error,
                 output_tail,
                 connection,
+                killed,
             } => {
                 let function = lock(&self.fanout).clone().unwrap_or_default();
                 let function = function.split('(').next().unwrap_or_default().to_owned();
@@ -1054,6 +1104,7 @@ impl Host for RunHost {
                     step: self.current_step(),
                     output_tail: output_tail.to_owned(),
                     connection: connection.map(str::to_owned),
+                    killed,
                     time: crate::event::now(),
                 });
             }

@@ -388,6 +388,13 @@ fn whole_lines(text: &str) -> (&str, usize) {
     }
 }
 
+/// What `runs` and `show` say about a journal whose last line is cut off.
+pub fn cut_note(cut_bytes: usize, run: &str) -> String {
+    format!(
+        "the journal's last line is cut off ({cut_bytes} bytes: the run was stopped while writing it); read up to the last whole line, and `runbook resume {run}` continues from there"
+    )
+}
+
 /// Read every event of a journal, typed (for show, resume, runs). A line
 /// that is not an event is an error naming the line; a cut-off last line
 /// is left out and counted in [`Recorded::cut_bytes`].
@@ -733,6 +740,9 @@ mod tests {
                 function: "shell::run".into(),
                 effect,
                 args: vec!["\"x\"".into()],
+                arguments: Vec::new(),
+                diff: None,
+                redacted: false,
                 at: "f.rhai:1:1".into(),
                 step: Some("s".into()),
                 outcome,
@@ -753,6 +763,7 @@ mod tests {
             step: None,
             output_tail: "tail".into(),
             connection: Some("reused".into()),
+            killed: Some(true),
             time: time(),
         });
         for decision in [

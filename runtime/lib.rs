@@ -15,6 +15,7 @@ pub mod event;
 pub mod fixtures;
 pub mod gate;
 pub mod header;
+pub mod html;
 pub mod identity;
 pub mod inspect;
 pub mod journal;

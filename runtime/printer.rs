@@ -207,6 +207,11 @@ impl Printer {
             bar.set_style(style);
         }
         bar.set_message("0 ok, 0 failed");
+        // A probe script is shown by its first line (the journal has it whole).
+        let label = match label.split_once('\n') {
+            Some((first, _)) => format!("{}…", first.trim_end()),
+            None => label.to_owned(),
+        };
         self.line(&format!(
             "  {} {label} on {total} host{}",
             self.styles.dim.apply_to("→"),
@@ -292,6 +297,7 @@ impl Printer {
     pub fn emit(&self, event: &Event) {
         if self.format == OutputFormat::Json {
             if let Ok(mut json) = serde_json::to_value(event) {
+                for_machines(&mut json);
                 self.redactor
                     .mask_json_except(&mut json, crate::journal::VOCABULARY);
                 let mut stdout = std::io::stdout().lock();
@@ -404,7 +410,14 @@ impl Printer {
                 effect,
                 ..
             } => {
-                let call = format!("{function}({})", args.join(", "));
+                // For people, each argument up to its first line: a probe
+                // script passed to `ssh::exec_all` is not echoed whole
+                // (`--output json` and the journal keep it all).
+                let shown: Vec<String> = args
+                    .iter()
+                    .map(|arg| first_line(arg).into_owned())
+                    .collect();
+                let call = format!("{function}({})", shown.join(", "));
                 match outcome {
                     CallOutcome::Planned => self.line(&format!(
                         "  {} {call} {}",
@@ -522,15 +535,26 @@ impl Printer {
                 )),
             },
             Event::Resume {
-                user, host, force, ..
+                user,
+                host,
+                force,
+                cut_bytes,
+                ..
             } => {
                 let forced = if *force {
                     " (--force: the runbook changed)"
                 } else {
                     ""
                 };
+                let cut = if *cut_bytes > 0 {
+                    format!(
+                        " (the journal's cut last line, {cut_bytes} bytes, was dropped: the run was stopped while writing it)"
+                    )
+                } else {
+                    String::new()
+                };
                 self.line(&format!(
-                    "{} resumed by {user}@{host}{forced}",
+                    "{} resumed by {user}@{host}{forced}{cut}",
                     s.bold.apply_to("↻")
                 ));
             }
@@ -672,6 +696,67 @@ impl Printer {
     }
 }
 
+/// An event as `--output json` prints it: a call's `args` are its arguments
+/// as JSON values (the journal's `arguments`), and `call` is the call as
+/// people read it (the journal's Rhai-literal `args`, joined).
+fn for_machines(json: &mut serde_json::Value) {
+    let Some(object) = json.as_object_mut() else {
+        return;
+    };
+    if object.get("event").and_then(serde_json::Value::as_str) != Some("call") {
+        return;
+    }
+    let literals: Vec<String> = object
+        .get("args")
+        .and_then(serde_json::Value::as_array)
+        .map(|args| {
+            args.iter()
+                .map(|arg| arg.as_str().unwrap_or_default().to_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    let function = object
+        .get("function")
+        .and_then(serde_json::Value::as_str)
+        .unwrap_or_default()
+        .to_owned();
+    let arguments = object
+        .remove("arguments")
+        .unwrap_or_else(|| serde_json::Value::Array(Vec::new()));
+    object.insert("args".to_owned(), arguments);
+    object.insert(
+        "call".to_owned(),
+        serde_json::Value::String(format!("{function}({})", literals.join(", "))),
+    );
+}
+
+impl Printer {
+    /// `--output json`: the plan of a dry-run as one `plan` event on stdout,
+    /// each change with its function, JSON arguments, diff and unknowns.
+    pub fn plan_event(&self, plan: &[PlanItem]) {
+        if self.format != OutputFormat::Json {
+            return;
+        }
+        let items = crate::saved_plan::items(plan);
+        let changes = plan
+            .iter()
+            .filter(|item| matches!(item, PlanItem::Change { .. }))
+            .count();
+        let mut json = serde_json::json!({
+            "event": "plan",
+            "changes": changes,
+            "gates": plan.len() - changes,
+            "items": items,
+            "time": crate::event::now(),
+        });
+        self.redactor
+            .mask_json_except(&mut json, crate::journal::VOCABULARY);
+        let mut stdout = std::io::stdout().lock();
+        let _ = writeln!(stdout, "{json}");
+        let _ = stdout.flush();
+    }
+}
+
 /// The plan of a dry-run: every write that was not run, and every gate.
 pub fn render_plan(plan: &[PlanItem]) -> String {
     let changes = plan
@@ -692,6 +777,8 @@ pub fn render_plan(plan: &[PlanItem]) -> String {
                 at,
                 step,
                 detail,
+                unknown,
+                ..
             } => {
                 let step = step
                     .as_deref()
@@ -702,6 +789,12 @@ pub fn render_plan(plan: &[PlanItem]) -> String {
                     for line in detail.lines() {
                         out.push_str(&format!("         {line}\n"));
                     }
+                }
+                if !unknown.is_empty() {
+                    out.push_str(&format!(
+                        "         unknown until run: {}\n",
+                        unknown.join(", ")
+                    ));
                 }
             }
             PlanItem::Gate {
@@ -849,6 +942,28 @@ fn clean_event(event: &Event) -> Event {
 
 fn human_ms(millis: u64) -> String {
     runbook_stdlib::duration::human(Duration::from_millis(millis))
+}
+
+/// An argument as people read it, cut at the end of its first line: a
+/// quoted string literal with `\n` in it keeps what comes before, then `…"`.
+fn first_line(arg: &str) -> std::borrow::Cow<'_, str> {
+    if !arg.starts_with('"') {
+        return std::borrow::Cow::Borrowed(arg);
+    }
+    // The first `\n` escape that is not itself an escaped backslash.
+    let bytes = arg.as_bytes();
+    let mut index = 1;
+    while index + 1 < bytes.len() {
+        if bytes[index] == b'\\' {
+            if bytes[index + 1] == b'n' && index + 2 < bytes.len() - 1 {
+                return std::borrow::Cow::Owned(format!("{}…\"", &arg[..index]));
+            }
+            index += 2;
+            continue;
+        }
+        index += 1;
+    }
+    std::borrow::Cow::Borrowed(arg)
 }
 
 /// `text` cut to `max` characters, with `…` where it was cut (for columns

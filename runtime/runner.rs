@@ -332,6 +332,10 @@ pub fn run_with(options: &RunOptions, mut resumed: Option<Resumed>) -> Result<Ex
     if let Some(diagnostic) = &failure {
         printer.error(&in_script(diagnostic.clone()).render());
     }
+    // For machines the plan comes before `end`, which is always the last event.
+    if mode.is_dry() {
+        printer.plan_event(&host.plan());
+    }
     host.emit(&Event::End {
         status: exit,
         exit_code: exit.code(),

@@ -37,10 +37,21 @@ pub struct SavedPlan {
 pub enum SavedItem {
     Change {
         number: usize,
+        /// `module::name`.
+        #[serde(default)]
+        function: String,
+        /// The call as people read it (what `--expect-plan` compares).
         call: String,
+        /// The arguments as JSON values, secrets masked.
+        #[serde(default)]
+        args: Vec<serde_json::Value>,
         at: String,
         step: Option<String>,
+        /// The backend's own dry-run diff, when it has one.
         diff: Option<String>,
+        /// Offline reads the change depends on (unknown until the run).
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        unknown: Vec<String>,
     },
     Gate {
         number: usize,
@@ -54,6 +65,38 @@ pub fn sha256(source: &str) -> String {
     format!("{:x}", Sha256::digest(source.as_bytes()))
 }
 
+/// The plan's items as saved (and as `--output json` prints them).
+pub fn items(plan: &[PlanItem]) -> Vec<SavedItem> {
+    plan.iter()
+        .enumerate()
+        .map(|(index, item)| match item {
+            PlanItem::Change {
+                function,
+                call,
+                args,
+                at,
+                step,
+                detail,
+                unknown,
+            } => SavedItem::Change {
+                number: index + 1,
+                function: function.clone(),
+                call: call.clone(),
+                args: args.clone(),
+                at: at.clone(),
+                step: step.clone(),
+                diff: detail.clone(),
+                unknown: unknown.clone(),
+            },
+            PlanItem::Gate { message, at, .. } => SavedItem::Gate {
+                number: index + 1,
+                message: message.clone(),
+                at: at.clone(),
+            },
+        })
+        .collect()
+}
+
 impl SavedPlan {
     pub fn new(
         runbook: &Path,
@@ -62,29 +105,7 @@ impl SavedPlan {
         params: BTreeMap<String, String>,
         plan: &[PlanItem],
     ) -> SavedPlan {
-        let items = plan
-            .iter()
-            .enumerate()
-            .map(|(index, item)| match item {
-                PlanItem::Change {
-                    call,
-                    at,
-                    step,
-                    detail,
-                } => SavedItem::Change {
-                    number: index + 1,
-                    call: call.clone(),
-                    at: at.clone(),
-                    step: step.clone(),
-                    diff: detail.clone(),
-                },
-                PlanItem::Gate { message, at, .. } => SavedItem::Gate {
-                    number: index + 1,
-                    message: message.clone(),
-                    at: at.clone(),
-                },
-            })
-            .collect();
+        let items = items(plan);
         SavedPlan {
             format: FORMAT,
             runbook: runbook.display().to_string(),

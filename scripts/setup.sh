@@ -20,6 +20,8 @@ command -v kubectl >/dev/null 2>&1 || need_apt+=(kubernetes-client)
 compgen -G '/usr/lib/postgresql/*/bin/postgres' >/dev/null || need_apt+=(postgresql)
 compgen -G '/usr/lib/postgresql/*/bin/pg_dump' >/dev/null || need_apt+=(postgresql-client)
 python3 -c 'import ensurepip, venv' >/dev/null 2>&1 || need_apt+=(python3-venv)
+# The headless browser that judges `runbook show --html` (tests/cli/html.rs).
+command -v chromium >/dev/null 2>&1 || need_apt+=(chromium)
 
 if ((${#need_apt[@]})); then
   echo "setup: installing ${need_apt[*]}"
@@ -49,6 +51,15 @@ if ! "$venv/bin/python3" -c 'import boto3, moto.server' >/dev/null 2>&1 \
   "$venv/bin/pip" install --quiet --disable-pip-version-check 'moto[server]==5.2.5' 'boto3==1.44.5'
 else
   echo "setup: lab venv present ($venv)"
+fi
+
+# The JSON Schema validator that judges `--output json` (tests/cli/json_schema.rs);
+# moto brings it already, this only makes sure.
+if ! "$venv/bin/python3" -c 'import jsonschema' >/dev/null 2>&1; then
+  echo "setup: installing jsonschema (Python) into $venv"
+  "$venv/bin/pip" install --quiet --disable-pip-version-check 'jsonschema==4.26.0'
+else
+  echo "setup: jsonschema (Python) present in the lab venv"
 fi
 
 # The official Hetzner Cloud Python library, the second client tests/lab/tests/hcloud.rs drives.

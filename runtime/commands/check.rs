@@ -84,6 +84,6 @@ fn check_file(
         Ok(ast) => ast,
         Err(diagnostic) => return Ok((vec![diagnostic], Vec::new(), source)),
     };
-    let warnings = crate::analysis::warnings(&ast);
+    let warnings = crate::analysis::warnings(&ast, known);
     Ok((analyse(&ast, &header, known), warnings, source))
 }

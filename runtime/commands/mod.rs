@@ -5,8 +5,11 @@
 pub mod approve;
 pub mod audit;
 pub mod check;
+pub mod completions;
 pub mod doc;
+pub mod fixtures;
 pub mod gates;
+pub mod init;
 pub mod list;
 pub mod repl;
 pub mod resume;

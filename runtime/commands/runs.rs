@@ -1,5 +1,6 @@
 //! `runbook runs`: one line per recorded run or REPL session, newest first,
-//! filtered by kind, context, start time and status.
+//! filtered by kind, context, start time, status and runbook; dry-runs
+//! only when asked for (`--all`, `--dry-run`).
 
 use crate::error::{Diagnostic, Exit};
 use crate::event::{Event, Kind, Mode};
@@ -16,6 +17,22 @@ pub struct Filter {
     pub status: Option<String>,
     /// `--journal s3://BUCKET/PREFIX`: list the runs there instead.
     pub journal: Option<String>,
+    /// Only runs whose runbook path contains this text.
+    pub runbook: Option<String>,
+    /// Which dry-runs to list (none by default).
+    pub dry_runs: DryRuns,
+}
+
+/// Dry-runs in `runbook runs`: hidden unless asked for.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum DryRuns {
+    /// Live runs only (the default; `--no-dry-run` says so explicitly).
+    #[default]
+    Hide,
+    /// Dry-runs only (`--dry-run`).
+    Only,
+    /// Both (`--all`).
+    Include,
 }
 
 const STATUSES: &[&str] = &[
@@ -74,12 +91,31 @@ pub fn runs(filter: &Filter) -> Result<Exit, Diagnostic> {
         .as_ref()
         .map_or_else(journal::runs_dir, |(folder, _)| folder.path().to_owned());
     let mut rows = Vec::new();
+    // Journals that cannot be listed, or were cut: said, never hidden.
+    let mut notes = Vec::new();
     if let Ok(entries) = std::fs::read_dir(&dir) {
         for entry in entries.flatten() {
             let path = entry.path().join("journal.jsonl");
-            let Ok(recorded) = journal::read(&path) else {
-                continue;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let recorded = match journal::read(&path) {
+                Ok(recorded) => recorded,
+                Err(error) => {
+                    if path.exists() {
+                        notes.push(format!("run {name}: its journal cannot be read: {error}"));
+                    }
+                    continue;
+                }
             };
+            if recorded.cut_bytes > 0 {
+                notes.push(format!(
+                    "run {name}: {}",
+                    journal::cut_note(recorded.cut_bytes, &name)
+                ));
+            }
+            if recorded.events.is_empty() {
+                notes.push(format!("run {name}: its journal holds no whole line"));
+                continue;
+            }
             let Some(Event::Run {
                 run_id,
                 runbook,
@@ -107,7 +143,16 @@ pub fn runs(filter: &Filter) -> Result<Exit, Diagnostic> {
                 && filter
                     .status
                     .as_deref()
-                    .is_none_or(|wanted| wanted == status);
+                    .is_none_or(|wanted| wanted == status)
+                && filter
+                    .runbook
+                    .as_deref()
+                    .is_none_or(|wanted| runbook.contains(wanted))
+                && match filter.dry_runs {
+                    DryRuns::Hide => !mode.is_dry(),
+                    DryRuns::Only => mode.is_dry(),
+                    DryRuns::Include => true,
+                };
             if !keep {
                 continue;
             }
@@ -129,11 +174,19 @@ pub fn runs(filter: &Filter) -> Result<Exit, Diagnostic> {
             ));
         }
     }
+    for note in &notes {
+        eprintln!("note: {note}");
+    }
     if rows.is_empty() {
+        let hint = if filter.dry_runs == DryRuns::Hide {
+            " (dry-runs are hidden: --all shows them)"
+        } else {
+            ""
+        };
         let place = downloaded
             .as_ref()
             .map_or_else(|| dir.display().to_string(), |(_, url)| url.clone());
-        eprintln!("no runs recorded in {place} match");
+        eprintln!("no runs recorded in {place} match{hint}");
         return Ok(Exit::Ok);
     }
     rows.sort_by(|a, b| b.0.cmp(&a.0));

@@ -70,6 +70,9 @@ pub struct CallInfo {
     pub effect: Effect,
     /// Arguments rendered for people: strings quoted, secrets as `***`.
     pub args: Vec<String>,
+    /// The same arguments as JSON values, secrets masked, for `--output json`,
+    /// saved plans and the journal (see [`crate::values::to_json_masked`]).
+    pub values: Vec<serde_json::Value>,
     /// Where in the script the call was made.
     pub position: Position,
     /// Whether the function has a preview body (a server-side dry run).
@@ -107,6 +110,9 @@ pub enum Outcome<'a> {
     Err(&'a str),
     /// The body did not run; the host answered with a value instead.
     Skipped,
+    /// A write was not run; its backend's own dry run (the preview body)
+    /// answered with this value.
+    Previewed(&'a Dynamic),
 }
 
 /// Log levels of `log::*` and of messages functions report while they work.
@@ -163,6 +169,9 @@ pub enum Progress<'a> {
         /// How its connection was got (ssh: `new`, `reused` from an earlier
         /// run, `user` for the user's own ControlMaster), when there was one.
         connection: Option<&'a str>,
+        /// For a cancelled command: whether its end on the host was seen
+        /// (killed, confirmed) or not in time.
+        killed: Option<bool>,
     },
     /// All targets are done (or the work stopped early).
     End {

@@ -17,6 +17,7 @@ pub mod function;
 pub mod host;
 pub mod redact;
 pub mod settings;
+pub mod unknown;
 pub mod values;
 
 mod builtins;

@@ -7,6 +7,7 @@
 //! [`Host::section`]: crate::host::Host::section
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use rhai::{Array, Dynamic, Map};
 
@@ -106,6 +107,35 @@ impl Section {
             .transpose()
     }
 
+    /// A duration field: a string such as `"10s"` or `"250ms"`, or whole
+    /// seconds (`timeout = 10`).
+    pub fn duration(&self, field: &str) -> Result<Option<Duration>, StdlibError> {
+        let Some(value) = self.get(field) else {
+            return Ok(None);
+        };
+        if let Ok(seconds) = value.as_int() {
+            return u64::try_from(seconds)
+                .map(|seconds| Some(Duration::from_secs(seconds)))
+                .map_err(|_| self.wrong(field, "a duration such as \"10s\" (not negative)"));
+        }
+        let text = value
+            .clone()
+            .into_string()
+            .map_err(|_| self.wrong(field, "a duration such as \"10s\""))?;
+        crate::duration::parse(text.trim())
+            .map(Some)
+            .map_err(|problem| {
+                StdlibError::usage(
+                    format!(
+                        "context `{}`: `{}`: {problem}",
+                        self.context,
+                        self.field(field)
+                    ),
+                    "write a duration such as \"10s\" or \"250ms\"",
+                )
+            })
+    }
+
     /// A table field (`[context.NAME.hosts]`).
     pub fn table(&self, field: &str) -> Result<Map, StdlibError> {
         match self.get(field) {
@@ -164,6 +194,7 @@ mod tests {
             error,
             "context `lab`: `s3.path_style` must be true or false"
         );
+        assert_eq!(s3.duration("timeout").unwrap(), None);
         let top = Section::of(&context, "");
         assert!(top.has_secret("pg_password"));
         assert!(!top.has_secret("other"));

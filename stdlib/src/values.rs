@@ -27,6 +27,8 @@ pub fn type_name(value: &Dynamic) -> &'static str {
         "a function"
     } else if value.is::<Secret>() {
         "a secret"
+    } else if value.is::<crate::unknown::Unknown>() {
+        "a value unknown until the run (offline dry-run)"
     } else if value.is_blob() {
         "a blob"
     } else {
@@ -67,6 +69,8 @@ fn render_into(
     }
     if let Some(secret) = value.read_lock::<Secret>() {
         out.push_str(&secret.to_string());
+    } else if let Some(unknown) = value.read_lock::<crate::unknown::Unknown>() {
+        out.push_str(&redactor.mask(&unknown.to_string()));
     } else if value.is_string() {
         let text = value.clone().into_string().unwrap_or_default();
         let text = redactor.mask(&text).into_owned();
@@ -281,7 +285,11 @@ pub fn from_json_secret(
     from_json_with(value, &mut |text| Dynamic::from(secret(text)))
 }
 
-fn from_json_with(value: serde_json::Value, string: &mut dyn FnMut(String) -> Dynamic) -> Dynamic {
+/// Convert JSON into a Rhai value, each string made by `string`.
+pub fn from_json_with(
+    value: serde_json::Value,
+    string: &mut dyn FnMut(String) -> Dynamic,
+) -> Dynamic {
     match value {
         serde_json::Value::Null => Dynamic::UNIT,
         serde_json::Value::Bool(b) => Dynamic::from_bool(b),
@@ -316,6 +324,9 @@ pub fn to_json(value: &Dynamic, expose: bool) -> serde_json::Value {
         };
         return serde_json::Value::String(text);
     }
+    if let Some(unknown) = value.read_lock::<crate::unknown::Unknown>() {
+        return serde_json::Value::String(unknown.to_string());
+    }
     if value.is_unit() {
         serde_json::Value::Null
     } else if let Ok(b) = value.as_bool() {
@@ -338,6 +349,76 @@ pub fn to_json(value: &Dynamic, expose: bool) -> serde_json::Value {
         serde_json::Value::String(String::from_utf8_lossy(&blob).into_owned())
     } else {
         serde_json::Value::String(value.to_string())
+    }
+}
+
+/// Above this many bytes of JSON text, an argument is shown by its size and
+/// first characters instead ([`to_json_masked`]).
+pub const MAX_JSON_ARGUMENT: usize = 1 << 20;
+
+/// An argument as JSON for machines: secrets as `***`, every string (and
+/// key) masked, closures as `"<closure>"`. Nothing is shortened up to
+/// [`MAX_JSON_ARGUMENT`] bytes; a bigger value is replaced, explicitly, by
+/// `{"$cut": {"bytes": N, "head": "<first 4096 characters of its JSON>"}}`.
+pub fn to_json_masked(value: &Dynamic, redactor: &crate::redact::Redactor) -> serde_json::Value {
+    let json = masked_json(value, redactor, 0);
+    let text = json.to_string();
+    if text.len() <= MAX_JSON_ARGUMENT {
+        return json;
+    }
+    let head: String = text.chars().take(4096).collect();
+    serde_json::json!({"$cut": {"bytes": text.len(), "head": head}})
+}
+
+fn masked_json(
+    value: &Dynamic,
+    redactor: &crate::redact::Redactor,
+    depth: usize,
+) -> serde_json::Value {
+    use serde_json::Value;
+    // Deeper than any manifest; a cycle through shared values cannot recurse forever.
+    if depth > 64 {
+        return Value::String("<too deep>".to_owned());
+    }
+    if let Some(secret) = value.read_lock::<Secret>() {
+        return Value::String(secret.to_string());
+    }
+    if let Some(unknown) = value.read_lock::<crate::unknown::Unknown>() {
+        return Value::String(redactor.mask(&unknown.to_string()).into_owned());
+    }
+    if value.is_string() {
+        let text = value.clone().into_string().unwrap_or_default();
+        return Value::String(redactor.mask(&text).into_owned());
+    }
+    if let Some(array) = value.read_lock::<Array>() {
+        return Value::Array(
+            array
+                .iter()
+                .map(|item| masked_json(item, redactor, depth + 1))
+                .collect(),
+        );
+    }
+    if let Some(map) = value.read_lock::<Map>() {
+        return Value::Object(
+            map.iter()
+                .map(|(key, item)| {
+                    (
+                        redactor.mask(key).into_owned(),
+                        masked_json(item, redactor, depth + 1),
+                    )
+                })
+                .collect(),
+        );
+    }
+    if value.is_fnptr() {
+        return Value::String("<closure>".to_owned());
+    }
+    if let Some(blob) = value.read_lock::<rhai::Blob>() {
+        return serde_json::json!({"$blob": {"bytes": blob.len()}});
+    }
+    match to_json(value, false) {
+        Value::String(text) => Value::String(redactor.mask(&text).into_owned()),
+        other => other,
     }
 }
 
@@ -378,6 +459,7 @@ pub fn register_types(engine: &mut Engine) {
             left.expose() != right.expose()
         });
     register_secret_strings(engine);
+    crate::unknown::register(engine);
     engine
         .register_type_with_name::<StdlibError>("Error")
         .register_fn("to_string", |error: &mut StdlibError| error.to_string())

@@ -256,3 +256,35 @@ print(a + c + b);
         .output()
         .assert_exit(2);
 }
+
+#[test]
+fn a_write_outside_any_step_is_a_warning_and_closures_handed_to_step_are_not() {
+    let source = r#"shell::run("echo outside");
+step("inside", || {
+    shell::run("echo in a step");
+    on_rollback(|| shell::run("echo undo"));
+    [1, 2].map(|x| shell::run("echo nested " + x));
+});
+let later = || shell::run("echo a closure run outside");
+fn helper() { shell::run("echo its callers decide"); }
+let x = 1;
+step("captures", || shell::run("echo " + x));
+shell::read("echo a read is fine anywhere");
+"#;
+    let (scratch, output) = check(source);
+    output
+        .assert_success()
+        .assert_contains("warning: `shell::run` is a write outside any step")
+        .assert_contains("t.rhai:1:8")
+        .assert_contains("t.rhai:7:23");
+    assert_eq!(
+        output.all().matches("is a write outside any step").count(),
+        2,
+        "{}",
+        output.report()
+    );
+    scratch
+        .command(["check", "--deny-warnings", "t.rhai"])
+        .output()
+        .assert_exit(2);
+}

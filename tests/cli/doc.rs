@@ -374,3 +374,25 @@ fn doc_overview_columns_line_up() {
         output.stdout
     );
 }
+
+/// Each overview line's summary is a whole sentence: it ends with a period,
+/// and never inside an abbreviation (`e.g.`, `i.e.`).
+#[test]
+fn doc_summaries_are_whole_sentences() {
+    let output = crate::harness::Run::command(["doc"]).output();
+    output.assert_success();
+    let mut checked = 0;
+    for line in output.stdout.lines() {
+        let line = line.trim_end();
+        let is_function = line.starts_with("  ") && line.contains('(') && line.contains("  ");
+        if !is_function {
+            continue;
+        }
+        checked += 1;
+        assert!(
+            line.ends_with('.') && !line.ends_with("e.g.") && !line.ends_with("i.e."),
+            "summary cut or without an end: {line}"
+        );
+    }
+    assert!(checked > 50, "only {checked} functions in `runbook doc`");
+}

@@ -125,19 +125,19 @@ fn fixture_outcome_is_reported_in_json() {
             .map(|event| event["outcome"].as_str().unwrap_or_default().to_owned())
     };
     assert_eq!(
-        outcome("\"uname -s\"").as_deref(),
+        outcome("uname -s").as_deref(),
         Some("fixture"),
         "{}",
         output.report()
     );
     assert_eq!(
-        outcome("\"touch READFILE\"").as_deref(),
+        outcome("touch READFILE").as_deref(),
         Some("placeholder"),
         "{}",
         output.report()
     );
     assert_eq!(
-        outcome("\"touch FILE\"").as_deref(),
+        outcome("touch FILE").as_deref(),
         Some("planned"),
         "{}",
         output.report()
@@ -329,4 +329,35 @@ fn a_live_run_stops_before_the_first_write_the_saved_plan_does_not_have() {
         .assert_exit(2)
         .assert_contains("the runbook changed since the plan was saved");
     assert!(!scratch.exists("FIRST"));
+}
+
+/// An offline read that no fixture answers is an unknown that names the read:
+/// properties of it are unknowns too, `+` keeps the name, loops over it run
+/// zero times, and the plan marks what depends on it "unknown until run".
+#[test]
+fn offline_unknowns_name_their_read_through_properties_and_concatenation() {
+    let scratch = Scratch::new();
+    scratch.write(
+        "unknown.rhai",
+        r#"//! Unknowns in an offline plan
+let d = k8s::get("deployment", "backend");
+let image = d.spec.template.spec.containers[0].image;
+let n = 0;
+for c in d.spec.template.spec.containers { n += 1; }
+print("containers seen: " + n);
+print("replicas+1: " + (d.spec.replicas + 1));
+step("roll", || {
+    k8s::set_image("backend", image + "-next");
+});
+"#,
+    );
+    let output = scratch.run("unknown.rhai").dry_run().offline().output();
+    output
+        .assert_success()
+        .assert_contains("containers seen: 0")
+        .assert_contains(r#"replicas+1: <k8s::get("deployment", "backend").spec.replicas + 1>"#)
+        .assert_contains(
+            r#"k8s::set_image("backend", "<k8s::get(\"deployment\", \"backend\").spec.template.spec.containers[0].image>-next")"#,
+        )
+        .assert_contains(r#"unknown until run: <k8s::get("deployment", "backend")>"#);
 }

@@ -213,3 +213,181 @@ fn runbook_toml_types_are_checked_at_load_with_the_line() {
             "runbook.toml:3:1`: `context.t.hosts.web` must be a string, got an integer",
         );
 }
+
+#[test]
+fn an_s3_endpoint_that_never_answers_is_an_error_naming_the_wait() {
+    let (address, _thread) = black_hole();
+    let scratch = Scratch::new();
+    scratch.write(
+        "runbook.toml",
+        &format!(
+            "[context.hole]\n[context.hole.s3]\nendpoint = \"http://{address}\"\nbucket = \"b\"\ntimeout = \"1s\"\nconnect_timeout = \"1s\"\n"
+        ),
+    );
+    scratch.write("s3.rhai", "s3::exists(\"k\");\n");
+    scratch
+        .run("s3.rhai")
+        .context("hole")
+        .env("AWS_ACCESS_KEY_ID", "id")
+        .env("AWS_SECRET_ACCESS_KEY", "secret")
+        .output()
+        .assert_exit(1)
+        .assert_contains(&format!(
+            "no answer from the S3 endpoint at http://{address} within 1.0s"
+        ))
+        .assert_contains("`timeout` (or `connect_timeout`) under `[context.hole.s3]`");
+}
+
+#[test]
+fn an_http_server_that_never_answers_is_an_error_naming_the_wait() {
+    let (address, _thread) = black_hole();
+    let scratch = Scratch::new();
+    // The context's default, then the call's own.
+    scratch.write(
+        "runbook.toml",
+        "[context.hole]\n[context.hole.http]\ntimeout = \"1s\"\n",
+    );
+    scratch.write(
+        "http.rhai",
+        &format!("http::get(\"http://{address}/health\");\n"),
+    );
+    scratch
+        .run("http.rhai")
+        .context("hole")
+        .output()
+        .assert_exit(1)
+        .assert_contains(&format!(
+            "no answer from the HTTP server at http://{address} within 1.0s"
+        ));
+    scratch.write(
+        "http.rhai",
+        &format!("http::get(\"http://{address}/health\", #{{timeout: \"500ms\"}});\n"),
+    );
+    scratch
+        .run("http.rhai")
+        .context("hole")
+        .output()
+        .assert_exit(1)
+        .assert_contains("within 500ms");
+}
+
+#[test]
+fn a_hetzner_api_that_never_answers_is_an_error_naming_the_wait() {
+    let (address, _thread) = black_hole();
+    let scratch = Scratch::new();
+    scratch.write(
+        "runbook.toml",
+        &format!(
+            "[context.hole]\n[context.hole.hcloud]\nendpoint = \"http://{address}/v1\"\nrequest_timeout = \"1s\"\n"
+        ),
+    );
+    scratch.write("hcloud.rhai", "hcloud::servers();\n");
+    scratch
+        .run("hcloud.rhai")
+        .context("hole")
+        .env("HCLOUD_TOKEN", "t0ken")
+        .output()
+        .assert_exit(1)
+        .assert_contains(&format!(
+            "no answer from the Hetzner Cloud API at http://{address}/v1 within 1.0s"
+        ))
+        .assert_contains("request_timeout");
+}
+
+#[test]
+fn an_ssh_host_that_never_answers_is_an_error_naming_the_wait() {
+    let (address, _thread) = black_hole();
+    let scratch = Scratch::new();
+    scratch.write(
+        "runbook.toml",
+        &format!(
+            "[context.hole]\n[context.hole.hosts]\nsilent = \"u@127.0.0.1:{}\"\n[context.hole.ssh]\nconnect_timeout = \"1s\"\nknown_hosts = \"known_hosts\"\n",
+            address.port()
+        ),
+    );
+    scratch.write("known_hosts", "");
+    scratch.write("ssh.rhai", "ssh::read(\"silent\", \"true\");\n");
+    scratch
+        .run("ssh.rhai")
+        .context("hole")
+        .output()
+        .assert_exit(1)
+        .assert_contains("timed out")
+        .assert_contains("`connect_timeout` under `[context.NAME.ssh]`");
+}
+
+#[test]
+fn a_journal_cut_mid_line_is_listed_shown_and_resumed_with_the_cut_reported() {
+    let scratch = Scratch::new();
+    let state = scratch.file("state");
+    let file = scratch.write(
+        "three.rhai",
+        "step(\"a\", || 1);\nstep(\"b\", || shell::run([\"sh\", \"-c\", \"echo b >> B\"]));\nstep(\"c\", || 3);\n",
+    );
+    crate::harness::Run::new(&file)
+        .state_dir(&state)
+        .current_dir(scratch.path())
+        .output()
+        .assert_success();
+    let dir = std::fs::read_dir(state.join("runs"))
+        .unwrap()
+        .flatten()
+        .map(|entry| entry.path())
+        .next()
+        .unwrap();
+    let run = dir.file_name().unwrap().to_string_lossy().into_owned();
+    // What a run stopped while writing the line after step b's end leaves:
+    // the whole lines up to it, half of the next, no later witnesses.
+    let journal = dir.join("journal.jsonl");
+    let text = std::fs::read_to_string(&journal).unwrap();
+    let lines: Vec<&str> = text.split_inclusive('\n').collect();
+    let b_end = lines
+        .iter()
+        .position(|line| line.contains("\"step_end\"") && line.contains("\"step\":\"b\""))
+        .unwrap();
+    let next = lines[b_end + 1];
+    let kept = format!("{}{}", lines[..=b_end].concat(), &next[..next.len() / 2]);
+    std::fs::write(&journal, &kept).unwrap();
+    for entry in std::fs::read_dir(dir.join("witness")).unwrap().flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let number: usize = name
+            .trim_start_matches("head-")
+            .trim_end_matches(".json")
+            .parse()
+            .unwrap();
+        if number > b_end + 1 {
+            std::fs::remove_file(entry.path()).unwrap();
+        }
+    }
+    let cut = next.len() / 2;
+    let note = format!("the journal's last line is cut off ({cut} bytes");
+
+    let runs = crate::harness::Run::command(["runs"])
+        .state_dir(&state)
+        .output();
+    runs.assert_success().assert_contains(&note);
+    assert!(
+        runs.stdout
+            .lines()
+            .any(|line| line.starts_with(&run) && line.contains("incomplete")),
+        "{}",
+        runs.report()
+    );
+    crate::harness::Run::command(["show", &run])
+        .state_dir(&state)
+        .output()
+        .assert_success()
+        .assert_contains("✓ b")
+        .assert_contains(&note);
+    crate::harness::Run::command(["resume", &run])
+        .state_dir(&state)
+        .current_dir(scratch.path())
+        .output()
+        .assert_success()
+        .assert_contains(&format!(
+            "the journal's cut last line, {cut} bytes, was dropped"
+        ))
+        .assert_contains("✓ c");
+    // Step b is replayed from the journal, not run again.
+    assert_eq!(scratch.read("B"), "b\n");
+}

@@ -74,6 +74,29 @@ fn a_run_writes_a_journal_with_the_streamed_events() {
     assert_eq!(journal.last().unwrap()["event"], "end");
     assert_eq!(journal.last().unwrap()["exit_code"], 1);
     // Every streamed event is in the journal, in order, with the same fields.
+    // A call's `args` are streamed as JSON values (the journal's `arguments`)
+    // and its `call` is the journal's Rhai-literal `args`, joined.
+    let journal: Vec<serde_json::Value> = journal
+        .into_iter()
+        .map(|mut line| {
+            if line["event"] == "call" {
+                let literals: Vec<String> = line["args"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|arg| arg.as_str().unwrap().to_owned())
+                    .collect();
+                line["call"] = format!(
+                    "{}({})",
+                    line["function"].as_str().unwrap(),
+                    literals.join(", ")
+                )
+                .into();
+                line["args"] = line["arguments"].take();
+            }
+            line
+        })
+        .collect();
     let mut rest = journal.iter();
     for event in &streamed {
         let found = rest.any(|line| {
@@ -175,6 +198,67 @@ fn runs_lists_the_run_with_its_status() {
         line.contains("failed") && line.contains("r.rhai"),
         "{line:?}"
     );
+}
+
+#[test]
+fn runs_hides_dry_runs_unless_asked_and_filters_by_runbook() {
+    let scratch = setup();
+    scratch.write(
+        "other.rhai",
+        "//! Other.\nstep(\"x\", || shell::run(\"true\"));\n",
+    );
+    let state = scratch.file("state");
+    scratch
+        .run("r.rhai")
+        .state_dir(&state)
+        .output()
+        .assert_success();
+    scratch
+        .run("r.rhai")
+        .state_dir(&state)
+        .dry_run()
+        .output()
+        .assert_success();
+    scratch
+        .run("other.rhai")
+        .state_dir(&state)
+        .output()
+        .assert_success();
+    let list = |args: &[&str]| {
+        let output = scratch
+            .command(["runs"])
+            .args(args)
+            .state_dir(&state)
+            .output();
+        output.assert_success();
+        output
+            .stdout
+            .lines()
+            .skip(1)
+            .map(str::to_owned)
+            .collect::<Vec<String>>()
+    };
+    let default = list(&[]);
+    assert_eq!(default.len(), 2, "{default:?}");
+    assert!(
+        default.iter().all(|line| !line.contains("(dry-run)")),
+        "{default:?}"
+    );
+    assert_eq!(list(&["--no-dry-run"]), default);
+    let all = list(&["--all"]);
+    assert_eq!(all.len(), 3, "{all:?}");
+    let dry = list(&["--dry-run"]);
+    assert!(
+        dry.len() == 1 && dry[0].contains("r.rhai (dry-run)"),
+        "{dry:?}"
+    );
+    let other = list(&["--runbook", "other"]);
+    assert!(
+        other.len() == 1 && other[0].contains("other.rhai"),
+        "{other:?}"
+    );
+    let failed = list(&["--status", "failed"]);
+    assert!(failed.is_empty(), "{failed:?}");
 }
 
 #[test]

@@ -185,3 +185,95 @@ fn every_shipped_runbook_and_example_plans_offline() {
     }
     assert!(failures.is_empty(), "{}", failures.join("\n\n"));
 }
+
+/// The numbered lines of a plan (`  3. k8s::apply(...)`), timestamps made equal.
+fn plan_lines(output: &crate::harness::Output) -> Vec<String> {
+    let mut lines = Vec::new();
+    for line in output.stdout.lines() {
+        let trimmed = line.trim_start();
+        let numbered = trimmed.split_once(". ").is_some_and(|(number, _)| {
+            !number.is_empty() && number.chars().all(|c| c.is_ascii_digit())
+        });
+        if numbered {
+            lines.push(normalize_stamps(trimmed));
+        }
+    }
+    lines
+}
+
+/// `20261202T191512Z` and `20261202191512` → `<stamp>`: the runs happen seconds apart.
+fn normalize_stamps(text: &str) -> String {
+    let chars: Vec<char> = text.chars().collect();
+    let mut out = String::new();
+    let mut i = 0;
+    while i < chars.len() {
+        let stamp = chars.len() >= i + 16
+            && chars[i..i + 8].iter().all(char::is_ascii_digit)
+            && chars[i + 8] == 'T'
+            && chars[i + 9..i + 15].iter().all(char::is_ascii_digit)
+            && chars[i + 15] == 'Z';
+        let digits = chars[i..].iter().take_while(|c| c.is_ascii_digit()).count();
+        if stamp {
+            out.push_str("<stamp>");
+            i += 16;
+        } else if digits >= 12 {
+            out.push_str("<stamp>");
+            i += digits;
+        } else {
+            out.push(chars[i]);
+            i += 1;
+        }
+    }
+    out
+}
+
+#[test]
+fn fixtures_recorded_online_reproduce_the_plan_offline() {
+    let lab = full_lab();
+    seed(&lab);
+    let mut failures = Vec::new();
+    let mut compared = 0;
+    for file in shipped() {
+        let scratch = Scratch::new();
+        let params = params_for(&file, &scratch);
+        let online = Run::new(repo_root().join(&file))
+            .args(params.clone())
+            .envs(lab.env())
+            .context(Lab::CONTEXT)
+            .dry_run()
+            .output();
+        let record = Run::command(["fixtures", "record"])
+            .arg(repo_root().join(&file))
+            .args(params.clone())
+            .envs(lab.env())
+            .context(Lab::CONTEXT)
+            .output();
+        if record.code != 0 {
+            failures.push(format!("record {}:\n{}", file.display(), record.report()));
+            continue;
+        }
+        let fixtures = scratch.write("fixtures.yaml", &record.stdout);
+        let offline = Run::new(repo_root().join(&file))
+            .args(params)
+            .envs(lab.env())
+            .context(Lab::CONTEXT)
+            .dry_run()
+            .offline()
+            .fixtures(&fixtures)
+            .output();
+        let (want, got) = (plan_lines(&online), plan_lines(&offline));
+        compared += want.len();
+        if online.code != 0 || offline.code != 0 || want != got {
+            failures.push(format!(
+                "{}: online plan\n  {}\noffline plan with recorded fixtures\n  {}\n--- fixtures:\n{}\n{}",
+                file.display(),
+                want.join("\n  "),
+                got.join("\n  "),
+                record.stdout,
+                offline.report()
+            ));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n\n"));
+    assert!(compared >= 20, "only {compared} plan items were compared");
+}

@@ -110,6 +110,14 @@ fn crash_trial(delay: Duration, outcomes: &std::sync::Mutex<Outcomes>) {
     let mut kind = "exact";
     if finished || resume.code == 2 && resume.stderr.contains("finished successfully") {
         kind = "finished";
+    } else if resume.code == 2 && resume.stderr.contains("the journal is empty") {
+        // Killed before the journal's first line: nothing ran, nothing to resume.
+        assert!(
+            lines.is_empty(),
+            "a step ran without a journal line: {lines:?}"
+        );
+        outcomes.lock().unwrap().killed_before_start += 1;
+        return;
     } else {
         resume.assert_success();
     }

@@ -268,21 +268,148 @@ fn a_timeout_kills_the_remote_command() {
     assert!(!late.exists(), "the remote command was not killed");
 }
 
-#[test]
-fn a_step_timeout_kills_the_remote_commands_on_every_host() {
+/// How a run cancels its fan-out in [`cancel_on_8_hosts`].
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Cancel {
+    StepTimeout,
+    CtrlC,
+    Sigterm,
+    /// One host fails after 2 s and the fan-out is `fail_fast`.
+    FailFast,
+}
+
+/// `sleep 4; touch marker` on 8 hosts, cancelled `how`: every command is
+/// killed on its host, each host's event says `killed: true`, the rollback
+/// starts only after that (it finds none of the commands running), and no
+/// marker appears, checked after the 4 s have passed.
+fn cancel_on_8_hosts(how: Cancel) {
     let lab = lab(8);
     let scratch = Scratch::new();
-    let marker = scratch.file("marker");
-    // Each host touches its own marker after 3 s; the step gives up after 1 s.
+    let tag = format!("{how:?}").to_lowercase();
+    let marker = format!("{}/marker-{tag}", scratch.path().display());
+    let (options, first) = match how {
+        Cancel::StepTimeout => ("#{timeout: \"2s\"}".to_owned(), String::new()),
+        Cancel::FailFast => {
+            // host01 fails after 2 s; the other 7 are killed.
+            let address = lab.ssh().unwrap().addresses()[0];
+            (
+                "#{}".to_owned(),
+                format!(
+                    "case $(echo $SSH_CONNECTION | cut -d' ' -f3) in {address}) sleep 2; exit 3;; esac; "
+                ),
+            )
+        }
+        Cancel::CtrlC | Cancel::Sigterm => ("#{}".to_owned(), String::new()),
+    };
+    let fan_out = if how == Cancel::FailFast {
+        ", #{fail_fast: true}"
+    } else {
+        ""
+    };
     let script = format!(
-        r#"step("slow", #{{timeout: "1s"}}, || ssh::exec_all("all", "sleep 3; touch {}-$$"));"#,
-        marker.display()
+        r#"
+// Connected first, so that the step's timeout falls while the commands run.
+ssh::read_all("all", "true");
+step("prepare", || on_rollback(|| {{
+    let seen = ssh::read_all("all", "ps -eo args | grep -c '[m]arker-{tag}' || true", #{{check: false}});
+    let running = 0;
+    for r in seen {{ let n = r.stdout; n.trim(); running += parse_int(n); }}
+    log::warn("the rollback finds " + running + " of the commands running");
+}}));
+step("slow", {options}, || ssh::exec_all("all", "{first}sleep 4; touch {marker}-$$"{fan_out}));
+"#
     );
-    run_in(&lab, &scratch, &script)
-        .output()
-        .assert_exit(1)
-        .assert_contains("timed out after 1.0s");
-    std::thread::sleep(std::time::Duration::from_millis(3500));
+    let file = scratch.write("t.rhai", &script);
+    let state = scratch.file("state");
+    let started = std::time::Instant::now();
+    let mut child = Command::new(crate::harness::binary())
+        .args(["run", file.to_str().unwrap(), "--context", "lab"])
+        .env_remove("RUNBOOK_CONFIG")
+        .env_remove("RUNBOOK_CONTEXT")
+        .envs(lab.env())
+        .env("RUNBOOK_STATE_DIR", &state)
+        .env("XDG_STATE_HOME", &state)
+        .env("CI", "true")
+        .env("NO_COLOR", "1")
+        .current_dir(scratch.path())
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(scratch.file("stderr")).unwrap())
+        .spawn()
+        .unwrap();
+    if let Some(signal) = match how {
+        Cancel::CtrlC => Some("-INT"),
+        Cancel::Sigterm => Some("-TERM"),
+        _ => None,
+    } {
+        // Wait until all 8 commands run on their hosts (this machine).
+        let running = || {
+            let out = Command::new("ps").args(["-eo", "args"]).output().unwrap();
+            String::from_utf8_lossy(&out.stdout)
+                .lines()
+                .filter(|line| line.starts_with("sh -c sleep 4") && line.contains(&marker))
+                .count()
+        };
+        while running() < 8 {
+            assert!(
+                started.elapsed() < std::time::Duration::from_secs(60),
+                "the commands never started"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        assert!(
+            Command::new("kill")
+                .args([signal, &child.id().to_string()])
+                .status()
+                .unwrap()
+                .success()
+        );
+    }
+    let code = child.wait().unwrap().code();
+    let expected = match how {
+        Cancel::CtrlC => 130,
+        Cancel::Sigterm => 143,
+        Cancel::StepTimeout | Cancel::FailFast => 1,
+    };
+    let stderr = std::fs::read_to_string(scratch.file("stderr")).unwrap_or_default();
+    let journal = std::fs::read_dir(state.join("runs"))
+        .unwrap_or_else(|error| panic!("{how:?}: no journal ({error}): {stderr}"))
+        .flatten()
+        .map(|entry| entry.path().join("journal.jsonl"))
+        .find(|path| path.exists())
+        .unwrap_or_else(|| panic!("{how:?}: no journal: {stderr}"));
+    let events: Vec<serde_json::Value> = std::fs::read_to_string(&journal)
+        .unwrap()
+        .lines()
+        .filter_map(|line| serde_json::from_str(line).ok())
+        .collect();
+    let text: Vec<String> = events.iter().map(ToString::to_string).collect();
+    assert_eq!(code, Some(expected), "{how:?}: {stderr}\n{text:#?}");
+    let killed: Vec<usize> = (0..events.len())
+        .filter(|&index| events[index]["killed"] == serde_json::json!(true))
+        .collect();
+    let kills = if how == Cancel::FailFast { 7 } else { 8 };
+    assert_eq!(
+        killed.len(),
+        kills,
+        "{how:?}: {stderr}\n{}: {text:#?}",
+        journal.display()
+    );
+    let rollback = events
+        .iter()
+        .position(|event| event["event"] == "rollback")
+        .unwrap_or_else(|| panic!("{how:?}: no rollback: {text:#?}"));
+    assert!(
+        killed.iter().all(|&index| index < rollback),
+        "{how:?}: the rollback started before every kill was confirmed: {text:#?}"
+    );
+    assert!(
+        text.iter()
+            .any(|line| line.contains("the rollback finds 0 of the commands running")),
+        "{how:?}: {text:#?}"
+    );
+    // Had any command survived, it would have touched its marker by now.
+    std::thread::sleep(std::time::Duration::from_millis(5000).saturating_sub(started.elapsed()));
     let touched: Vec<String> = std::fs::read_dir(scratch.path())
         .unwrap()
         .filter_map(Result::ok)
@@ -291,8 +418,55 @@ fn a_step_timeout_kills_the_remote_commands_on_every_host() {
         .collect();
     assert!(
         touched.is_empty(),
-        "remote commands outlived the step: {touched:?}"
+        "{how:?}: remote commands outlived the run: {touched:?}"
     );
+}
+
+#[test]
+fn a_step_timeout_kills_a_single_hosts_command_and_journals_it() {
+    let lab = lab(1);
+    let scratch = Scratch::new();
+    let late = scratch.file("late");
+    let script = format!(
+        r#"step("slow", #{{timeout: "1s"}}, || ssh::exec("host01", "sleep 3; touch {}"));"#,
+        late.display()
+    );
+    let out = run_in(&lab, &scratch, &script).json().output();
+    out.assert_exit(1).assert_contains("timed out after 1.0s");
+    let hosts = out.events_of("host");
+    assert_eq!(hosts.len(), 1, "{}", out.report());
+    assert_eq!(hosts[0]["host"], "host01");
+    assert_eq!(hosts[0]["killed"], true, "{}", out.report());
+    assert!(
+        hosts[0]["error"]
+            .as_str()
+            .unwrap()
+            .contains("killed on the host (confirmed)"),
+        "{}",
+        out.report()
+    );
+    std::thread::sleep(std::time::Duration::from_millis(3500));
+    assert!(!late.exists(), "the remote command was not killed");
+}
+
+#[test]
+fn a_step_timeout_kills_the_remote_commands_before_the_rollback() {
+    cancel_on_8_hosts(Cancel::StepTimeout);
+}
+
+#[test]
+fn ctrl_c_kills_the_remote_commands_before_the_rollback() {
+    cancel_on_8_hosts(Cancel::CtrlC);
+}
+
+#[test]
+fn sigterm_kills_the_remote_commands_before_the_rollback() {
+    cancel_on_8_hosts(Cancel::Sigterm);
+}
+
+#[test]
+fn a_failing_fail_fast_fan_out_kills_the_others_before_the_rollback() {
+    cancel_on_8_hosts(Cancel::FailFast);
 }
 
 #[test]

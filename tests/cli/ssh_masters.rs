@@ -610,3 +610,143 @@ fn ssh_close_needs_a_host_or_all_and_names_an_unknown_host() {
         .assert_contains("$XDG_RUNTIME_DIR/runbook/ssh")
         .assert_contains("ControlPath");
 }
+
+/// A command that kills every sshd session of the lab (the processes the
+/// listeners forked per connection): every master's connection breaks.
+fn drop_sessions(lab: &Lab) -> String {
+    lab.ssh()
+        .unwrap()
+        .pids()
+        .iter()
+        .map(|pid| format!("pkill -KILL -P {pid}"))
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+#[test]
+fn a_master_whose_connection_broke_mid_run_is_dialled_again_once_per_call() {
+    let lab = lab(2);
+    let scratch = Scratch::new();
+    let drop = drop_sessions(&lab);
+    let script = scratch.write(
+        "t.rhai",
+        &format!(
+            r#"
+ssh::read_all("all", "echo one");
+shell::run(["sh", "-c", "{drop}; sleep 0.2"]);
+let read = ssh::read_all("all", "echo two");
+print("read=" + read.len());
+shell::run(["sh", "-c", "{drop}; sleep 0.2"]);
+ssh::exec_all("all", "echo three");
+print("write=ok");
+shell::run(["sh", "-c", "{drop}; sleep 0.2"]);
+step("retried", #{{retries: 3, backoff: "100ms"}}, || ssh::exec("host01", "echo four"));
+print("step=ok");
+"#
+        ),
+    );
+    let out = Run::new(&script)
+        .envs(lab.env())
+        .context("lab")
+        .json()
+        .output();
+    out.assert_success()
+        .assert_contains("read=2")
+        .assert_contains("write=ok")
+        .assert_contains("step=ok");
+    // One login per host for each of the four connections.
+    assert_eq!(
+        lab.ssh().unwrap().logins().len(),
+        2 * 3 + 1,
+        "{}",
+        out.report()
+    );
+}
+
+#[test]
+fn a_write_whose_connection_broke_while_it_ran_is_not_run_again_and_says_it_may_have_run() {
+    let lab = lab(1);
+    let scratch = Scratch::new();
+    let log = scratch.file("ran");
+    let drop = drop_sessions(&lab);
+    let script = scratch.write(
+        "t.rhai",
+        &format!(
+            r#"ssh::exec("host01", "echo ran >> {}; {drop}; sleep 5");"#,
+            log.display()
+        ),
+    );
+    let out = Run::new(&script).envs(lab.env()).context("lab").output();
+    out.assert_exit(1).assert_contains("it may have run");
+    assert_eq!(scratch.read("ran"), "ran\n", "the write ran once");
+
+    // A step's retry of such a write goes over a fresh connection; a read
+    // whose connection broke is started again by itself.
+    let script = scratch.write(
+        "t.rhai",
+        &format!(
+            r#"
+let tries = 0;
+step("flaky", #{{retries: 3, backoff: "100ms"}}, || {{
+    tries += 1;
+    if tries == 1 {{
+        ssh::exec("host01", "echo try >> {log}; {drop}; sleep 5");
+    }} else {{
+        ssh::exec("host01", "echo try >> {log}");
+    }}
+}});
+print("tries=" + tries);
+let read = ssh::read("host01", "if [ ! -e {log}.read ]; then touch {log}.read; {drop}; sleep 5; fi; echo read");
+print("read=" + read.stdout);
+"#,
+            log = log.display()
+        ),
+    );
+    std::fs::remove_file(&log).unwrap();
+    let out = Run::new(&script).envs(lab.env()).context("lab").output();
+    out.assert_success()
+        .assert_contains("tries=2")
+        .assert_contains("read=read")
+        .assert_contains("may have run");
+    assert_eq!(scratch.read("ran"), "try\ntry\n");
+}
+
+#[test]
+fn a_host_whose_sshd_restarts_mid_run_is_reached_again_by_reads_writes_and_step_retries() {
+    let mut lab = lab(2);
+    let scratch = Scratch::new();
+    let ready = scratch.file("ready");
+    let go = scratch.file("go");
+    let script = scratch.write(
+        "t.rhai",
+        &format!(
+            r#"
+ssh::exec_all("all", "true");
+shell::run(["touch", "{ready}"]);
+while shell::read(["test", "-e", "{go}"], #{{check: false}}).code != 0 {{ sleep("100ms"); }}
+let read = ssh::read_all("all", "echo after");
+step("write", #{{retries: 3, backoff: "200ms"}}, || ssh::exec_all("all", "echo write"));
+print("after=" + read.len());
+"#,
+            ready = ready.display(),
+            go = go.display()
+        ),
+    );
+    let run = Run::new(&script).envs(lab.env()).context("lab").json();
+    let running = std::thread::spawn(move || run.output());
+    let started = Instant::now();
+    while !ready.exists() {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "the run never got ready"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // sshd goes away (every session with it) and comes back.
+    lab.ssh_mut().unwrap().restart().unwrap();
+    std::fs::write(&go, "").unwrap();
+    let out = running.join().unwrap();
+    out.assert_success().assert_contains("after=2");
+    // Each host: the first master, and one new master after the restart.
+    assert_eq!(lab.ssh().unwrap().logins().len(), 4, "{}", out.report());
+}

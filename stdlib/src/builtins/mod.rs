@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use rhai::{Dynamic, EvalAltResult};
 
 use crate::function;
-use crate::function::{Call, Failure, Function};
+use crate::function::{Call, Failure, Function, Text};
 use crate::host::StdlibError;
 
 /// Whether an error must end the run at once rather than be retried.
@@ -206,6 +206,50 @@ pub(crate) fn functions() -> Vec<Function> {
                 }
                 Ok(Dynamic::from(secret))
             }
+        },
+        function! {
+            /// Mark a value the runbook made as a secret: from here on it prints as
+            /// `***` and is masked in all output and in the journal, like a value from
+            /// `secret()`. Use it for a value that is only sensitive because of where
+            /// it goes (a generated connection string stored with `k8s::set_secret`).
+            ///
+            /// Values shorter than 6 characters are refused, as for `secret()`;
+            /// `allow_short: true` masks them only where a whole value equals them.
+            ///
+            /// ```rhai
+            /// let url = secret_value("postgres://app@db.internal/app");
+            /// ```
+            local fn secret_value("value: string | secret", "opts?: map") -> "secret"
+            |call| {
+                let text = call.text(0)?;
+                if let Text::Secret(secret) = text {
+                    return Ok(Dynamic::from(secret));
+                }
+                let allow_short = call.options(1, &["allow_short"])?.bool("allow_short")?.unwrap_or(false);
+                let value = text.expose();
+                let length = value.chars().count();
+                if length < crate::redact::MIN_SECRET_LEN && !allow_short {
+                    return Err(crate::host::StdlibError::usage(
+                        format!("secret_value: the value is {length} character{} long: secrets shorter than {} characters cannot be masked safely in output", if length == 1 { "" } else { "s" }, crate::redact::MIN_SECRET_LEN),
+                        "use `secret_value(x, #{allow_short: true})` to mask it only where a whole value equals it",
+                    ).into());
+                }
+                Ok(Dynamic::from(call.secret(value)))
+            }
+        },
+        function! {
+            /// Whether `value` is unknown until the run: in a dry-run, what a write
+            /// that was only planned returned, or (offline) a read no fixture
+            /// answers, or anything computed from one; strings of it read
+            /// `<module::fn(...)...>`. Lets a runbook skip checking what only a real
+            /// run can know.
+            ///
+            /// ```rhai
+            /// let d = k8s::get("deployment", "backend");
+            /// if !is_unknown(d) { assert(d.spec.replicas > 0, "backend is scaled to zero"); }
+            /// ```
+            local fn is_unknown("value: any") -> "bool"
+            |call| Ok(Dynamic::from_bool(crate::unknown::holds_unknown(&call.arg(0))))
         },
     ]
 }

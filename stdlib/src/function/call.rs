@@ -160,6 +160,26 @@ impl<'a> Call<'a> {
         outcome.unwrap_or_else(|| Err(self.host.cancel_reason()))
     }
 
+    /// Run async work to completion from this (blocking) thread, handing it
+    /// the cancellation token instead of dropping it when Ctrl-C or a step
+    /// timeout cancels: for work that must see its remote side end before
+    /// the run goes on (ssh closes the channel's stdin so the host kills the
+    /// command, then waits for the command's end). The work must end soon by
+    /// itself once the token is cancelled.
+    pub fn block_on_cancellable<T, F>(
+        &self,
+        work: impl FnOnce(tokio_util::sync::CancellationToken) -> F,
+    ) -> Result<T, StdlibError>
+    where
+        F: Future<Output = Result<T, StdlibError>>,
+    {
+        let token = self.host.cancellation();
+        if token.is_cancelled() {
+            return Err(self.host.cancel_reason());
+        }
+        self.host.runtime().block_on(work(token))
+    }
+
     /// Call a closure the script passed in, with the given arguments.
     pub fn call_fn(
         &self,
@@ -185,6 +205,9 @@ impl Text {
     pub fn from_dynamic(value: &Dynamic) -> Option<Self> {
         if value.is_string() {
             return value.clone().into_string().ok().map(Text::Plain);
+        }
+        if let Some(unknown) = value.read_lock::<crate::unknown::Unknown>() {
+            return Some(Text::Plain(unknown.to_string()));
         }
         value
             .read_lock::<Secret>()

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use rhai::{Dynamic, Engine, FnNamespace, FuncRegistration, Module, NativeCallContext};
 
 use super::{Call, Failure, Function};
-use crate::host::{CallInfo, Decision, Host, Outcome, StdlibError};
+use crate::host::{CallInfo, Decision, Effect, Host, Outcome, StdlibError};
 use crate::values;
 
 /// Register `functions` into `engine`, each wrapped so that `host` decides on
@@ -92,9 +92,25 @@ fn gate(
             .iter()
             .map(|arg| values::render_masked(arg, host.redactor()))
             .collect(),
+        values: args
+            .iter()
+            .map(|arg| values::to_json_masked(arg, host.redactor()))
+            .collect(),
         position,
         has_preview: function.preview.is_some(),
     };
+    // A local function handed a value only the run will know (an offline
+    // dry-run's unknown read) cannot compute its result either: the result is
+    // unknown too, named by the call. Logging and the built-ins (`is_unknown`,
+    // `fail`) see the unknown itself.
+    if function.effect == Effect::Local
+        && !matches!(function.module, "" | "log")
+        && args.iter().any(crate::unknown::holds_unknown)
+    {
+        return Ok(Dynamic::from(crate::unknown::Unknown::new(
+            info.signature(),
+        )));
+    }
     let decision = host.decide(&info, &|| values::placeholder(function.returns));
     let body = match (&decision, &function.preview) {
         (Decision::Deny(error), _) => {
@@ -124,8 +140,8 @@ fn gate(
     let result = body(&mut call);
     let elapsed = started.elapsed();
     match &result {
-        Ok(_) if matches!(decision, Decision::Preview) => {
-            host.finished(&info, Outcome::Skipped, elapsed);
+        Ok(value) if matches!(decision, Decision::Preview) => {
+            host.finished(&info, Outcome::Previewed(value), elapsed);
         }
         Ok(value) => host.finished(&info, Outcome::Ok(value), elapsed),
         Err(failure) => host.finished(&info, Outcome::Err(&failure.message()), elapsed),

@@ -138,7 +138,7 @@ impl Function {
             .take_while(|line| !line.is_empty())
             .collect();
         let paragraph = paragraph.join(" ");
-        match paragraph.find(". ") {
+        match sentence_end(&paragraph) {
             Some(end) => paragraph[..=end].to_owned(),
             None => paragraph,
         }
@@ -345,4 +345,52 @@ macro_rules! function {
     (@effect local) => { $crate::host::Effect::Local };
     (@effect read) => { $crate::host::Effect::Read };
     (@effect write) => { $crate::host::Effect::Write };
+}
+
+/// Where the first sentence of `text` ends (the index of its `.`): a period
+/// followed by a space, not one inside an abbreviation (`e.g.`, `i.e.`,
+/// `etc.`, `vs.`) or inside backticks (`a.b`).
+fn sentence_end(text: &str) -> Option<usize> {
+    const ABBREVIATIONS: &[&str] = &["e.g.", "i.e.", "etc.", "vs.", "cf.", "approx."];
+    let mut in_code = false;
+    for (index, c) in text.char_indices() {
+        match c {
+            '`' => in_code = !in_code,
+            '.' if !in_code && text[index + 1..].starts_with(' ') => {
+                let before = &text[..=index];
+                let abbreviation = ABBREVIATIONS.iter().any(|abbreviation| {
+                    before.ends_with(abbreviation)
+                        && before[..before.len() - abbreviation.len()]
+                            .chars()
+                            .next_back()
+                            .is_none_or(|c| !c.is_alphanumeric())
+                });
+                if !abbreviation {
+                    return Some(index);
+                }
+            }
+            _ => {}
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod summary_tests {
+    use super::sentence_end;
+
+    #[test]
+    fn a_summary_is_a_whole_sentence() {
+        let text = "Parse one YAML document (e.g. a manifest) into a map. More.";
+        assert_eq!(
+            &text[..=sentence_end(text).unwrap()],
+            "Parse one YAML document (e.g. a manifest) into a map."
+        );
+        let text = "Call `a. b` then stop. Next.";
+        assert_eq!(
+            &text[..=sentence_end(text).unwrap()],
+            "Call `a. b` then stop."
+        );
+        assert_eq!(sentence_end("No end"), None);
+    }
 }

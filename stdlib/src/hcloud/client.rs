@@ -8,11 +8,13 @@
 //! Settings (`[context.NAME.hcloud]`): `endpoint` (default
 //! `https://api.hetzner.cloud/v1`, else `$HCLOUD_ENDPOINT`), `poll_interval`
 //! (the action waiter's first interval, default 1 s), `request_timeout`
-//! (default 30 s). The token is the context's secret `hcloud_token`, else
+//! (no answer within it fails a request, default 30 s; a read is tried once
+//! more), `connect_timeout` (default 10 s). The token is the context's secret `hcloud_token`, else
 //! `$HCLOUD_TOKEN`; it is added to the redactor and never put in a message.
 
-use std::sync::OnceLock;
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, OnceLock, PoisonError};
 use std::time::{Duration, Instant};
 
 use reqwest::Method;
@@ -50,6 +52,7 @@ pub(crate) struct Settings {
     pub(crate) endpoint: String,
     pub(crate) first_poll: Duration,
     pub(crate) request_timeout: Duration,
+    pub(crate) connect_timeout: Duration,
     pub(crate) context: String,
 }
 
@@ -85,27 +88,33 @@ impl Settings {
             endpoint: endpoint.trim_end_matches('/').to_owned(),
             first_poll: duration("poll_interval")?.unwrap_or(FIRST_POLL),
             request_timeout: duration("request_timeout")?.unwrap_or(REQUEST_TIMEOUT),
+            connect_timeout: duration("connect_timeout")?.unwrap_or(CONNECT_TIMEOUT),
             context: section.context_name().to_owned(),
         })
     }
 }
 
-fn http() -> Result<&'static reqwest::Client, StdlibError> {
-    static CLIENT: OnceLock<Result<reqwest::Client, String>> = OnceLock::new();
-    CLIENT
-        .get_or_init(|| {
-            // The runtime installs ring in main; a library user may not have.
-            let _ = rustls::crypto::ring::default_provider().install_default();
-            reqwest::Client::builder()
-                .user_agent(concat!("runbook/", env!("CARGO_PKG_VERSION")))
-                .connect_timeout(CONNECT_TIMEOUT)
-                .build()
-                .map_err(|error| error.to_string())
-        })
-        .as_ref()
+/// One client per connect timeout (reqwest sets it per client), shared.
+fn http(connect_timeout: Duration) -> Result<reqwest::Client, StdlibError> {
+    static CLIENTS: OnceLock<Mutex<HashMap<Duration, reqwest::Client>>> = OnceLock::new();
+    let mut clients = CLIENTS
+        .get_or_init(Mutex::default)
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner);
+    if let Some(client) = clients.get(&connect_timeout) {
+        return Ok(client.clone());
+    }
+    // The runtime installs ring in main; a library user may not have.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let client = reqwest::Client::builder()
+        .user_agent(concat!("runbook/", env!("CARGO_PKG_VERSION")))
+        .connect_timeout(connect_timeout)
+        .build()
         .map_err(|error| {
             StdlibError::message(format!("cannot set up the hcloud HTTP client: {error}"))
-        })
+        })?;
+    clients.insert(connect_timeout, client.clone());
+    Ok(client)
 }
 
 /// One request: method, path under the endpoint, query, JSON body, and
@@ -193,15 +202,33 @@ impl<'a> Client<'a> {
         &self.settings.endpoint
     }
 
+    /// What a timed-out request says: the wait, named.
+    fn no_answer(&self, connecting: bool) -> String {
+        if connecting {
+            format!(
+                "could not connect to the Hetzner Cloud API at {} within {}",
+                self.endpoint(),
+                crate::duration::human(self.settings.connect_timeout)
+            )
+        } else {
+            format!(
+                "no answer from the Hetzner Cloud API at {} within {}",
+                self.endpoint(),
+                crate::duration::human(self.settings.request_timeout)
+            )
+        }
+    }
+
     /// Send once, no retries: the answer's status, `RateLimit-Reset` and
     /// JSON body (`null` for an empty one).
     async fn send_once(&self, request: &Request) -> Result<(u16, Option<i64>, Value), HcloudError> {
-        let client = http().map_err(|error| HcloudError::Transport {
-            what: request.what.clone(),
-            endpoint: self.endpoint().to_owned(),
-            detail: error.to_string(),
-            timeout: false,
-        })?;
+        let client =
+            http(self.settings.connect_timeout).map_err(|error| HcloudError::Transport {
+                what: request.what.clone(),
+                endpoint: self.endpoint().to_owned(),
+                detail: error.to_string(),
+                timeout: false,
+            })?;
         let url = reqwest::Url::parse_with_params(
             &format!("{}{}", self.endpoint(), request.path),
             &request.query,
@@ -231,7 +258,11 @@ impl<'a> Client<'a> {
                 HcloudError::Transport {
                     what: request.what.clone(),
                     endpoint: self.endpoint().to_owned(),
-                    detail,
+                    detail: if error.is_timeout() {
+                        self.no_answer(error.is_connect())
+                    } else {
+                        detail
+                    },
                     timeout: error.is_timeout(),
                 }
             }
@@ -275,6 +306,7 @@ impl<'a> Client<'a> {
         let mut retry_time = Duration::ZERO;
         let mut rate_time = Duration::ZERO;
         let mut attempt: u32 = 0;
+        let mut timeouts: u32 = 0;
         loop {
             let remaining = REMAINING.load(Ordering::Relaxed);
             if let Some(pause) = backoff::throttle((remaining != u64::MAX).then_some(remaining)) {
@@ -283,9 +315,16 @@ impl<'a> Client<'a> {
             let outcome = self.send_once(&request).await;
             let (status, reset, body) = match outcome {
                 Ok(answer) => answer,
-                Err(HcloudError::Transport { .. })
-                    if request.method == Method::GET && retry_time < RETRY_BUDGET =>
+                // A read that got no connection is retried within the budget
+                // (counting the time the tries took); one that got no answer
+                // in `request_timeout` once: a silent API would otherwise
+                // hold the run for minutes.
+                Err(HcloudError::Transport { timeout, .. })
+                    if request.method == Method::GET
+                        && started.elapsed() < RETRY_BUDGET
+                        && (!timeout || timeouts == 0) =>
                 {
+                    timeouts += u32::from(timeout);
                     let delay = backoff::retry_delay(attempt, rand::random::<f64>());
                     self.log(
                         Level::Debug,

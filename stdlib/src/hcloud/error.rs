@@ -107,11 +107,7 @@ impl HcloudError {
                 "resource_unavailable" | "placement_error" => "Hetzner could not place the server: pick another `location` or `server_type`, or retry later".into(),
                 _ => "the action failed on Hetzner's side; `hcloud action describe ID` (the CLI) or the console shows it".into(),
             },
-            HcloudError::Transport { timeout: true, .. } => format!(
-                "the API did not answer in time (connect timeout {}, request timeout {}): check the network, or raise `[context.NAME.hcloud] request_timeout`",
-                crate::duration::human(super::client::CONNECT_TIMEOUT),
-                crate::duration::human(super::client::REQUEST_TIMEOUT)
-            ),
+            HcloudError::Transport { timeout: true, .. } => "check the network and the endpoint; raise `request_timeout` (or `connect_timeout`) under `[context.NAME.hcloud]` if the API is just slow".into(),
             HcloudError::Transport { .. } => "is `[context.NAME.hcloud] endpoint` right (default https://api.hetzner.cloud/v1), and is the network up?".into(),
             HcloudError::Lost { .. } => "the request may have been carried out: list the resources (`hcloud::servers()`) before trying again".into(),
             HcloudError::GaveUp { code, .. } if code == "rate_limit_exceeded" => "the project's API budget (3600 requests/hour) is used up: wait, or run fewer parallel jobs".into(),

@@ -10,7 +10,7 @@ use crate::function;
 use crate::function::{Call, Failure, Function, Options};
 use crate::host::StdlibError;
 
-pub(crate) use client::{Request, send};
+pub(crate) use client::{CONNECT_TIMEOUT, Request, send};
 
 const OPTIONS: &[&str] = &["expect", "timeout", "headers"];
 
@@ -49,6 +49,7 @@ fn request(
 ) -> Result<Request, StdlibError> {
     let url = call.string(0)?;
     let options = call.options(opts_index, OPTIONS)?;
+    let section = call.host.section("http");
     let mut headers = Vec::new();
     if let Some(map) = options.map("headers")? {
         for (name, value) in map {
@@ -66,9 +67,13 @@ fn request(
         url,
         headers,
         body,
-        timeout: options
-            .duration("timeout")?
-            .unwrap_or(Duration::from_secs(30)),
+        timeout: match options.duration("timeout")? {
+            Some(timeout) => timeout,
+            None => section.duration("timeout")?.unwrap_or(client::TIMEOUT),
+        },
+        connect_timeout: section
+            .duration("connect_timeout")?
+            .unwrap_or(client::CONNECT_TIMEOUT),
         expect: expected(call, &options, opts_index)?,
     })
 }
@@ -85,6 +90,7 @@ fn wait_healthy(call: &mut Call<'_>) -> Result<Dynamic, Failure> {
             headers: Vec::new(),
             body: None,
             timeout: Duration::from_secs(5).min(timeout.max(Duration::from_millis(100))),
+            connect_timeout: client::CONNECT_TIMEOUT,
             expect: Vec::new(),
         };
         match call.block_on(send(attempt)) {
@@ -115,7 +121,7 @@ pub(crate) fn functions() -> Vec<Function> {
             /// HTTP GET. Returns `#{status, headers, body, json}` (`json` is the parsed
             /// body when the response is JSON, else `()`). Any status other than 2xx
             /// is an error unless listed in `expect`.
-            /// Options: `expect` (code or array of codes), `timeout` (default "30s"),
+            /// Options: `expect` (code or array of codes), `timeout` (default the context's `http.timeout`, else "30s"),
             /// `headers` (map; values may be secrets).
             ///
             /// ```rhai

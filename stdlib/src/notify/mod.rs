@@ -26,6 +26,7 @@ pub(crate) fn functions() -> Vec<Function> {
                     headers: Vec::new(),
                     body: Some(call.arg(1)),
                     timeout: Duration::from_secs(15),
+                    connect_timeout: crate::http::CONNECT_TIMEOUT,
                     expect: Vec::new(),
                 };
                 Ok(call.block_on(send(request))?)
@@ -50,6 +51,7 @@ pub(crate) fn functions() -> Vec<Function> {
                     headers: Vec::new(),
                     body: Some(Dynamic::from_map(payload)),
                     timeout: Duration::from_secs(15),
+                    connect_timeout: crate::http::CONNECT_TIMEOUT,
                     expect: Vec::new(),
                 };
                 Ok(call.block_on(send(request))?)

@@ -26,8 +26,14 @@ const MAX_RETRIES: usize = 5;
 /// Longest time one request may spend retrying.
 const RETRY_TIMEOUT: Duration = Duration::from_secs(60);
 
-/// Connecting to the endpoint gives up after this long.
+/// Connecting to the endpoint gives up after this long, unless the
+/// context's `s3.connect_timeout` says otherwise.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A request gives up when the endpoint sends nothing for this long (no
+/// answer, or a transfer that stalled), unless the context's `s3.timeout`
+/// says otherwise. A transfer that keeps moving is never cut.
+const TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Where the context's bucket is.
 #[derive(Debug, Clone)]
@@ -37,6 +43,10 @@ pub(crate) struct Location {
     pub(crate) bucket: String,
     pub(crate) region: String,
     pub(crate) path_style: bool,
+    /// No answer for this long fails a request (`s3.timeout`).
+    pub(crate) timeout: Duration,
+    /// Connecting gives up after this long (`s3.connect_timeout`).
+    pub(crate) connect_timeout: Duration,
     /// The context's name, for messages.
     pub(crate) context: String,
 }
@@ -76,6 +86,10 @@ impl Location {
             bucket,
             region,
             path_style,
+            timeout: table.duration("timeout")?.unwrap_or(TIMEOUT),
+            connect_timeout: table
+                .duration("connect_timeout")?
+                .unwrap_or(CONNECT_TIMEOUT),
             context: name,
         })
     }
@@ -209,8 +223,11 @@ impl Bucket {
             })
             .with_client_options(
                 ClientOptions::new()
-                    .with_connect_timeout(CONNECT_TIMEOUT)
-                    .with_timeout(Duration::from_secs(300))
+                    .with_connect_timeout(location.connect_timeout)
+                    .with_read_timeout(location.timeout)
+                    // A large transfer may take long: a stall is caught by
+                    // the read timeout instead.
+                    .with_timeout_disabled()
                     .with_allow_http(
                         location
                             .endpoint
@@ -269,6 +286,21 @@ impl Bucket {
         let lower = detail.to_lowercase();
         let bucket = &self.location.bucket;
         let endpoint = self.location.endpoint_display();
+        // (Not "timeout": a retry error says `retry_timeout:60s` whatever failed.)
+        if lower.contains("timed out") && !lower.contains("connection refused") {
+            let context = &self.location.context;
+            return StdlibError::failed(
+                format!(
+                    "s3: cannot {action} `{key}` in bucket `{bucket}`: no answer from the S3 endpoint at {endpoint} within {} (each of up to {} tries; connecting: {})",
+                    crate::duration::human(self.location.timeout),
+                    MAX_RETRIES + 1,
+                    crate::duration::human(self.location.connect_timeout),
+                ),
+                format!(
+                    "is the S3 server up and answering? Raise `timeout` (or `connect_timeout`) under `[context.{context}.s3]` if it is just slow"
+                ),
+            );
+        }
         let hint = if matches!(error, object_store::Error::NotFound { .. })
             && !lower.contains("nosuchbucket")
         {

@@ -1,5 +1,5 @@
 //! `s3::*`: objects in the context's S3-compatible bucket (`[context.X.s3]`:
-//! `endpoint`, `bucket`, `region`, `path_style`; credentials from the
+//! `endpoint`, `bucket`, `region`, `path_style`, `timeout`, `connect_timeout`; credentials from the
 //! context's secrets `s3_access_key` / `s3_secret_key`, else the standard
 //! `AWS_*` variables or profile). Streaming uploads and downloads, listing
 //! with pagination, retention by the timestamps in keys (see `retention.rs`).

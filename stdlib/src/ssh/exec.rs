@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 use openssh::Session;
 use rhai::{Dynamic, Map};
 use tokio::io::AsyncWriteExt;
+use tokio_util::sync::CancellationToken;
 
 use super::inventory::Target;
 use crate::function::Text;
@@ -42,20 +43,71 @@ fn supervise(command: &str) -> String {
     )
 }
 
+/// How long a cancelled command gets to report its end once the channel's
+/// stdin is closed (the host's watcher kills it at once; this bounds a dead
+/// connection).
+pub(crate) const KILL_CONFIRM: Duration = Duration::from_secs(10);
+
 /// Why a command gave no result.
 #[derive(Debug)]
 pub(crate) enum RunError {
     /// The master did not answer, so the command never started: safe to
     /// start again over a new master.
     NoMaster(StdlibError),
+    /// The connection broke while the command ran: it may have run.
+    Broken(StdlibError),
+    /// The call was cancelled (Ctrl-C, SIGTERM, a step timeout, a fail_fast
+    /// fan-out stopping): the channel's stdin was closed, so the host killed
+    /// the command.
+    Cancelled(Kill),
+    /// The call was cancelled before the command started.
+    NotStarted(String),
     /// Anything else (the command may have run).
     Failed(StdlibError),
 }
 
+/// What became of a cancelled command.
+#[derive(Debug, Clone)]
+pub(crate) struct Kill {
+    pub(crate) host: String,
+    /// Its end was seen: killed by the host's watcher, or finished just
+    /// before. `false`: its end was not reported within [`KILL_CONFIRM`] (the
+    /// connection is gone); the host's watcher kills it when its sshd notices.
+    pub(crate) confirmed: bool,
+    /// Its exit code, when its end was seen (137: killed).
+    pub(crate) code: Option<i64>,
+    pub(crate) duration: Duration,
+}
+
+impl Kill {
+    /// What the journal and the screen say about it.
+    pub(crate) fn describe(&self, command: &str) -> String {
+        match (self.confirmed, self.code) {
+            (true, Some(code)) if code != 137 && code >= 0 => format!(
+                "`{}`: `{command}` ended (exit {code}) as it was cancelled",
+                self.host
+            ),
+            (true, _) => format!(
+                "`{}`: `{command}` cancelled: killed on the host (confirmed)",
+                self.host
+            ),
+            (false, _) => format!(
+                "`{}`: `{command}` cancelled, but its end was not confirmed within {}: it may still be running",
+                self.host,
+                crate::duration::human(KILL_CONFIRM)
+            ),
+        }
+    }
+}
+
 impl RunError {
-    pub(crate) fn into_error(self) -> StdlibError {
+    pub(crate) fn into_error(self, command: &str) -> StdlibError {
         match self {
-            RunError::NoMaster(error) | RunError::Failed(error) => error,
+            RunError::NoMaster(error) | RunError::Broken(error) | RunError::Failed(error) => error,
+            RunError::Cancelled(kill) => StdlibError::message(kill.describe(command)),
+            RunError::NotStarted(host) => {
+                StdlibError::message(format!("`{host}`: `{command}` not started (cancelled)"))
+            }
         }
     }
 }
@@ -66,6 +118,9 @@ pub(crate) struct Exec {
     pub(crate) command: Text,
     pub(crate) env: Vec<(String, Text)>,
     pub(crate) sudo: bool,
+    /// A read (`ssh::read`, `ssh::read_all`): started again over a new
+    /// master when the connection broke while it ran.
+    pub(crate) read: bool,
     pub(crate) timeout: Option<Duration>,
     pub(crate) check: bool,
 }
@@ -135,11 +190,14 @@ impl Exec {
         Ok((format!("sh -c {}", quote(&script)), Some(stdin)))
     }
 
-    /// Run on one host.
+    /// Run on one host. When `cancel` fires, or the backstop of a timeout
+    /// passes, the channel's stdin is closed (the host kills the command) and
+    /// the command's end is awaited for up to [`KILL_CONFIRM`].
     pub(crate) async fn run(
         &self,
         session: &Session,
         target: &Target,
+        cancel: &CancellationToken,
     ) -> Result<HostOutput, RunError> {
         let started = Instant::now();
         let (script, stdin) = self.script().map_err(RunError::Failed)?;
@@ -148,7 +206,12 @@ impl Exec {
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
-        let mut child = match command.spawn().await {
+        let spawned = tokio::select! {
+            biased;
+            () = cancel.cancelled() => return Err(RunError::NotStarted(target.name.clone())),
+            spawned = command.spawn() => spawned,
+        };
+        let mut child = match spawned {
             Ok(child) => child,
             // The master's socket did not answer (gone: `Disconnected`; or
             // refused the session): the command never started.
@@ -161,41 +224,67 @@ impl Exec {
                 return Err(RunError::Failed(super::pool::connect_error(target, &error)));
             }
         };
-        let work = async {
-            // Held open until the command ends: closing it (a cancelled call
-            // drops this future) makes the host kill the command.
-            let mut keepalive = child.stdin().take();
+        // Held open until the command ends: closing it makes the host kill
+        // the command (and a cancelled call closes it first thing).
+        let mut keepalive = child.stdin().take();
+        let send = async {
             if let (Some(text), Some(pipe)) =
                 (stdin.filter(|text| !text.is_empty()), keepalive.as_mut())
             {
-                pipe.write_all(text.as_bytes()).await.map_err(|error| {
-                    StdlibError::message(format!(
-                        "`{}`: cannot send the environment: {error}",
-                        target.name
-                    ))
-                })?;
-                pipe.flush().await.map_err(|error| {
-                    StdlibError::message(format!(
-                        "`{}`: cannot send the environment: {error}",
-                        target.name
-                    ))
-                })?;
+                pipe.write_all(text.as_bytes()).await?;
+                pipe.flush().await?;
             }
-            let output = child
-                .wait_with_output()
-                .await
-                .map_err(|error| super::pool::connect_error(target, &error));
-            drop(keepalive);
-            output
+            Ok::<(), std::io::Error>(())
         };
-        let output = match self.timeout {
-            // The remote `timeout` kills first; this is the backstop for a dead connection.
-            Some(limit) => tokio::time::timeout(limit + Duration::from_secs(5), work)
-                .await
-                .map_err(|_| RunError::Failed(self.timed_out(target, limit)))?
-                .map_err(RunError::Failed)?,
-            None => work.await.map_err(RunError::Failed)?,
+        // The remote `timeout` kills first; this is the backstop for a dead connection.
+        let backstop = async {
+            match self.timeout {
+                Some(limit) => tokio::time::sleep(limit + Duration::from_secs(5)).await,
+                None => std::future::pending().await,
+            }
         };
+        tokio::pin!(backstop);
+        let sent = tokio::select! {
+            biased;
+            () = cancel.cancelled() => None,
+            () = &mut backstop => None,
+            sent = send => Some(sent),
+        };
+        match sent {
+            Some(Ok(())) => {}
+            Some(Err(error)) => {
+                return Err(RunError::Failed(StdlibError::message(format!(
+                    "`{}`: cannot send the environment: {error}",
+                    target.name
+                ))));
+            }
+            None => {
+                drop(keepalive);
+                let kill = confirm_kill(child.wait_with_output(), target, started).await;
+                return Err(self.stopped(kill, target, cancel));
+            }
+        }
+        let waiting = child.wait_with_output();
+        tokio::pin!(waiting);
+        let waited = tokio::select! {
+            biased;
+            output = &mut waiting => Some(output),
+            () = cancel.cancelled() => None,
+            () = &mut backstop => None,
+        };
+        let output = match waited {
+            Some(Ok(output)) => output,
+            // The mux lost the channel while the command ran: it may have run.
+            Some(Err(error)) => {
+                return Err(RunError::Broken(self.broke(target, &error)));
+            }
+            None => {
+                drop(keepalive);
+                let kill = confirm_kill(waiting, target, started).await;
+                return Err(self.stopped(kill, target, cancel));
+            }
+        };
+        drop(keepalive);
         let code = output.status.code().map_or(-1, i64::from);
         let result = HostOutput {
             host: target.name.clone(),
@@ -224,6 +313,30 @@ impl Exec {
         Ok(result)
     }
 
+    /// A command stopped before its end: cancelled, or its timeout's
+    /// backstop passed (the connection stopped answering).
+    fn stopped(&self, kill: Kill, target: &Target, cancel: &CancellationToken) -> RunError {
+        match self.timeout {
+            Some(limit) if !cancel.is_cancelled() => {
+                RunError::Failed(self.timed_out(target, limit))
+            }
+            _ => RunError::Cancelled(kill),
+        }
+    }
+
+    /// The connection broke while the command ran.
+    fn broke(&self, target: &Target, error: &openssh::Error) -> StdlibError {
+        let detail = super::pool::connect_error(target, error);
+        StdlibError::failed(
+            format!(
+                "`{}`: the connection broke while `{}` ran, so it may have run (not started again): {detail}",
+                target.name,
+                self.display(),
+            ),
+            "check the host before running the step again; reads are started again by themselves",
+        )
+    }
+
     fn timed_out(&self, target: &Target, limit: Duration) -> StdlibError {
         StdlibError::failed(
             format!(
@@ -234,6 +347,28 @@ impl Exec {
             ),
             "the command was killed on the host; raise `timeout` if it needs longer",
         )
+    }
+}
+
+/// Wait (at most [`KILL_CONFIRM`]) for a cancelled command's end, its
+/// channel's stdin already closed.
+async fn confirm_kill(
+    waiting: impl std::future::Future<Output = Result<std::process::Output, openssh::Error>>,
+    target: &Target,
+    started: Instant,
+) -> Kill {
+    let ended = tokio::time::timeout(KILL_CONFIRM, waiting).await;
+    let (confirmed, code) = match ended {
+        Ok(Ok(output)) => (true, Some(output.status.code().map_or(-1, i64::from))),
+        // No status (the mux cannot tell a killed shell from a lost
+        // connection), or none in time: not confirmed.
+        Ok(Err(_)) | Err(_) => (false, None),
+    };
+    Kill {
+        host: target.name.clone(),
+        confirmed,
+        code,
+        duration: started.elapsed(),
     }
 }
 
@@ -255,6 +390,7 @@ mod tests {
                 Text::Secret(crate::host::Secret::new("s3cr3t")),
             )],
             sudo: false,
+            read: false,
             timeout: Some(Duration::from_secs(5)),
             check: true,
         };

@@ -32,7 +32,14 @@ pub(crate) struct SshOptions {
     pub(crate) identity: Option<PathBuf>,
     /// Idle time a master outlives the run by (`persist`); zero: closed at run end.
     pub(crate) persist: Duration,
+    /// Connecting (TCP and the SSH banner) gives up after this long
+    /// (`connect_timeout`, default 10 s).
+    pub(crate) connect_timeout: Duration,
 }
+
+/// How long connecting to a host may take when the context's `ssh` table
+/// does not say (`connect_timeout`).
+pub(crate) const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 impl Default for SshOptions {
     fn default() -> Self {
@@ -41,6 +48,7 @@ impl Default for SshOptions {
             known_hosts: None,
             identity: None,
             persist: DEFAULT_PERSIST,
+            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
         }
     }
 }
@@ -124,6 +132,10 @@ impl Inventory {
                 known_hosts: ssh.path("known_hosts")?,
                 identity: ssh.path("identity")?,
                 persist: persist(ssh.get("persist"), top.context_name())?,
+                connect_timeout: ssh
+                    .duration("connect_timeout")?
+                    .unwrap_or(DEFAULT_CONNECT_TIMEOUT)
+                    .max(Duration::from_secs(1)),
             },
             context: top.context_name().to_owned(),
         })

@@ -330,10 +330,13 @@ impl Files {
                 "-o",
                 "StrictHostKeyChecking=yes",
                 "-o",
-                "ConnectTimeout=10",
-                "-o",
                 "ServerAliveInterval=15",
-            ]);
+                "-o",
+            ])
+            .arg(format!(
+                "ConnectTimeout={}",
+                options.connect_timeout.as_secs().max(1)
+            ));
         super::pool::ssh_options(&mut command, target, options);
         command.arg("--").arg(&target.address);
         let status = command.status().await.map_err(|error| {

@@ -19,8 +19,9 @@ use std::time::Instant;
 
 use futures_util::StreamExt;
 use rhai::{Array, Dynamic, Map};
+use tokio_util::sync::CancellationToken;
 
-use self::exec::{Exec, HostOutput, RunError};
+use self::exec::{Exec, HostOutput, Kill, RunError};
 use self::inventory::{Inventory, SshOptions, Target};
 use self::pool::How;
 use crate::function;
@@ -51,32 +52,47 @@ fn inventory(call: &Call<'_>) -> Result<Inventory, StdlibError> {
 /// How a host's connection was got, if this call is the run's first on it.
 type Connected = Option<(How, bool)>;
 
-/// Run `exec` on `target` over its master; a master that stopped answering
-/// is replaced once (the command had not started). Also says how the
-/// connection was got, when there was one.
+/// Run `exec` on `target` over its master. A master that stopped answering
+/// is replaced once per call: the command had not started, so it is started
+/// again over the new one; a read whose connection broke mid-command is
+/// started again too (a write is not: it may have run, and its error says
+/// so). Also says how the connection was got, when there was one.
 async fn run_on(
     exec: &Exec,
     target: &Target,
     options: &SshOptions,
-) -> (Result<HostOutput, StdlibError>, Connected) {
+    cancel: &CancellationToken,
+) -> (Result<HostOutput, RunError>, Connected) {
     let (link, first) = match pool::session(target, options).await {
         Ok(found) => found,
-        Err(error) => return (Err(error), None),
+        Err(error) => return (Err(RunError::Failed(error)), None),
     };
-    match exec.run(&link.session, target).await {
-        Ok(output) => (Ok(output), Some((link.how, first))),
-        Err(RunError::Failed(error)) => (Err(error), Some((link.how, first))),
-        Err(RunError::NoMaster(error)) => match pool::redial(target, options, &link).await {
-            Ok(None) => (Err(error), Some((link.how, first))),
-            Ok(Some(link)) => {
-                let result = exec
-                    .run(&link.session, target)
-                    .await
-                    .map_err(RunError::into_error);
-                (result, Some((link.how, true)))
-            }
-            Err(error) => (Err(error), None),
-        },
+    let again = match exec.run(&link.session, target, cancel).await {
+        Err(RunError::NoMaster(error)) => error,
+        // A read is safe to run again: over a fresh master.
+        Err(RunError::Broken(_)) if exec.read => {
+            pool::retire(target, options, &link).await;
+            return match pool::session(target, options).await {
+                Ok((link, _)) => (
+                    exec.run(&link.session, target, cancel).await,
+                    Some((link.how, true)),
+                ),
+                Err(error) => (Err(RunError::Failed(error)), None),
+            };
+        }
+        Err(RunError::Broken(error)) => {
+            pool::retire(target, options, &link).await;
+            return (Err(RunError::Broken(error)), Some((link.how, first)));
+        }
+        outcome => return (outcome, Some((link.how, first))),
+    };
+    match pool::redial(target, options, &link).await {
+        Ok(None) => (Err(RunError::Failed(again)), Some((link.how, first))),
+        Ok(Some(link)) => {
+            let result = exec.run(&link.session, target, cancel).await;
+            (result, Some((link.how, true)))
+        }
+        Err(error) => (Err(RunError::Failed(error)), None),
     }
 }
 
@@ -117,6 +133,7 @@ fn exec_from(
     let exec = Exec {
         command,
         env,
+        read: call.function().effect == crate::host::Effect::Read,
         sudo: options.bool("sudo")?.unwrap_or(false),
         timeout: options.duration("timeout")?,
         check: options.bool("check")?.unwrap_or(true),
@@ -150,12 +167,52 @@ fn exec_one(call: &mut Call<'_>) -> Result<Dynamic, Failure> {
     let (exec, _) = exec_from(call, 2, EXEC_OPTIONS)?;
     let inventory = inventory(call)?;
     let target = inventory.resolve_host(&host)?;
-    let (result, connected) =
-        call.block_on(async { Ok(run_on(&exec, &target, &inventory.options).await) })?;
+    let (exec_ref, target_ref) = (&exec, &target);
+    let (result, connected) = call.block_on_cancellable(|cancel| async move {
+        Ok(run_on(exec_ref, target_ref, &inventory.options, &cancel).await)
+    })?;
     if let Some((how, true)) = connected {
         call.host.log(Level::Debug, &connection_note(&target, how));
     }
-    Ok(Dynamic::from_map(result?.into_map()))
+    match result {
+        Ok(output) => Ok(Dynamic::from_map(output.into_map())),
+        // Cancelled: journal the host's command as killed (or not
+        // confirmed), then fail as the cancellation says.
+        Err(RunError::Cancelled(kill)) => {
+            let label = format!("{}({})", call.function().qualified_name(), exec.display());
+            report_kill(call.host, &label, &kill, &exec.display(), connected);
+            Err(call.host.cancel_reason().into())
+        }
+        Err(RunError::NotStarted(_)) => Err(call.host.cancel_reason().into()),
+        Err(error) => Err(error.into_error(&exec.display()).into()),
+    }
+}
+
+/// A single-host command the run cancelled, as a one-host fan-out (its
+/// `host` event carries `killed`).
+fn report_kill(
+    host: &dyn crate::host::Host,
+    label: &str,
+    kill: &Kill,
+    command: &str,
+    connected: Connected,
+) {
+    host.progress(Progress::Start { label, total: 1 });
+    host.progress(Progress::Item {
+        target: &kill.host,
+        ok: false,
+        code: kill.code,
+        duration: kill.duration,
+        error: Some(&kill.describe(command)),
+        output_tail: "",
+        connection: connected.map(|(how, _)| how.as_str()),
+        killed: Some(kill.confirmed),
+    });
+    host.progress(Progress::End {
+        ok: 0,
+        failed: 1,
+        skipped: 0,
+    });
 }
 
 /// Targets from a host name, a group name, or an array of names.
@@ -299,15 +356,21 @@ fn exec_all(call: &mut Call<'_>) -> Result<Dynamic, Failure> {
         let exec_ref = &exec;
         let inventory_ref = &inventory;
         let stop_ref = &stop;
-        let wave_results = call.block_on(async move {
+        let wave_results = call.block_on_cancellable(|cancel| async move {
+            // Cancelled with the call (Ctrl-C, a step timeout) or by the
+            // first failure of a fail_fast fan-out: every command in flight
+            // is killed on its host, and its end awaited, before this returns.
+            let stopping = cancel.child_token();
+            let stopping_ref = &stopping;
             let outcomes = futures_util::stream::iter(wave.iter().cloned())
                 .map(|(index, target)| async move {
-                    if fail_fast && stop_ref.load(Ordering::SeqCst) {
+                    if (fail_fast && stop_ref.load(Ordering::SeqCst)) || stopping_ref.is_cancelled()
+                    {
                         return (index, HostResult::Skipped(target.name.clone()));
                     }
                     let started = Instant::now();
                     let (outcome, connected) =
-                        run_on(exec_ref, &target, &inventory_ref.options).await;
+                        run_on(exec_ref, &target, &inventory_ref.options, stopping_ref).await;
                     let connection = connected.map(|(how, _)| how.as_str());
                     let result = match outcome {
                         Ok(output) => {
@@ -319,22 +382,35 @@ fn exec_all(call: &mut Call<'_>) -> Result<Dynamic, Failure> {
                                 error: None,
                                 output_tail: &tail(&output.stdout, TAIL_LINES),
                                 connection,
+                                killed: None,
                             });
                             HostResult::Done(output)
                         }
+                        Err(RunError::NotStarted(name)) => HostResult::Skipped(name),
                         Err(error) => {
-                            if fail_fast {
+                            let killed = match &error {
+                                RunError::Cancelled(kill) => Some(kill.confirmed),
+                                _ => None,
+                            };
+                            if fail_fast && killed.is_none() {
                                 stop_ref.store(true, Ordering::SeqCst);
+                                stopping_ref.cancel();
                             }
+                            let (code, duration) = match &error {
+                                RunError::Cancelled(kill) => (kill.code, kill.duration),
+                                _ => (None, started.elapsed()),
+                            };
+                            let error = error.into_error(&exec_ref.display());
                             let message = error.to_string();
                             host.progress(Progress::Item {
                                 target: &target.name,
                                 ok: false,
-                                code: None,
-                                duration: started.elapsed(),
+                                code,
+                                duration,
                                 error: Some(&message),
                                 output_tail: "",
                                 connection,
+                                killed,
                             });
                             HostResult::Failed {
                                 host: target.name.clone(),
@@ -348,13 +424,33 @@ fn exec_all(call: &mut Call<'_>) -> Result<Dynamic, Failure> {
                 .buffer_unordered(parallel)
                 .collect::<Vec<_>>()
                 .await;
-            Ok(outcomes)
+            Ok((outcomes, cancel.is_cancelled()))
         })?;
+        let (wave_results, cancelled) = wave_results;
         for (index, result) in wave_results {
             if matches!(result, HostResult::Failed { .. }) {
                 failed += 1;
             }
             results.insert(index, result);
+        }
+        if cancelled {
+            let count = |done: bool| {
+                results
+                    .values()
+                    .filter(|result| match result {
+                        HostResult::Done(_) => done,
+                        HostResult::Failed { .. } => !done,
+                        HostResult::Skipped(_) => false,
+                    })
+                    .count()
+            };
+            let (ok, failed) = (count(true), count(false));
+            call.host.progress(Progress::End {
+                ok,
+                failed,
+                skipped: total - ok - failed,
+            });
+            return Err(call.host.cancel_reason().into());
         }
         if let Some(limit) = max_fail_percent
             && (failed * 100) as f64 / total.max(1) as f64 > limit as f64
@@ -494,7 +590,8 @@ pub(crate) fn functions() -> Vec<Function> {
             /// `error`. Fails when any host failed, unless `check: false`.
             /// Options: `parallel` (hosts at a time, default 50), `batch` (rolling
             /// waves: a count or "25%"; each wave finishes before the next starts),
-            /// `fail_fast` (start no more hosts after a failure), `max_fail_percent`
+            /// `fail_fast` (after a failure, start no more hosts and kill the commands
+            /// still running on the others), `max_fail_percent`
             /// (start no more waves past it), `sudo`, `timeout`, `env`, `check`.
             ///
             /// Each host has one master connection that every ssh call shares. It
@@ -503,6 +600,11 @@ pub(crate) fn functions() -> Vec<Function> {
             /// skips the key exchange; each host's journal event says whether its
             /// connection was `new`, `reused` or the user's own ControlMaster
             /// (`user`). `runbook ssh status` lists live masters.
+            ///
+            /// Ctrl-C, SIGTERM, a step `timeout` or `fail_fast` kill the commands in
+            /// flight on their hosts, and the call returns (so rollbacks start) only
+            /// once each host reported its command's end (10 s at most); each host's
+            /// event then says `killed: true` (`false`: not confirmed in time).
             ///
             /// ```rhai
             /// let results = ssh::exec_all("web", "systemctl reload nginx", #{batch: "25%", fail_fast: true});

@@ -15,7 +15,10 @@
 //!
 //! A command whose master stopped answering mid-run (it idled out, its
 //! connection broke) is started again once over a new master: the command
-//! had not started, so nothing runs twice.
+//! had not started, so nothing runs twice. A read whose connection broke
+//! while it ran is started again too; a write is not (it may have run, and
+//! its error says so), but its master is retired ([`retire`]) so that the
+//! next call, or the step's retry, connects afresh.
 
 use std::collections::HashMap;
 use std::num::NonZeroUsize;
@@ -82,7 +85,7 @@ pub(crate) fn connect_error(target: &Target, error: &openssh::Error) -> StdlibEr
 
 /// A connection failure described by `detail` (an error chain or ssh's log).
 pub(crate) fn connect_failed(target: &Target, detail: &str) -> StdlibError {
-    let detail = detail.trim().replace('\n', " ");
+    let detail = detail.trim().replace('\r', "").replace('\n', " ");
     let destination = masters::destination(target);
     let hint = if detail.contains("IDENTIFICATION HAS CHANGED")
         || detail.contains("Host key verification failed")
@@ -93,8 +96,9 @@ pub(crate) fn connect_failed(target: &Target, detail: &str) -> StdlibError {
         || detail.contains("Too many authentication failures")
     {
         "authentication failed: check the user, the key (`identity` in the context's `ssh` table or ~/.ssh/config) or the ssh agent; keys must be unencrypted or in an agent (BatchMode)"
+    } else if detail.contains("timed out") {
+        "the host did not answer in time: is it up and the address right? (`connect_timeout` under `[context.NAME.ssh]`, default 10s, is how long runbook waits)"
     } else if detail.contains("Connection refused")
-        || detail.contains("timed out")
         || detail.contains("No route")
         || detail.contains("Could not resolve")
     {
@@ -314,7 +318,7 @@ async fn connect_for_run(target: &Target, options: &SshOptions) -> Result<Sessio
     let mut builder = SessionBuilder::default();
     builder
         .known_hosts_check(KnownHosts::Strict)
-        .connect_timeout(Duration::from_secs(10))
+        .connect_timeout(options.connect_timeout)
         .server_alive_interval(Duration::from_secs(15))
         .control_directory(masters::dir()?)
         // Masters outlive a killed runbook only briefly.
@@ -427,6 +431,43 @@ pub(crate) async fn redial(
         .await
         .cloned()
         .map(Some)
+}
+
+/// A command's connection broke while it ran (the command may have run, so
+/// it is not started again): the next call to the host, a step's retry
+/// included, gets a fresh master. This one is forgotten by the run and, when
+/// it is one of runbook's persistent masters that still answers its socket,
+/// asked to exit, so that no later run reuses it either.
+pub(crate) async fn retire(target: &Target, options: &SshOptions, dead: &Link) {
+    {
+        let mut pool = pool().lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(entry) = pool.get_mut(&pool_key(target, options))
+            && entry
+                .get()
+                .is_some_and(|link| Arc::ptr_eq(&link.session, &dead.session))
+        {
+            *entry = Slot::default();
+        }
+    }
+    let Some(files) = &dead.files else {
+        return;
+    };
+    let Ok(_lock) = files.lock().await else {
+        return;
+    };
+    if dead.session.check().await.is_ok() {
+        let mut command = tokio::process::Command::new("ssh");
+        command
+            .kill_on_drop(true)
+            .args(["-F", "/dev/null", "-S"])
+            .arg(&files.socket)
+            .args(["-O", "exit", "runbook-master"])
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null());
+        let _ = tokio::time::timeout(Duration::from_secs(3), command.status()).await;
+    }
+    files.remove();
 }
 
 /// End of a run: close the masters made for this run only; leave persistent
