@@ -104,7 +104,7 @@ pub struct RunHost {
     /// a planned change whose call shows one is marked "unknown until run".
     unknowns: Mutex<Vec<String>>,
     /// `--expect-plan`: the saved plan's changes not yet run, `(number, call)`.
-    expected: Mutex<Option<std::collections::VecDeque<(usize, String)>>>,
+    expected: Mutex<Option<std::collections::VecDeque<crate::saved_plan::Expected>>>,
     compensations: Mutex<Vec<Compensation>>,
     /// Writes that ran (a REPL session's `:plan` lists them).
     executed: Mutex<Vec<Executed>>,
@@ -711,7 +711,7 @@ impl RunHost {
 
     /// `--expect-plan`: every write of this run must be the next change of
     /// the saved plan, or the run stops before it.
-    pub fn expect_changes(&self, changes: Vec<(usize, String)>) {
+    pub fn expect_changes(&self, changes: Vec<crate::saved_plan::Expected>) {
         *lock(&self.expected) = Some(changes.into());
     }
 
@@ -723,10 +723,13 @@ impl RunHost {
         };
         let signature = self.printer.redactor().mask(&call.signature()).into_owned();
         match queue.pop_front() {
-            Some((_, planned)) if planned == signature => Ok(()),
-            Some((number, planned)) => Err(StdlibError::usage(
+            Some(planned) if planned.matches(&call.function, &signature, &call.values) => Ok(()),
+            Some(planned) => Err(StdlibError::usage(
                 format!(
-                    "not the reviewed plan: change {number} was `{planned}`, this run would make `{signature}`"
+                    "not the reviewed plan: change {} was `{}`, this run would make `{signature}`{}",
+                    planned.number,
+                    planned.call,
+                    planned.difference(&call.function, &call.values)
                 ),
                 "stopped before the write; make a new plan with `runbook run --dry-run --plan-out FILE` and review it",
             )),

@@ -43,41 +43,53 @@ greeting = "hello"
 # kube_context = "production"
 "#;
 
-const RUNBOOK: &str = r#"//! Say hello: a first runbook to copy from.
+const RUNBOOK: &str = r#"//! Hello: a first runbook to copy from. It looks around, asks before it changes anything, writes a greeting, and takes it back if a later step fails.
 //!
-//! Reads run in a dry-run; writes (the file it creates) are only planned.
-//! Try `runbook run --dry-run hello.rhai`, then `runbook run hello.rhai --approve`.
+//! Try it: `runbook run --dry-run hello.rhai` (the plan), then
+//! `runbook run hello.rhai --approve` (for real).
 //! @param name default=world  who to greet
+//! @param file default=hello.txt  the file to write (relative to the current folder)
 
 let name = param("name");
-let kernel = shell::read("uname -sr").stdout;
-kernel.trim();
-log::info("running on " + kernel);
+let file = param("file");
 
-let file = step("write the greeting", || {
-    let dir = shell::run("mktemp -d").stdout;
-    dir.trim();
-    let file = dir + "/greeting.txt";
-    shell::run(["sh", "-c", "echo \"$1\" > \"$2\"", "sh", "hello, " + name, file]);
-    // If a later step fails, this undoes the change.
-    on_rollback(|| shell::run(["rm", "-rf", dir]));
-    file
+// A read: it only observes, so it runs in dry-runs too.
+let system = step("look around", || {
+    let uname = shell::read("uname -sr").stdout;
+    uname.trim();
+    uname
+});
+log::info("running on " + system);
+
+// A gate: a person says yes before anything changes (`--approve` in CI).
+approve("Write a greeting for " + name + " to " + file + "?");
+
+// A write: a dry-run lists it in the plan and does not run it.
+step("write greeting", || {
+    shell::run(["sh", "-c", "printf 'hello, %s\n' \"$1\" > \"$2\"", "sh", name, file]);
+    // If a later step fails, the file goes away again.
+    on_rollback(|| shell::run(["rm", "-f", file]));
 });
 
-approve("Keep the greeting in " + file + "?");
-
-step("show it", || {
+step("check", || {
     if !dry_run() {
-        print(shell::read(["cat", file]).stdout);
+        let text = shell::read(["cat", file]).stdout;
+        assert(text.contains(name), file + " says `" + text + "`");
     }
 });
+print("greeted " + name + " in " + file);
 "#;
 
-const GITIGNORE: &str = "# runbook: plans, fixtures recorded for local tries, run reports, and a state dir kept here\n\
-plan.json\n\
-*.plan.json\n\
-run.html\n\
-.runbook-state/\n";
+const GITIGNORE: &str = "\
+# runbook state when RUNBOOK_STATE_DIR points here (journals, locks, the audit key)
+/.runbook/
+# plans saved with --plan-out
+*.plan.json
+# secret files named by `file:` sources in runbook.toml
+/secrets/
+# what hello.rhai writes
+hello.txt
+";
 
 /// The files `init` writes, relative to its folder.
 const FILES: &[(&str, &str)] = &[

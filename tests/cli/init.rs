@@ -25,13 +25,14 @@ fn init_scaffolds_a_folder_that_checks_and_dry_runs_and_refuses_to_overwrite() {
         .command(["run", "--dry-run", "runbooks/hello.rhai"])
         .output()
         .assert_success()
-        .assert_contains("Plan: 2 changes, 1 approval gate")
+        .assert_contains("Plan: 1 change, 1 approval gate")
         .assert_contains("(local, dry-run");
     scratch
         .command(["run", "runbooks/hello.rhai", "--approve", "name=on-call"])
         .output()
         .assert_success()
-        .assert_contains("hello, on-call");
+        .assert_contains("greeted on-call in hello.txt");
+    assert_eq!(scratch.read("hello.txt"), "hello, on-call\n");
 
     // A second init changes nothing and says why.
     scratch.write("runbooks/hello.rhai", "//! mine\n");
@@ -46,5 +47,9 @@ fn init_scaffolds_a_folder_that_checks_and_dry_runs_and_refuses_to_overwrite() {
         .command(["init", "--force"])
         .output()
         .assert_success();
-    assert!(scratch.read("runbooks/hello.rhai").contains("Say hello"));
+    assert!(
+        scratch
+            .read("runbooks/hello.rhai")
+            .contains("a first runbook to copy from")
+    );
 }

@@ -25,6 +25,7 @@ mod json_schema;
 mod k8s;
 mod plans;
 mod read_cannot_write;
+mod readme;
 mod recovery;
 mod remote_journal;
 mod repl;
