@@ -47,6 +47,18 @@ pub fn resume(options: &ResumeOptions) -> Result<Exit, Diagnostic> {
     // A cut-off last line is what a kill leaves behind (reopening cuts it);
     // anything else is tampering.
     if let Verdict::Broken { line, problem } = journal::verify(&path)? {
+        // Killed between creating the journal and writing its first line:
+        // nothing ran (every call is journaled before it runs).
+        if line == 1 && problem == "the journal is empty" {
+            return Err(Diagnostic::new(
+                format!(
+                    "run {} stopped before its first journal line: nothing ran, the journal is empty",
+                    options.run
+                ),
+                Exit::Usage,
+            )
+            .hint("start it again with `runbook run`"));
+        }
         return Err(Diagnostic::new(
             format!("the journal fails verification at line {line}: {problem}"),
             Exit::Usage,
