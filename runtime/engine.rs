@@ -60,7 +60,9 @@ pub mod limits {
         use rhai::EvalAltResult as E;
         let (message, hint) = match error {
             E::ErrorStackOverflow(_) => (
-                format!("calls nested too deeply: the limit is {CALL_LEVELS} call levels (endless recursion?)"),
+                format!(
+                    "calls nested too deeply: the limit is {CALL_LEVELS} call levels (endless recursion?)"
+                ),
                 "make the recursion end, or use a loop; the limits are listed under `runbook doc` (Limits)",
             ),
             E::ErrorDataTooLarge(what, _) => {
@@ -71,7 +73,9 @@ pub mod limits {
                     _ => (what.clone(), "data size"),
                 };
                 (
-                    format!("value too large: over the {name} limit ({limit}, nested values included)"),
+                    format!(
+                        "value too large: over the {name} limit ({limit}, nested values included)"
+                    ),
                     "keep big data out of the script (write it to a file, stream it with s3/pg functions, or process it in parts)",
                 )
             }
@@ -115,16 +119,52 @@ pub mod limits {
     /// The limits as `(name, value, what)`, for `runbook doc` and errors.
     pub fn table() -> Vec<(&'static str, String, &'static str)> {
         vec![
-            ("call levels", CALL_LEVELS.to_string(), "nested function calls"),
-            ("expression depth", EXPR_DEPTH.to_string(), "nesting at the top level"),
-            ("expression depth in functions", FN_EXPR_DEPTH.to_string(), "nesting in a function body"),
-            ("string size", mib(STRING_BYTES), "bytes of text in one value"),
-            ("array size", ARRAY_ITEMS.to_string(), "elements in one array, nested ones included"),
-            ("map size", MAP_ENTRIES.to_string(), "entries in one map, nested ones included"),
-            ("variables", VARIABLES.to_string(), "variables alive at once"),
-            ("functions", FUNCTIONS.to_string(), "functions a script defines"),
+            (
+                "call levels",
+                CALL_LEVELS.to_string(),
+                "nested function calls",
+            ),
+            (
+                "expression depth",
+                EXPR_DEPTH.to_string(),
+                "nesting at the top level",
+            ),
+            (
+                "expression depth in functions",
+                FN_EXPR_DEPTH.to_string(),
+                "nesting in a function body",
+            ),
+            (
+                "string size",
+                mib(STRING_BYTES),
+                "bytes of text in one value",
+            ),
+            (
+                "array size",
+                ARRAY_ITEMS.to_string(),
+                "elements in one array, nested ones included",
+            ),
+            (
+                "map size",
+                MAP_ENTRIES.to_string(),
+                "entries in one map, nested ones included",
+            ),
+            (
+                "variables",
+                VARIABLES.to_string(),
+                "variables alive at once",
+            ),
+            (
+                "functions",
+                FUNCTIONS.to_string(),
+                "functions a script defines",
+            ),
             ("modules", MODULES.to_string(), "modules a script imports"),
-            ("operations", "unlimited".into(), "Ctrl-C, SIGTERM and step timeouts stop a script"),
+            (
+                "operations",
+                "unlimited".into(),
+                "Ctrl-C, SIGTERM and step timeouts stop a script",
+            ),
         ]
     }
 }

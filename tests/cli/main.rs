@@ -19,6 +19,7 @@ mod http;
 mod incident;
 mod journal;
 mod k8s;
+mod limits;
 mod plans;
 mod read_cannot_write;
 mod recovery;
