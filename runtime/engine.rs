@@ -45,8 +45,8 @@ pub mod limits {
     /// Modules a script imports.
     pub const MODULES: usize = 64;
     /// Stack of the threads that run scripts. Sized for the worst nesting
-    /// the limits above allow (Rhai's rule: CALL_LEVELS × (5 + FN_EXPR_DEPTH)
-    /// + EXPR_DEPTH frames), with room for debug builds; it is reserved
+    /// the limits above allow (Rhai's rule: call levels × (5 + function
+    /// depth) plus top-level depth frames), with room for debug builds; it is reserved
     /// address space, only the pages used are memory.
     pub const STACK_BYTES: usize = 256 * 1024 * 1024;
 
@@ -63,7 +63,7 @@ pub mod limits {
                 format!(
                     "calls nested too deeply: the limit is {CALL_LEVELS} call levels (endless recursion?)"
                 ),
-                "make the recursion end, or use a loop; the limits are listed under `runbook doc` (Limits)",
+                "make the recursion end, or use a loop; the README's `Limits` section lists every limit",
             ),
             E::ErrorDataTooLarge(what, _) => {
                 let (limit, name) = match what.as_str() {
