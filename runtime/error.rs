@@ -177,6 +177,13 @@ impl Diagnostic {
             diagnostic.hint = stdlib.hint().map(str::to_owned);
             return diagnostic;
         }
+        if let Some((message, hint)) = crate::engine::limits::hit(inner) {
+            let exit = match inner {
+                EvalAltResult::ErrorParsing(..) => Exit::Usage,
+                _ => Exit::StepFailed,
+            };
+            return Diagnostic::new(message, exit).at(position).hint(hint);
+        }
         let (message, hint, exit) = match inner {
             EvalAltResult::ErrorTerminated(..) => ("interrupted".to_owned(), None, Exit::Interrupted),
             EvalAltResult::ErrorParsing(kind, _) => (format!("syntax error: {kind}"), None, Exit::Usage),
@@ -200,11 +207,6 @@ impl Diagnostic {
             }
             EvalAltResult::ErrorTooManyOperations(_) => (
                 "the script ran too many operations (an endless loop?)".to_owned(),
-                None,
-                Exit::StepFailed,
-            ),
-            EvalAltResult::ErrorStackOverflow(_) => (
-                "calls nested too deeply (endless recursion?)".to_owned(),
                 None,
                 Exit::StepFailed,
             ),

@@ -162,6 +162,8 @@ pub fn run_with(options: &RunOptions, mut resumed: Option<Resumed>) -> Result<Ex
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
+        // Scripts run on its blocking threads: room for the nesting the limits allow.
+        .thread_stack_size(crate::engine::limits::STACK_BYTES)
         .enable_all()
         .build()
         .map_err(|error| {

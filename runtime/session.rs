@@ -19,6 +19,8 @@ pub struct Session {
 fn runtime() -> Result<tokio::runtime::Runtime, Diagnostic> {
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
+        // Scripts run on its blocking threads: room for the nesting the limits allow.
+        .thread_stack_size(crate::engine::limits::STACK_BYTES)
         .enable_all()
         .build()
         .map_err(|error| {

@@ -23,6 +23,7 @@ mod init;
 mod journal;
 mod json_schema;
 mod k8s;
+mod limits;
 mod plans;
 mod read_cannot_write;
 mod readme;
