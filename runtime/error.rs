@@ -35,21 +35,24 @@ pub enum Exit {
 }
 
 impl Exit {
+    /// Every exit, in the order of their codes in `--help`.
+    pub const ALL: [Exit; 8] = [
+        Exit::Ok,
+        Exit::StepFailed,
+        Exit::Usage,
+        Exit::Refused,
+        Exit::Locked,
+        Exit::Interrupted,
+        Exit::Terminated,
+        Exit::HungUp,
+    ];
+
     /// The exit a child runbook process ended with (unknown codes are failures).
     pub fn from_code(code: i32) -> Exit {
-        [
-            Exit::Ok,
-            Exit::StepFailed,
-            Exit::Usage,
-            Exit::Refused,
-            Exit::Locked,
-            Exit::Interrupted,
-            Exit::Terminated,
-            Exit::HungUp,
-        ]
-        .into_iter()
-        .find(|exit| exit.code() == code)
-        .unwrap_or(Exit::StepFailed)
+        Exit::ALL
+            .into_iter()
+            .find(|exit| exit.code() == code)
+            .unwrap_or(Exit::StepFailed)
     }
 
     pub fn code(self) -> i32 {

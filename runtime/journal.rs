@@ -832,16 +832,7 @@ mod tests {
             cut_bytes: 7,
             time: time(),
         });
-        for status in [
-            Exit::Ok,
-            Exit::StepFailed,
-            Exit::Usage,
-            Exit::Refused,
-            Exit::Locked,
-            Exit::Interrupted,
-            Exit::Terminated,
-            Exit::HungUp,
-        ] {
+        for status in Exit::ALL {
             events.push(Event::End {
                 status,
                 exit_code: status.code(),

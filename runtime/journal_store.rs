@@ -172,17 +172,7 @@ fn block<T: Send + 'static>(
 
 /// An error and its sources on one line.
 fn error_text(error: &object_store::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = std::error::Error::source(error);
-    while let Some(cause) = source {
-        let cause_text = cause.to_string();
-        if !text.contains(&cause_text) {
-            text.push_str(": ");
-            text.push_str(&cause_text);
-        }
-        source = cause.source();
-    }
-    text.replace('\n', " ")
+    runbook_stdlib::error_chain(error)
 }
 
 /// Who holds a run, as `lease.json` holds it.

@@ -41,6 +41,7 @@ use std::pin::Pin;
 pub use function::{Call, Failure, Function, Options, Param, Text, install};
 pub use host::{CallInfo, Decision, Effect, Host, Level, Outcome, Progress, Secret, StdlibError};
 pub use ssh::masters as ssh_masters;
+pub use text::error_chain;
 
 /// Work a module does when a run ends.
 pub type Finish = Pin<Box<dyn Future<Output = ()> + Send>>;

@@ -5,7 +5,7 @@ use std::fmt::Write as _;
 
 /// An error and its sources on one line (a cause already in the text is
 /// not repeated).
-pub(crate) fn error_chain(error: &dyn std::error::Error) -> String {
+pub fn error_chain(error: &dyn std::error::Error) -> String {
     let mut text = error.to_string();
     let mut source = error.source();
     while let Some(cause) = source {

@@ -12,9 +12,7 @@
 //! more), `connect_timeout` (default 10 s). The token is the context's secret `hcloud_token`, else
 //! `$HCLOUD_TOKEN`; it is added to the redactor and never put in a message.
 
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Mutex, OnceLock, PoisonError};
 use std::time::{Duration, Instant};
 
 use reqwest::Method;
@@ -94,27 +92,9 @@ impl Settings {
     }
 }
 
-/// One client per connect timeout (reqwest sets it per client), shared.
+/// The shared HTTP client for this connect timeout (see `http::client`).
 fn http(connect_timeout: Duration) -> Result<reqwest::Client, StdlibError> {
-    static CLIENTS: OnceLock<Mutex<HashMap<Duration, reqwest::Client>>> = OnceLock::new();
-    let mut clients = CLIENTS
-        .get_or_init(Mutex::default)
-        .lock()
-        .unwrap_or_else(PoisonError::into_inner);
-    if let Some(client) = clients.get(&connect_timeout) {
-        return Ok(client.clone());
-    }
-    // The runtime installs ring in main; a library user may not have.
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let client = reqwest::Client::builder()
-        .user_agent(concat!("runbook/", env!("CARGO_PKG_VERSION")))
-        .connect_timeout(connect_timeout)
-        .build()
-        .map_err(|error| {
-            StdlibError::message(format!("cannot set up the hcloud HTTP client: {error}"))
-        })?;
-    clients.insert(connect_timeout, client.clone());
-    Ok(client)
+    crate::http::client::client(connect_timeout)
 }
 
 /// One request: method, path under the endpoint, query, JSON body, and

@@ -33,8 +33,9 @@ pub(crate) const TIMEOUT: Duration = Duration::from_secs(30);
 /// `http.connect_timeout` says otherwise.
 pub(crate) const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// One client per connect timeout (reqwest sets it per client), shared.
-fn client(connect_timeout: Duration) -> Result<reqwest::Client, StdlibError> {
+/// One client per connect timeout (reqwest sets it per client), shared by
+/// every HTTP backend (`http::*`, `notify::*`, `hcloud::*`).
+pub(crate) fn client(connect_timeout: Duration) -> Result<reqwest::Client, StdlibError> {
     static CLIENTS: OnceLock<Mutex<HashMap<Duration, reqwest::Client>>> = OnceLock::new();
     let mut clients = CLIENTS
         .get_or_init(Mutex::default)

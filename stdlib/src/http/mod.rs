@@ -1,6 +1,6 @@
 //! `http::*`: HTTP requests and health checks over reqwest (rustls with ring).
 
-mod client;
+pub(crate) mod client;
 
 use std::time::{Duration, Instant};
 
