@@ -668,7 +668,7 @@ impl Store {
     }
 
     /// Make `answer` the decision of its gate unless one exists (a
-    /// conditional create).
+    /// conditional create, read back after [`CLAIM_SETTLE`]).
     pub fn claim(
         &self,
         run: &str,
@@ -677,6 +677,7 @@ impl Store {
         let s3 = Arc::clone(&self.s3);
         let key = self.answer_key(run, &answer.gate_id);
         let bytes = serde_json::to_vec_pretty(answer).unwrap_or_default();
+        let ours = serde_json::to_value(answer).unwrap_or_default();
         let created = block(async move {
             match s3
                 .put_opts(
@@ -692,7 +693,24 @@ impl Store {
             }
         })?;
         if created {
-            return Ok(crate::remote::Claim::Won);
+            // Some stores (s3s-fs) check `If-None-Match` and write in two
+            // moves, so two racing creates can both succeed and the later
+            // write wins. Read the decision back once the race is over: only
+            // the approver whose answer is what the store holds has won.
+            std::thread::sleep(CLAIM_SETTLE);
+            return match self
+                .get_json::<serde_json::Value>(self.answer_key(run, &answer.gate_id))?
+            {
+                Some(stored) if stored == ours => Ok(crate::remote::Claim::Won),
+                Some(_) => match self.read_answer(run, &answer.gate_id)? {
+                    Some(existing) => Ok(crate::remote::Claim::Lost(existing)),
+                    None => Err(format!("the decision of gate {} vanished", answer.gate_id)),
+                },
+                None => Err(format!(
+                    "the decision of gate {} was written and then vanished",
+                    answer.gate_id
+                )),
+            };
         }
         match self.read_answer(run, &answer.gate_id)? {
             Some(existing) => Ok(crate::remote::Claim::Lost(existing)),
@@ -952,6 +970,10 @@ fn fenced(shared: &Shared, pending: &Pending) -> ! {
     std::process::exit(Exit::Locked.code());
 }
 
+/// How long a won decision settles before it is read back (see `claim`):
+/// longer than two racing writes of a small object take on a loopback store.
+const CLAIM_SETTLE: std::time::Duration = std::time::Duration::from_millis(300);
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -972,3 +994,4 @@ mod tests {
         assert!(!Url::is_s3("/tmp/journal.jsonl"));
     }
 }
+

@@ -551,13 +551,10 @@ fn approvals_across_machines(kind: S3Kind) {
     );
 }
 
-/// Ignored: on s3s-fs (0.14.1) two concurrent `If-None-Match: *` creates of
-/// one key can both succeed (seen in this suite: both approvers were told
-/// they won). It refuses a second create that comes after the first (so the
-/// start-up probe passes), but the check and the write are not atomic. The
-/// same test passes on moto; run this one with `--ignored` to see it.
+/// On s3s-fs (0.14.1) two concurrent `If-None-Match: *` creates of one
+/// key can both succeed (the check and the write are not atomic); a claim
+/// reads its decision back, so still only one approver wins.
 #[test]
-#[ignore = "s3s-fs does not make conditional creates atomic under concurrency"]
 fn s3s_fs_gates_are_approved_from_other_machines_once() {
     approvals_across_machines(S3Kind::S3sFs);
 }
