@@ -231,7 +231,6 @@ enum Command {
         #[arg(long, value_name = "TEXT", required = true)]
         reason: String,
     },
-    /// Audit trail checks.
     /// Print (or --apply) a Kubernetes CronJob that runs a runbook on a schedule, with its
     /// runbook and runbook.toml in a ConfigMap and its journal in S3.
     #[command(after_help = SCHEDULE_AFTER)]
@@ -251,6 +250,7 @@ enum Command {
         #[command(flatten)]
         workload: Workload,
     },
+    /// Audit trail checks: `audit verify RUN` checks a journal's keyed hash chain.
     #[command(subcommand)]
     Audit(AuditCommand),
     /// The ssh master connections runs leave running: list them, end them.
