@@ -994,4 +994,3 @@ mod tests {
         assert!(!Url::is_s3("/tmp/journal.jsonl"));
     }
 }
-
