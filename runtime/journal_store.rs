@@ -551,22 +551,7 @@ impl Store {
 
     /// Write one segment; `Ok(false)` when it exists already.
     fn put_segment(&self, run: &str, first: u64, bytes: Vec<u8>) -> Result<bool, String> {
-        let s3 = Arc::clone(&self.s3);
-        let key = self.segment_key(run, first);
-        block(async move {
-            match s3
-                .put_opts(
-                    &key,
-                    PutPayload::from(bytes),
-                    PutOptions::from(PutMode::Create),
-                )
-                .await
-            {
-                Ok(_) => Ok(true),
-                Err(object_store::Error::AlreadyExists { .. }) => Ok(false),
-                Err(error) => Err(error_text(&error)),
-            }
-        })
+        create(&self.s3, self.segment_key(run, first), bytes)
     }
 }
 
@@ -674,24 +659,10 @@ impl Store {
         run: &str,
         answer: &crate::remote::Answer,
     ) -> Result<crate::remote::Claim, String> {
-        let s3 = Arc::clone(&self.s3);
         let key = self.answer_key(run, &answer.gate_id);
         let bytes = serde_json::to_vec_pretty(answer).unwrap_or_default();
         let ours = serde_json::to_value(answer).unwrap_or_default();
-        let created = block(async move {
-            match s3
-                .put_opts(
-                    &key,
-                    PutPayload::from(bytes),
-                    PutOptions::from(PutMode::Create),
-                )
-                .await
-            {
-                Ok(_) => Ok(true),
-                Err(object_store::Error::AlreadyExists { .. }) => Ok(false),
-                Err(error) => Err(error_text(&error)),
-            }
-        })?;
+        let created = create(&self.s3, key, bytes)?;
         if created {
             // Some stores (s3s-fs) check `If-None-Match` and write in two
             // moves, so two racing creates can both succeed and the later
@@ -968,6 +939,25 @@ fn fenced(shared: &Shared, pending: &Pending) -> ! {
         shared.run, pending.lease.body.epoch, shared.store.url
     );
     std::process::exit(Exit::Locked.code());
+}
+
+/// Create `key` unless it exists (`If-None-Match: *`): `Ok(false)` when it does.
+fn create(s3: &Arc<AmazonS3>, key: Key, bytes: Vec<u8>) -> Result<bool, String> {
+    let s3 = Arc::clone(s3);
+    block(async move {
+        match s3
+            .put_opts(
+                &key,
+                PutPayload::from(bytes),
+                PutOptions::from(PutMode::Create),
+            )
+            .await
+        {
+            Ok(_) => Ok(true),
+            Err(object_store::Error::AlreadyExists { .. }) => Ok(false),
+            Err(error) => Err(error_text(&error)),
+        }
+    })
 }
 
 /// How long a won decision settles before it is read back (see `claim`):

@@ -189,14 +189,7 @@ fn waiting(run: &str, board: &Board) -> Result<Request, Diagnostic> {
         )));
     }
     if request.expired(chrono::Utc::now()) {
-        return Err(Diagnostic::new(
-            format!(
-                "the gate of run {run} expired at {}: too late to answer",
-                request.expires
-            ),
-            Exit::Locked,
-        )
-        .hint("the run rejects it and rolls back"));
+        return Err(expired(run, &request));
     }
     Ok(request)
 }
@@ -226,14 +219,7 @@ fn waiting_in_s3(run: &str, store: &Store, board: &Board) -> Result<Request, Dia
         return Err(already(run, &answer));
     }
     if request.expired(chrono::Utc::now()) {
-        return Err(Diagnostic::new(
-            format!(
-                "the gate of run {run} expired at {}: too late to answer",
-                request.expires
-            ),
-            Exit::Locked,
-        )
-        .hint("the run rejects it and rolls back"));
+        return Err(expired(run, &request));
     }
     Ok(request)
 }
@@ -347,4 +333,16 @@ fn decide(dir: &Board, request: &Request, answer: &Answer) -> Result<Exit, Diagn
         "note: run {run} has not taken up the decision yet ({waiter}); it does when it next looks"
     );
     Ok(Exit::Ok)
+}
+
+/// The gate of `run` ran out before this answer.
+fn expired(run: &str, request: &Request) -> Diagnostic {
+    Diagnostic::new(
+        format!(
+            "the gate of run {run} expired at {}: too late to answer",
+            request.expires
+        ),
+        Exit::Locked,
+    )
+    .hint("the run rejects it and rolls back")
 }
