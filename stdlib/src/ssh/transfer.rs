@@ -35,6 +35,19 @@ fn remote_error(
     )
 }
 
+/// Ends the SFTP session by dropping it, never by `Sftp::close`.
+///
+/// openssh-sftp-client 0.15's `close` unwraps an `Arc` that a dropped
+/// `TokioCompatFile` may still hold in the task it spawns to finish the
+/// file, so under load `close` panicked ("called `Result::unwrap()` on an
+/// `Err` value: OpensshSession(JoinHandle ..)"). Dropping lets the crate's
+/// own tasks end the session once the last file handle is gone; every write
+/// was already acknowledged by `flush`/`shutdown`, and `close`'s error was
+/// never used.
+fn finish(sftp: Sftp) {
+    drop(sftp);
+}
+
 /// Copy a local file to the host; returns the bytes moved.
 pub(crate) async fn upload(
     session: Arc<Session>,
@@ -64,7 +77,7 @@ pub(crate) async fn upload(
         .await
         .map_err(|error| remote_error(target, remote, "close", &error))?;
     drop(sink);
-    let _ = sftp.close().await;
+    finish(sftp);
     Ok(bytes)
 }
 
@@ -99,7 +112,7 @@ pub(crate) async fn download(
     })?;
     let copied = tokio::io::copy(&mut source, &mut sink).await;
     drop(source);
-    let _ = sftp.close().await;
+    finish(sftp);
     let bytes = match copied {
         Ok(bytes) => bytes,
         Err(error) => {
