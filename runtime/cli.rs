@@ -691,6 +691,7 @@ fn dispatch(command: Command) -> Result<Exit, Diagnostic> {
                 output: args.execution.output,
                 no_rollback: args.execution.no_rollback,
                 verbose: args.execution.verbose,
+                deadline: None,
             })
         }
         Command::Check {

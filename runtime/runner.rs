@@ -43,6 +43,10 @@ pub struct RunOptions {
     /// `--journal s3://BUCKET/PREFIX`: also write the journal there (else
     /// the context's `journal`).
     pub journal: Option<String>,
+    /// Stop the run as Ctrl-C would once this much time has passed (not on
+    /// the command line: for programs that embed the runner, such as the
+    /// fuzz harness, which must never wait on a script's `loop {}`).
+    pub deadline: Option<std::time::Duration>,
 }
 
 /// A run that continues an earlier one (`runbook resume`).
@@ -306,6 +310,13 @@ pub fn run_with(options: &RunOptions, mut resumed: Option<Resumed>) -> Result<Ex
     // stops the script (rollbacks then run, the journal is flushed); a
     // second exits at once.
     spawn_signal_watch(&runtime, &host);
+    if let Some(deadline) = options.deadline {
+        let deadline_host = Arc::clone(&host);
+        runtime.spawn(async move {
+            tokio::time::sleep(deadline).await;
+            deadline_host.interrupt_by(Exit::Interrupted);
+        });
+    }
 
     let engine = Arc::new(engine);
     let ast = Arc::new(ast);

@@ -15,11 +15,25 @@ use tokio_util::sync::CancellationToken;
 
 use crate::redact::Redactor;
 
+/// The state folder set by a program that embeds the runtime (the fuzz
+/// harness): it wins over the environment, which such a program cannot
+/// change safely once threads run.
+static STATE_DIR: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+
+/// Use `dir` as the state folder for the rest of the process; the first
+/// call wins (returns whether this one did).
+pub fn set_state_dir(dir: PathBuf) -> bool {
+    STATE_DIR.set(dir).is_ok()
+}
+
 /// Where runbook keeps what outlives a process (journals, locks, REPL
 /// history, ssh master sockets when there is no `$XDG_RUNTIME_DIR`):
 /// `$RUNBOOK_STATE_DIR`, else `$XDG_STATE_HOME/runbook`, else
 /// `~/.local/state/runbook`.
 pub fn state_dir() -> PathBuf {
+    if let Some(dir) = STATE_DIR.get() {
+        return dir.clone();
+    }
     if let Some(dir) = std::env::var_os("RUNBOOK_STATE_DIR").filter(|dir| !dir.is_empty()) {
         return PathBuf::from(dir);
     }

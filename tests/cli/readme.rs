@@ -23,6 +23,14 @@ const NOT_RUN: &[(&str, &str)] = &[
         "the whole test suite, of which this test is part",
     ),
     ("cargo build", "the test already runs a built binary"),
+    (
+        "bash bench/fuzz.sh",
+        "fuzz campaigns of minutes each; `cargo test -p runbook-fuzz` replays their corpora",
+    ),
+    (
+        "FUZZ_TIME=",
+        "a fuzz campaign; `cargo test -p runbook-fuzz` replays its corpus",
+    ),
     ("alias runbook=", "the test puts runbook on PATH instead"),
     (
         "target/release/runbook-lab up",
