@@ -7,6 +7,9 @@
 #              (S3 GET | zstd -d | pg_restore --single-transaction, streamed in
 #               one process, sha256 checked against the manifest)
 #   pipeline:  aws s3 cp s3://... - | zstd -d | pg_restore --single-transaction
+#   floor:     pg_restore --single-transaction < a local, already decompressed
+#              file (not timed: the download and decompression): what the
+#              server alone needs, the bound every streaming restore meets
 #   parallel:  aws s3 cp s3://... file && zstd -d file && pg_restore -j JOBS
 #              (a seekable local archive is what -j needs; download and
 #               decompression are counted)
@@ -110,6 +113,18 @@ run_pipeline() {
   end=$(date +%s.%N)
   secs "$start" "$end"
 }
+run_floor() {
+  local start end
+  drop r_fl; psql -c "create database r_fl" >/dev/null
+  rm -f "$work/floor.dump.zst" "$work/floor.dump"
+  download bench/restore.dump.zst "$work/floor.dump.zst"
+  zstd -d -q "$work/floor.dump.zst" -o "$work/floor.dump"
+  start=$(date +%s.%N)
+  "$pg_bin/pg_restore" --exit-on-error --single-transaction --no-password -d "$pg_base/r_fl" <"$work/floor.dump"
+  end=$(date +%s.%N)
+  rm -f "$work/floor.dump.zst" "$work/floor.dump"
+  secs "$start" "$end"
+}
 run_parallel() {
   local start end
   drop r_pj; psql -c "create database r_pj" >/dev/null
@@ -127,25 +142,29 @@ check_rows() {
   [ "$n" = "$rows" ] || { cat "$work/rb.out" >&2; echo "$1: $n rows, expected $rows" >&2; exit 1; }
 }
 
-: >"$work/rb" ; : >"$work/rss" ; : >"$work/pl" ; : >"$work/pj"
+: >"$work/rb" ; : >"$work/rss" ; : >"$work/pl" ; : >"$work/pj" ; : >"$work/fl"
 for i in $(seq 1 "$RUNS"); do
   l=$(load); run_runbook; read -r wall rss <"$work/rb.last"; check_rows r_rb
   echo "run $i/$RUNS: runbook pg::restore            ${wall} s  (load $l)"; echo "$wall" >>"$work/rb"; echo "$rss" >>"$work/rss"
   l=$(load); t=$(run_pipeline); check_rows r_pl
   echo "run $i/$RUNS: aws s3 cp | zstd -d | pg_restore ${t} s  (load $l)"; echo "$t" >>"$work/pl"
+  l=$(load); t=$(run_floor); check_rows r_fl
+  echo "run $i/$RUNS: floor: pg_restore < local file     ${t} s  (load $l)"; echo "$t" >>"$work/fl"
   l=$(load); t=$(run_parallel); check_rows r_pj
   echo "run $i/$RUNS: download + pg_restore -j $JOBS      ${t} s  (load $l)"; echo "$t" >>"$work/pj"
-  drop r_rb; drop r_pl; drop r_pj
+  drop r_rb; drop r_pl; drop r_pj; drop r_fl
 done
 
 median() { sort -n | awk '{ v[NR] = $1 } END { if (NR % 2) print v[(NR + 1) / 2]; else printf "%.2f\n", (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
-rb=$(median <"$work/rb"); pl=$(median <"$work/pl"); pj=$(median <"$work/pj")
+rb=$(median <"$work/rb"); pl=$(median <"$work/pl"); pj=$(median <"$work/pj"); fl=$(median <"$work/fl")
 rss_kb=$(sort -n "$work/rss" | tail -n1)
 echo
 echo "table data $((table_bytes / 1048576)) MB (+ indexes: $((total_bytes / 1048576)) MB); medians of $RUNS; $(nproc) CPUs, load now $(cut -d' ' -f1-3 /proc/loadavg)"
 printf '%-46s %8s s\n' "runbook pg::restore (streaming)" "$rb"
 printf '%-46s %8s s\n' "aws s3 cp - | zstd -d | pg_restore" "$pl"
+printf '%-46s %8s s\n' "floor: pg_restore < local decompressed file" "$fl"
 printf '%-46s %8s s\n' "download + zstd -d + pg_restore -j $JOBS" "$pj"
 echo "runbook vs pipeline:          $(echo "scale=2; $pl / $rb" | bc)x  (target >= 1.1)"
+echo "runbook vs the floor:          $(echo "scale=2; $fl / $rb" | bc)x  (1.00 = only the server's work is left)"
 echo "runbook vs download + -j $JOBS:   $(echo "scale=2; $pj / $rb" | bc)x"
 echo "runbook peak RSS: $((rss_kb / 1024)) MB  (target < 64 MB)"
