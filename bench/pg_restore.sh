@@ -4,12 +4,14 @@
 # same backup, a fresh database for every run.
 #
 #   runbook:   pg::restore(#{from: "s3://bench/restore.dump.zst", database: ...})
-#              (S3 GET | zstd -d | pg_restore --single-transaction, streamed in
-#               one process, sha256 checked against the manifest)
+#              (S3 GET | zstd -d in one process, streamed, sha256 checked
+#               against the manifest; pg_restore makes the schema, the rows
+#               go over 2 connections, pg_restore builds indexes/constraints)
 #   pipeline:  aws s3 cp s3://... - | zstd -d | pg_restore --single-transaction
 #   floor:     pg_restore --single-transaction < a local, already decompressed
-#              file (not timed: the download and decompression): what the
-#              server alone needs, the bound every streaming restore meets
+#              file (not timed: the download and decompression): what one
+#              pg_restore needs with nothing to fetch, the bound of every
+#              restore that loads over one connection
 #   parallel:  aws s3 cp s3://... file && zstd -d file && pg_restore -j JOBS
 #              (a seekable local archive is what -j needs; download and
 #               decompression are counted)
@@ -165,6 +167,6 @@ printf '%-46s %8s s\n' "aws s3 cp - | zstd -d | pg_restore" "$pl"
 printf '%-46s %8s s\n' "floor: pg_restore < local decompressed file" "$fl"
 printf '%-46s %8s s\n' "download + zstd -d + pg_restore -j $JOBS" "$pj"
 echo "runbook vs pipeline:          $(echo "scale=2; $pl / $rb" | bc)x  (target >= 1.1)"
-echo "runbook vs the floor:          $(echo "scale=2; $fl / $rb" | bc)x  (1.00 = only the server's work is left)"
+echo "runbook vs the floor:          $(echo "scale=2; $fl / $rb" | bc)x  (the floor is one pg_restore with nothing to download; above 1.00 needs more than one loading connection)"
 echo "runbook vs download + -j $JOBS:   $(echo "scale=2; $pj / $rb" | bc)x"
 echo "runbook peak RSS: $((rss_kb / 1024)) MB  (target < 64 MB)"

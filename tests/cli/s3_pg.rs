@@ -716,3 +716,149 @@ print("ok " + m.manifest);
             .contains("todos_damaged")
     );
 }
+
+/// Decompress, change and recompress a `pg::dump` file with Debian's `zstd`;
+/// false (and a note) when `zstd` is not installed.
+fn rewrite_dump(file: &Path, change: impl FnOnce(&mut Vec<u8>)) -> bool {
+    let raw = file.with_extension("raw");
+    match Command::new("zstd")
+        .args(["-d", "-q", "-f", "-o"])
+        .arg(&raw)
+        .arg(file)
+        .status()
+    {
+        Ok(status) => assert!(status.success(), "zstd -d failed"),
+        Err(error) => {
+            eprintln!("SKIPPED rewriting the dump: no zstd ({error})");
+            return false;
+        }
+    }
+    let mut bytes = std::fs::read(&raw).unwrap();
+    change(&mut bytes);
+    std::fs::write(&raw, bytes).unwrap();
+    let status = Command::new("zstd")
+        .args(["-q", "-f", "--rm", "-o"])
+        .arg(file)
+        .arg(&raw)
+        .status()
+        .unwrap();
+    assert!(status.success(), "zstd failed");
+    true
+}
+
+#[test]
+fn a_fresh_restore_loads_over_several_connections_and_matches_one_pg_restore() {
+    let lab = lab(true, None);
+    let scratch = Scratch::new();
+    let pg = lab.postgres().unwrap();
+    // Rows that span many batches, with text COPY has to escape (tabs,
+    // newlines, backslashes, non-ASCII), an index, a sequence and a NULL.
+    pg.psql(
+        PgLab::DATABASE,
+        r"create table notes (id bigserial primary key, body text, extra text);
+          insert into notes (body, extra)
+            select repeat(md5(i::text), 40) || E'\ttab\nnew line\\back ü €',
+                   case when i % 7 = 0 then null else i::text end
+            from generate_series(1, 30000) as i;
+          create index notes_extra on notes (extra);",
+    )
+    .unwrap();
+    let before = snapshot(&lab, PgLab::DATABASE);
+    let file = scratch.file("all.dump.zst");
+    script(
+        &lab,
+        &scratch,
+        &format!(
+            r#"
+let m = pg::dump(#{{to: "{file}"}});
+let four = pg::restore(#{{from: "{file}", database: "r_four", parallel: 4}});
+let two = pg::restore(#{{from: "{file}", database: "r_two"}});
+let one = pg::restore(#{{from: "{file}", database: "r_one", parallel: 1}});
+print("connections " + four.connections + " " + two.connections + " " + one.connections);
+assert(four.tables == m.tables && two.tables == m.tables && one.tables == m.tables, "row counts");
+"#,
+            file = file.display()
+        ),
+    )
+    .output()
+    .assert_success()
+    .assert_contains("connections 4 2 1");
+    for db in ["r_four", "r_two", "r_one"] {
+        assert_eq!(snapshot(&lab, db), before, "{db}");
+        let indexes = pg
+            .psql(
+                db,
+                "select indexname from pg_indexes where tablename = 'notes' order by 1",
+            )
+            .unwrap();
+        assert_eq!(indexes, "notes_extra\nnotes_pkey", "{db}");
+        assert_eq!(
+            pg.psql(db, "select nextval('notes_id_seq')").unwrap(),
+            "30001",
+            "{db}: the sequence goes on where it was"
+        );
+        assert_eq!(
+            pg.psql(db, "select coalesce(shobj_description(oid, 'pg_database'), '') from pg_database where datname = current_database()")
+                .unwrap(),
+            "",
+            "{db}: no in-progress mark left"
+        );
+    }
+
+    // A database a killed restore left (marked in progress, half filled) is
+    // started over; one with tables and no mark is refused.
+    pg.psql("postgres", "create database r_left").unwrap();
+    pg.psql("r_left", "create table junk (id int)").unwrap();
+    pg.psql(
+        "postgres",
+        "comment on database r_left is 'runbook: pg::restore in progress'",
+    )
+    .unwrap();
+    let restore_into = |db: &str| {
+        script(
+            &lab,
+            &scratch,
+            &format!(
+                r#"let r = pg::restore(#{{from: "{}", database: "{db}"}}); print("created " + r.created);"#,
+                file.display()
+            ),
+        )
+        .output()
+    };
+    restore_into("r_left")
+        .assert_success()
+        .assert_contains("created true");
+    assert_eq!(snapshot(&lab, "r_left"), before);
+    pg.psql("postgres", "create database r_taken").unwrap();
+    pg.psql("r_taken", "create table junk (id int)").unwrap();
+    restore_into("r_taken")
+        .assert_exit(1)
+        .assert_contains("already has tables");
+
+    // Rows the server refuses: the error names the table, nothing is left.
+    std::fs::remove_file(scratch.file("all.dump.zst.manifest.json")).unwrap();
+    let rewritten = rewrite_dump(&file, |bytes| {
+        let needle = b"new line\\\\back";
+        let at = bytes
+            .windows(needle.len())
+            .rposition(|window| window == needle)
+            .expect("a notes row in the dump");
+        // pg_dump writes every row as a chunk of its own: the previous row's
+        // end, the chunk's length (a sign byte and 4 bytes), then the row.
+        // Make the last row's id not a number.
+        let start = bytes[..at].iter().rposition(|byte| *byte == b'\n').unwrap() + 6;
+        assert!(bytes[start..].starts_with(b"30000\t"), "the last notes row");
+        bytes[start] = b'x';
+    });
+    if rewritten {
+        restore_into("r_bad")
+            .assert_exit(1)
+            .assert_contains("load the rows of `notes`")
+            .assert_contains("invalid input syntax");
+        assert!(
+            !pg.psql("postgres", "select datname from pg_database")
+                .unwrap()
+                .contains("r_bad")
+        );
+    }
+}

@@ -3,10 +3,12 @@
 //! `pg.bin_dir`, else PATH) and stream through zstd to and from the
 //! context's S3 bucket; queries go through a driver (tokio-postgres).
 
+mod archive;
 mod catalog;
 mod conn;
 mod dump;
 mod guard;
+mod load;
 mod password;
 mod restore;
 mod roles;
@@ -30,6 +32,7 @@ const RESTORE_OPTIONS: &[&str] = &[
     "create",
     "no_owner",
     "single_transaction",
+    "parallel",
 ];
 
 fn database_option(call: &Call<'_>, options: &Options) -> Result<Database, StdlibError> {
@@ -104,6 +107,18 @@ fn dump_call(call: &mut Call<'_>) -> Result<Dynamic, Failure> {
     Ok(Dynamic::from_map(map))
 }
 
+/// `parallel`: connections that load table data at once (default 2).
+fn parallel_option(call: &Call<'_>, options: &Options) -> Result<usize, StdlibError> {
+    match options.int("parallel")? {
+        None => Ok(2),
+        Some(count) if (1..=16).contains(&count) => Ok(usize::try_from(count).unwrap_or(2)),
+        Some(_) => Err(call.bad_arg(
+            0,
+            "`parallel` (connections that load table data at once) must be 1 to 16",
+        )),
+    }
+}
+
 fn restore_call(call: &mut Call<'_>) -> Result<Dynamic, Failure> {
     let options = call.options(0, RESTORE_OPTIONS)?;
     let from = Place::parse(&required(
@@ -122,6 +137,7 @@ fn restore_call(call: &mut Call<'_>) -> Result<Dynamic, Failure> {
         create: options.bool("create")?.unwrap_or(true),
         no_owner: options.bool("no_owner")?.unwrap_or(false),
         single_transaction: options.bool("single_transaction")?.unwrap_or(true),
+        parallel: parallel_option(call, &options)?,
     };
     let restored = call.block_on(restore::run(request))?;
     let mut map = Map::new();
@@ -145,6 +161,10 @@ fn restore_call(call: &mut Call<'_>) -> Result<Dynamic, Failure> {
         .map(|(table, count)| (table.into(), Dynamic::from_int(count)))
         .collect();
     map.insert("tables".into(), Dynamic::from_map(tables));
+    map.insert(
+        "connections".into(),
+        Dynamic::from_int(i64::try_from(restored.connections).unwrap_or(1)),
+    );
     map.insert(
         "duration_ms".into(),
         Dynamic::from_int(i64::try_from(restored.duration_ms).unwrap_or(i64::MAX)),
@@ -323,22 +343,27 @@ pub(crate) fn functions() -> Vec<Function> {
         },
         function! {
             /// Restore a backup made by `pg::dump`: the object (`from: "s3://KEY"`) or
-            /// local file streams through zstd into `pg_restore` (`psql` for plain
-            /// dumps), in a single transaction. Its sha256 is checked against the
-            /// manifest before pg_restore sees the end of its input, so a damaged
-            /// backup restores nothing. The target (`database`: url or name; default
-            /// the context's) is created when it does not exist (`create`, default
-            /// true; dropped again if the restore fails); a target that has tables is
-            /// refused unless `clean: true`, which replaces its objects in place.
-            /// Options: `from`, `database`, `clean`, `create`, `no_owner`,
-            /// `single_transaction` (default true). Returns `#{database, created,
-            /// tables (row counts after the restore), rows, bytes, sha256, verified,
-            /// duration_ms}`.
+            /// local file streams through zstd (never to disk) and its sha256 is
+            /// checked against the manifest before anything is committed, so a
+            /// damaged backup restores nothing. The target (`database`: url or name;
+            /// default the context's) is created when it does not exist (`create`,
+            /// default true; dropped again if the restore fails, and started over
+            /// by the next restore if this one is killed). Into a database it
+            /// created, a custom archive's table data is loaded over `parallel`
+            /// connections at once (default 2, up to 16) between pg_restore's schema
+            /// and its indexes and constraints; `parallel: 1`, an existing target,
+            /// plain and tar dumps go through one `pg_restore` (`psql` for plain)
+            /// in one transaction (`single_transaction`, default true). A target
+            /// that has tables is refused unless `clean: true`, which replaces its
+            /// objects in place. Options: `from`, `database`, `clean`, `create`,
+            /// `no_owner`, `single_transaction`, `parallel`. Returns `#{database,
+            /// created, tables (row counts after the restore), rows, bytes, sha256,
+            /// verified, connections (that loaded the data), duration_ms}`.
             ///
             /// ```rhai
             /// let r = pg::restore(#{from: "s3://backups/todos/20260101T000000Z.dump.zst", database: "todos_restored"});
             /// ```
-            write fn pg::restore("opts: map") -> "#{from: string, database: string, server: string, created: bool, tables: map, rows: int, bytes: int, sha256: string, verified: bool, duration_ms: int}"
+            write fn pg::restore("opts: map") -> "#{from: string, database: string, server: string, created: bool, tables: map, rows: int, bytes: int, sha256: string, verified: bool, connections: int, duration_ms: int}"
             restore_call
         },
         function! {

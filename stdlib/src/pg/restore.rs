@@ -1,9 +1,11 @@
-//! `pg::restore`: the object (or file) streams through zstd decompression
+//! `pg::restore`: the object (or file) streams through zstd decompression,
+//! never to disk. Into a database it creates, a custom archive's table data
+//! is loaded over several connections ([`super::load`]); otherwise it goes
 //! into `pg_restore`'s stdin (`psql` for plain dumps), in one transaction by
 //! default. The SHA-256 of the bytes read is checked against the manifest
-//! before pg_restore sees the end of its input, so a corrupt backup is never
-//! committed. A target database that does not exist is created first (and
-//! dropped again if the restore fails).
+//! before anything restoring from them sees their end, so a corrupt backup
+//! is never committed. A target database that does not exist is created
+//! first (and dropped again if the restore fails).
 
 use std::collections::BTreeMap;
 use std::process::Stdio;
@@ -13,11 +15,13 @@ use async_compression::tokio::write::ZstdDecoder;
 use futures_util::StreamExt;
 use object_store::ObjectStoreExt;
 use sha2::{Digest, Sha256};
-use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+use super::archive;
 use super::catalog;
 use super::conn::{Database, quote_ident};
 use super::dump::{Format, Place};
+use super::load;
 use crate::host::StdlibError;
 use crate::s3::client::{Bucket, path};
 use crate::s3::transfer::READ_BUFFER;
@@ -32,6 +36,8 @@ pub(crate) struct Request {
     pub(crate) create: bool,
     pub(crate) no_owner: bool,
     pub(crate) single_transaction: bool,
+    /// Connections that load table data at once (1: one pg_restore).
+    pub(crate) parallel: usize,
 }
 
 /// What a restore did.
@@ -45,6 +51,8 @@ pub(crate) struct Restored {
     /// Whether a manifest's checksum was there to check against (and matched).
     pub(crate) verified: bool,
     pub(crate) tables: BTreeMap<String, i64>,
+    /// Connections the table data was loaded over (1: one pg_restore).
+    pub(crate) connections: usize,
     pub(crate) duration_ms: u64,
 }
 
@@ -83,12 +91,30 @@ async fn prepare(request: &Request) -> Result<bool, StdlibError> {
     let name = target.name();
     let admin = target.with_name("postgres");
     let client = admin.connect().await?;
-    let exists = client
-        .query_opt("select 1 from pg_database where datname = $1", &[&name])
+    let found = client
+        .query_opt(
+            "select shobj_description(oid, 'pg_database') from pg_database where datname = $1",
+            &[&name],
+        )
         .await
-        .map_err(|error| admin.error("look for the database in", &error))?
-        .is_some();
-    if !exists {
+        .map_err(|error| admin.error("look for the database in", &error))?;
+    let exists = found.is_some();
+    let interrupted = found
+        .and_then(|row| row.get::<_, Option<String>>(0))
+        .is_some_and(|comment| comment == IN_PROGRESS);
+    if interrupted && request.create {
+        // Left by a restore that was killed: it is ours to start again.
+        client
+            .batch_execute(&format!("drop database {}", quote_ident(&name)))
+            .await
+            .map_err(|error| {
+                admin.error(
+                    &format!("drop `{name}` (left by an interrupted restore) on"),
+                    &error,
+                )
+            })?;
+    }
+    if !exists || (interrupted && request.create) {
         if !request.create {
             return Err(StdlibError::failed(
                 format!(
@@ -102,6 +128,7 @@ async fn prepare(request: &Request) -> Result<bool, StdlibError> {
             .batch_execute(&format!("create database {}", quote_ident(&name)))
             .await
             .map_err(|error| admin.error(&format!("create the database `{name}` on"), &error))?;
+        mark(target, true).await?;
         return Ok(true);
     }
     if !request.clean {
@@ -117,6 +144,29 @@ async fn prepare(request: &Request) -> Result<bool, StdlibError> {
         }
     }
     Ok(false)
+}
+
+/// The comment a database carries while `pg::restore` fills it: a restore
+/// that is killed leaves it, and the next one into that name starts over.
+const IN_PROGRESS: &str = "runbook: pg::restore in progress";
+
+/// Set (or clear) the in-progress comment of a database being restored.
+async fn mark(database: &Database, on: bool) -> Result<(), StdlibError> {
+    let admin = database.with_name("postgres");
+    let client = admin.connect().await?;
+    let name = database.name();
+    let comment = if on {
+        format!("'{IN_PROGRESS}'")
+    } else {
+        "null".to_owned()
+    };
+    client
+        .batch_execute(&format!(
+            "comment on database {} is {comment}",
+            quote_ident(&name)
+        ))
+        .await
+        .map_err(|error| admin.error(&format!("mark the database `{name}` on"), &error))
 }
 
 async fn drop_database(database: &Database) {
@@ -135,178 +185,282 @@ async fn drop_database(database: &Database) {
 /// the restore program cannot finish (and commit) without them.
 const HOLD_BACK: usize = 1024 * 1024;
 
-/// Writes the backup into the restore program, hashing it and holding back
-/// its last [`HOLD_BACK`] bytes until the checksum is checked.
-struct Feeder<W: AsyncWrite + Unpin> {
-    writer: Writer<W>,
+/// Compressed bytes let through at a time beyond [`HOLD_BACK`]: what is
+/// decompressed at once stays small.
+const RELEASE: usize = 256 * 1024;
+
+/// The backup's bytes as they arrive: an S3 object's stream or a file.
+pub(crate) enum Source<'a> {
+    S3 {
+        stream: futures_util::stream::BoxStream<'static, object_store::Result<bytes::Bytes>>,
+        bucket: &'a Bucket,
+        key: &'a str,
+    },
+    File {
+        reader: tokio::fs::File,
+        path: &'a std::path::Path,
+        buffer: Vec<u8>,
+    },
+}
+
+impl<'a> Source<'a> {
+    pub(crate) async fn open(request: &'a Request) -> Result<Source<'a>, StdlibError> {
+        match (&request.from, &request.bucket) {
+            (Place::S3(key), Some(bucket)) => {
+                let location = path(key)?;
+                let result = bucket
+                    .store
+                    .get(&location)
+                    .await
+                    .map_err(|error| bucket.error("download", key, &error))?;
+                Ok(Source::S3 {
+                    stream: result.into_stream(),
+                    bucket,
+                    key,
+                })
+            }
+            (Place::Local(path), _) => {
+                let reader = tokio::fs::File::open(path)
+                    .await
+                    .map_err(|error| cannot_read(path, &error))?;
+                Ok(Source::File {
+                    reader,
+                    path,
+                    buffer: vec![0u8; READ_BUFFER],
+                })
+            }
+            (Place::S3(_), None) => Err(StdlibError::message(
+                "internal: no bucket for an s3:// restore",
+            )),
+        }
+    }
+
+    /// The next bytes, `None` at the end.
+    pub(crate) async fn next(&mut self) -> Result<Option<bytes::Bytes>, StdlibError> {
+        match self {
+            Source::S3 {
+                stream,
+                bucket,
+                key,
+            } => match stream.next().await {
+                None => Ok(None),
+                Some(Ok(chunk)) => Ok(Some(chunk)),
+                Some(Err(error)) => Err(bucket.error("download", key, &error)),
+            },
+            Source::File {
+                reader,
+                path,
+                buffer,
+            } => {
+                let read = reader
+                    .read(buffer)
+                    .await
+                    .map_err(|error| cannot_read(path, &error))?;
+                Ok((read > 0).then(|| bytes::Bytes::copy_from_slice(&buffer[..read])))
+            }
+        }
+    }
+}
+
+fn cannot_read(path: &std::path::Path, error: &std::io::Error) -> StdlibError {
+    StdlibError::failed(
+        format!("pg: cannot read `{}`: {error}", path.display()),
+        "check the path of the backup",
+    )
+}
+
+/// Hashes the backup, decompresses it, and holds back its last
+/// [`HOLD_BACK`] bytes until the checksum is checked: whatever restores from
+/// it cannot see the end (and commit) of a backup that does not match.
+pub(crate) struct Feeder {
+    decoder: Decoder,
     hasher: Sha256,
     bytes: u64,
     pending: Vec<u8>,
     from: Place,
 }
 
-impl<W: AsyncWrite + Unpin> Feeder<W> {
-    async fn push(&mut self, chunk: &[u8]) -> Result<(), FeedError> {
+enum Decoder {
+    Zstd(ZstdDecoder<Vec<u8>>),
+    Plain,
+}
+
+impl Feeder {
+    pub(crate) fn new(zstd: bool, from: &Place) -> Feeder {
+        Feeder {
+            decoder: if zstd {
+                Decoder::Zstd(ZstdDecoder::new(Vec::new()))
+            } else {
+                Decoder::Plain
+            },
+            hasher: Sha256::new(),
+            bytes: 0,
+            pending: Vec::with_capacity(HOLD_BACK + 2 * RELEASE),
+            from: from.clone(),
+        }
+    }
+
+    /// Take in a chunk of the backup; returns the decompressed bytes released.
+    pub(crate) async fn push(&mut self, chunk: &[u8]) -> Result<Vec<u8>, StdlibError> {
         self.hasher.update(chunk);
         self.bytes += chunk.len() as u64;
         self.pending.extend_from_slice(chunk);
-        if self.pending.len() >= 2 * HOLD_BACK {
-            let release = self.pending.len() - HOLD_BACK;
-            let Feeder {
-                writer,
-                pending,
-                from,
-                ..
-            } = self;
-            writer.feed(&pending[..release], from).await?;
-            self.pending.drain(..release);
+        if self.pending.len() < HOLD_BACK + RELEASE {
+            return Ok(Vec::new());
         }
-        Ok(())
+        let release = self.pending.len() - HOLD_BACK;
+        let out: Vec<u8> = self.pending.drain(..release).collect();
+        self.decode(&out).await
     }
 
-    /// Check the checksum, then release the held bytes and flush.
-    async fn end(
+    async fn decode(&mut self, data: &[u8]) -> Result<Vec<u8>, StdlibError> {
+        match &mut self.decoder {
+            Decoder::Zstd(decoder) => {
+                decoder
+                    .write_all(data)
+                    .await
+                    .map_err(|error| damaged(&error, &self.from))?;
+                Ok(std::mem::take(decoder.get_mut()))
+            }
+            Decoder::Plain => Ok(data.to_vec()),
+        }
+    }
+
+    /// Check the checksum; returns the bytes read, their SHA-256 and the rest
+    /// of the decompressed backup.
+    pub(crate) async fn end(
         mut self,
         expected: Option<&str>,
-        from: &Place,
-    ) -> Result<(u64, String, W), FeedError> {
+    ) -> Result<(u64, String, Vec<u8>), StdlibError> {
         let sha256 = crate::text::hex(&std::mem::take(&mut self.hasher).finalize());
         if let Some(expected) = expected
             && expected != sha256
         {
-            return Err(FeedError::Source(StdlibError::failed(
+            return Err(StdlibError::failed(
                 format!(
                     "pg: {} does not match its manifest (sha256 {sha256}, expected {expected}); nothing was restored",
-                    from.display()
+                    self.from.display()
                 ),
                 "the backup is damaged or was replaced: restore an earlier one",
-            )));
+            ));
         }
         let held = std::mem::take(&mut self.pending);
-        self.writer.feed(&held, from).await?;
-        let sink = self
-            .writer
-            .finish()
-            .await
-            .map_err(|error| damaged(error, from))?;
-        Ok((self.bytes, sha256, sink))
-    }
-}
-
-/// Feed the backup (compressed or not) into `sink`, checking it against
-/// `expected`. Returns the bytes read, their SHA-256 and the sink, still open.
-async fn feed<W: AsyncWrite + Unpin>(
-    request: &Request,
-    zstd: bool,
-    expected: Option<&str>,
-    sink: W,
-) -> Result<(u64, String, W), FeedError> {
-    let mut feeder = Feeder {
-        writer: if zstd {
-            Writer::Zstd(ZstdDecoder::new(sink))
-        } else {
-            Writer::Plain(sink)
-        },
-        hasher: Sha256::new(),
-        bytes: 0,
-        pending: Vec::with_capacity(2 * HOLD_BACK),
-        from: request.from.clone(),
-    };
-    match (&request.from, &request.bucket) {
-        (Place::S3(key), Some(bucket)) => {
-            let location = path(key).map_err(FeedError::Source)?;
-            let result = bucket
-                .store
-                .get(&location)
-                .await
-                .map_err(|error| FeedError::Source(bucket.error("download", key, &error)))?;
-            let mut stream = result.into_stream();
-            while let Some(chunk) = stream.next().await {
-                let chunk = chunk
-                    .map_err(|error| FeedError::Source(bucket.error("download", key, &error)))?;
-                feeder.push(&chunk).await?;
-            }
-        }
-        (Place::Local(file), _) => {
-            let cannot = |error: std::io::Error| {
-                FeedError::Source(StdlibError::failed(
-                    format!("pg: cannot read `{}`: {error}", file.display()),
-                    "check the path of the backup",
-                ))
-            };
-            let mut reader = tokio::fs::File::open(file).await.map_err(cannot)?;
-            let mut buffer = vec![0u8; READ_BUFFER];
-            loop {
-                let read = reader.read(&mut buffer).await.map_err(cannot)?;
-                if read == 0 {
-                    break;
-                }
-                feeder.push(&buffer[..read]).await?;
-            }
-        }
-        (Place::S3(_), None) => {
-            return Err(FeedError::Source(StdlibError::message(
-                "internal: no bucket for an s3:// restore",
-            )));
-        }
-    }
-    feeder.end(expected, &request.from).await
-}
-
-enum Writer<W: AsyncWrite + Unpin> {
-    Zstd(ZstdDecoder<W>),
-    Plain(W),
-}
-
-impl<W: AsyncWrite + Unpin> Writer<W> {
-    async fn write_all(&mut self, data: &[u8]) -> std::io::Result<()> {
-        match self {
-            Writer::Zstd(decoder) => decoder.write_all(data).await,
-            Writer::Plain(sink) => sink.write_all(data).await,
-        }
-    }
-
-    /// Write decompressed bytes: a broken pipe is the program's end, any other
-    /// error is the backup's (zstd found it damaged).
-    async fn feed(&mut self, data: &[u8], from: &Place) -> Result<(), FeedError> {
-        self.write_all(data)
-            .await
-            .map_err(|error| damaged(error, from))
-    }
-
-    /// Flush everything decoded; hand back the sink still open.
-    async fn finish(self) -> std::io::Result<W> {
-        match self {
-            Writer::Zstd(mut decoder) => {
+        let mut rest = self.decode(&held).await?;
+        if let Decoder::Zstd(decoder) = &mut self.decoder {
+            // `shutdown` of the decoder checks that the frame is complete.
+            let done = async {
                 decoder.flush().await?;
-                // `poll_shutdown` of the decoder checks the frame is complete.
-                decoder.shutdown().await?;
-                Ok(decoder.into_inner())
+                decoder.shutdown().await
             }
-            Writer::Plain(mut sink) => {
-                sink.flush().await?;
-                Ok(sink)
+            .await;
+            done.map_err(|error| damaged(&error, &self.from))?;
+            rest.append(decoder.get_mut());
+        }
+        Ok((self.bytes, sha256, rest))
+    }
+}
+
+/// Where the decompressed backup goes.
+pub(crate) trait Target {
+    async fn write(&mut self, data: &[u8]) -> Result<(), FeedError>;
+}
+
+impl Target for tokio::process::ChildStdin {
+    async fn write(&mut self, data: &[u8]) -> Result<(), FeedError> {
+        self.write_all(data).await.map_err(FeedError::Sink)
+    }
+}
+
+/// The start of the backup, decompressed: enough to read an archive's TOC.
+pub(crate) struct Peeked {
+    pub(crate) head: Vec<u8>,
+    pub(crate) toc: Option<archive::Toc>,
+    /// The feeder, or the end (bytes, sha256) when the backup was all read.
+    pub(crate) rest: Result<Feeder, (u64, String)>,
+}
+
+/// Read until the archive's table of contents is complete (or the backup is
+/// not a custom archive, or it ended).
+async fn peek(
+    source: &mut Source<'_>,
+    mut feeder: Feeder,
+    expected: Option<&str>,
+) -> Result<Peeked, StdlibError> {
+    let mut head = Vec::new();
+    loop {
+        match archive::Toc::parse(&head) {
+            Ok(Some(toc)) => {
+                return Ok(Peeked {
+                    head,
+                    toc: Some(toc),
+                    rest: Ok(feeder),
+                });
+            }
+            Ok(None) => {}
+            Err(_) => {
+                return Ok(Peeked {
+                    head,
+                    toc: None,
+                    rest: Ok(feeder),
+                });
+            }
+        }
+        match source.next().await? {
+            Some(chunk) => head.extend(feeder.push(&chunk).await?),
+            None => {
+                let (bytes, sha256, rest) = feeder.end(expected).await?;
+                head.extend(rest);
+                let toc = archive::Toc::parse(&head).ok().flatten();
+                return Ok(Peeked {
+                    head,
+                    toc,
+                    rest: Err((bytes, sha256)),
+                });
             }
         }
     }
 }
 
-/// Sort a write error: the restore program went away, or the data is damaged.
-fn damaged(error: std::io::Error, from: &Place) -> FeedError {
-    if error.kind() == std::io::ErrorKind::BrokenPipe {
-        FeedError::Sink(error)
-    } else {
-        FeedError::Source(StdlibError::failed(
-            format!(
-                "pg: {} cannot be decompressed ({error}): the backup is damaged; nothing was restored",
-                from.display()
-            ),
-            "restore an earlier backup",
-        ))
+/// Write the peeked start (from `skip`) and the rest of the backup into
+/// `target`, checking it against `expected`; returns the bytes read and
+/// their SHA-256.
+pub(crate) async fn pump<T: Target>(
+    source: &mut Source<'_>,
+    peeked: Peeked,
+    skip: usize,
+    expected: Option<&str>,
+    target: &mut T,
+) -> Result<(u64, String), FeedError> {
+    target
+        .write(&peeked.head[skip.min(peeked.head.len())..])
+        .await?;
+    let mut feeder = match peeked.rest {
+        Ok(feeder) => feeder,
+        Err(done) => return Ok(done),
+    };
+    while let Some(chunk) = source.next().await.map_err(FeedError::Source)? {
+        let out = feeder.push(&chunk).await.map_err(FeedError::Source)?;
+        if !out.is_empty() {
+            target.write(&out).await?;
+        }
     }
+    let (bytes, sha256, rest) = feeder.end(expected).await.map_err(FeedError::Source)?;
+    target.write(&rest).await?;
+    Ok((bytes, sha256))
 }
 
-enum FeedError {
+/// zstd found the backup damaged.
+fn damaged(error: &std::io::Error, from: &Place) -> StdlibError {
+    StdlibError::failed(
+        format!(
+            "pg: {} cannot be decompressed ({error}): the backup is damaged; nothing was restored",
+            from.display()
+        ),
+        "restore an earlier backup",
+    )
+}
+
+pub(crate) enum FeedError {
     /// Reading the backup failed.
     Source(StdlibError),
     /// Writing into the restore program failed (it probably exited).
@@ -333,8 +487,8 @@ pub(crate) async fn run(request: Request) -> Result<Restored, StdlibError> {
         None => request.from.display().ends_with(".zst"),
     };
     let created = prepare(&request).await?;
-    let outcome = restore(&request, format, zstd, expected_sha.as_deref()).await;
-    let (bytes, sha256) = match outcome {
+    let outcome = restore(&request, format, zstd, expected_sha.as_deref(), created).await;
+    let (bytes, sha256, connections) = match outcome {
         Ok(done) => done,
         Err(error) => {
             if created {
@@ -343,6 +497,9 @@ pub(crate) async fn run(request: Request) -> Result<Restored, StdlibError> {
             return Err(error);
         }
     };
+    if created {
+        mark(&request.database, false).await?;
+    }
     let client = request.database.connect().await?;
     let tables = catalog::row_counts(&client, &request.database).await?;
     Ok(Restored {
@@ -353,6 +510,7 @@ pub(crate) async fn run(request: Request) -> Result<Restored, StdlibError> {
         sha256,
         verified: expected_sha.is_some(),
         tables,
+        connections,
         duration_ms: u64::try_from(clock.elapsed().as_millis()).unwrap_or(u64::MAX),
     })
 }
@@ -361,6 +519,29 @@ async fn restore(
     request: &Request,
     format: Format,
     zstd: bool,
+    expected_sha: Option<&str>,
+    created: bool,
+) -> Result<(u64, String, usize), StdlibError> {
+    let mut source = Source::open(request).await?;
+    let feeder = Feeder::new(zstd, &request.from);
+    let peeked = peek(&mut source, feeder, expected_sha).await?;
+    if let Some(toc) = peeked.toc.as_ref()
+        && let Some(plan) = load::plan(request, format, created, toc)
+    {
+        let connections = plan.connections();
+        let (bytes, sha256) = load::run(request, plan, &mut source, peeked, expected_sha).await?;
+        return Ok((bytes, sha256, connections));
+    }
+    let (bytes, sha256) = program(request, format, &mut source, peeked, expected_sha).await?;
+    Ok((bytes, sha256, 1))
+}
+
+/// Restore through pg_restore (psql for plain dumps), fed on its stdin.
+async fn program(
+    request: &Request,
+    format: Format,
+    source: &mut Source<'_>,
+    peeked: Peeked,
     expected_sha: Option<&str>,
 ) -> Result<(u64, String), StdlibError> {
     let database = &request.database;
@@ -406,9 +587,7 @@ async fn restore(
     let stdout = tokio::spawn(catalog::tail(stdout, 2048));
     let stderr = tokio::spawn(catalog::tail(stderr, 4096));
     let mut stdin = stdin;
-    let result = feed(request, zstd, expected_sha, &mut stdin)
-        .await
-        .map(|(bytes, sha256, _)| (bytes, sha256));
+    let result = pump(source, peeked, 0, expected_sha, &mut stdin).await;
     let fed = match result {
         Ok((bytes, sha256)) => {
             // End of input: the program finishes (and commits) now.
