@@ -10,7 +10,7 @@
 //! entry's dump id, then chunks (an int length and the bytes) up to a length
 //! of 0.
 
-use bytes::{Buf, Bytes, BytesMut};
+use std::collections::{BTreeMap, HashMap};
 
 /// Archive versions read here: 1.12 (PostgreSQL 9.0) to 1.16 (17 and 18).
 const OLDEST: (u8, u8) = (1, 12);
@@ -52,6 +52,7 @@ pub(crate) struct Entry {
     pub(crate) has_data: bool,
     pub(crate) desc: String,
     pub(crate) tag: String,
+    pub(crate) namespace: String,
     pub(crate) section: Section,
     pub(crate) defn: String,
     pub(crate) copy: String,
@@ -160,7 +161,11 @@ impl Reader<'_> {
         for shift in 0..self.int_size {
             value |= i64::from(self.byte()?) << (8 * shift);
         }
-        Ok(if sign == 0 { value } else { -value })
+        Ok(if sign == 0 {
+            value
+        } else {
+            value.wrapping_neg()
+        })
     }
 
     fn string(&mut self) -> Result<Option<String>, Short> {
@@ -222,7 +227,7 @@ impl Reader<'_> {
             let defn = self.string()?.unwrap_or_default();
             self.string()?; // drop statement
             let copy = self.string()?.unwrap_or_default();
-            self.string()?; // namespace
+            let namespace = self.string()?.unwrap_or_default();
             self.string()?; // tablespace
             if minor >= 14 {
                 self.string()?; // table access method
@@ -241,6 +246,7 @@ impl Reader<'_> {
                 has_data,
                 desc,
                 tag,
+                namespace,
                 section,
                 defn,
                 copy,
@@ -252,21 +258,22 @@ impl Reader<'_> {
 
 /// What the data part of an archive holds, as it is read.
 #[derive(Debug, PartialEq, Eq)]
-pub(crate) enum Event {
+pub(crate) enum Event<'a> {
     /// A data block starts: its kind and the entry's dump id.
     Block { kind: u8, id: i64 },
-    /// Some of the block's bytes (COPY text for a table).
-    Data(Bytes),
+    /// Some of the block's bytes (COPY text for a table), as they came.
+    Data(&'a [u8]),
     /// The block is complete.
     End,
 }
 
-/// A push reader of data blocks: `feed` it bytes (after the TOC), take
-/// events with `next`.
+/// A push reader of data blocks: `feed` it the bytes after the TOC, piece
+/// by piece, and it calls back with what they hold, without copying them.
 pub(crate) struct Blocks {
-    buffer: BytesMut,
     int_size: usize,
     state: State,
+    /// A block header or chunk length cut between two pieces.
+    partial: Vec<u8>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -282,73 +289,240 @@ enum State {
 impl Blocks {
     pub(crate) fn new(int_size: usize) -> Blocks {
         Blocks {
-            buffer: BytesMut::with_capacity(1024 * 1024),
             int_size,
             state: State::Block,
+            partial: Vec::new(),
         }
-    }
-
-    pub(crate) fn feed(&mut self, bytes: &[u8]) {
-        self.buffer.extend_from_slice(bytes);
     }
 
     /// Whether the reader stopped between blocks with nothing left over: the
     /// archive ended where it should.
     pub(crate) fn at_end(&self) -> bool {
-        matches!(self.state, State::Block) && self.buffer.is_empty()
+        matches!(self.state, State::Block) && self.partial.is_empty()
     }
 
-    fn int(&self, at: usize) -> Option<i64> {
-        let bytes = self.buffer.get(at..at + 1 + self.int_size)?;
+    /// Take up to `want` bytes into `partial` from the front of `data`;
+    /// whether they are all there.
+    fn gather(&mut self, data: &mut &[u8], want: usize) -> bool {
+        debug_assert!(want <= 2 + 8);
+        let take = (want - self.partial.len()).min(data.len());
+        self.partial.extend_from_slice(&data[..take]);
+        *data = &data[take..];
+        self.partial.len() == want
+    }
+
+    fn int(&self, at: usize) -> i64 {
         let mut value: i64 = 0;
-        for (shift, byte) in bytes[1..].iter().enumerate() {
+        for (shift, byte) in self.partial[at + 1..at + 1 + self.int_size]
+            .iter()
+            .enumerate()
+        {
             value |= i64::from(*byte) << (8 * shift);
         }
-        Some(if bytes[0] == 0 { value } else { -value })
+        if self.partial[at] == 0 {
+            value
+        } else {
+            value.wrapping_neg()
+        }
     }
 
-    /// The next event, `Ok(None)` when more bytes are needed.
-    pub(crate) fn next(&mut self) -> Result<Option<Event>, ArchiveError> {
-        match self.state {
-            State::Block => {
-                let Some(&kind) = self.buffer.first() else {
-                    return Ok(None);
-                };
-                let Some(id) = self.int(1) else {
-                    return Ok(None);
-                };
-                self.buffer.advance(2 + self.int_size);
-                self.state = State::Length;
-                Ok(Some(Event::Block { kind, id }))
-            }
-            State::Length => {
-                let Some(len) = self.int(0) else {
-                    return Ok(None);
-                };
-                self.buffer.advance(1 + self.int_size);
-                if len == 0 {
-                    self.state = State::Block;
-                    return Ok(Some(Event::End));
+    /// Read `data`, calling `on` for each event in it.
+    pub(crate) fn feed<'a>(
+        &mut self,
+        mut data: &'a [u8],
+        mut on: impl FnMut(Event<'a>),
+    ) -> Result<(), ArchiveError> {
+        while !data.is_empty() {
+            match self.state {
+                State::Block => {
+                    if !self.gather(&mut data, 2 + self.int_size) {
+                        return Ok(());
+                    }
+                    let (kind, id) = (self.partial[0], self.int(1));
+                    self.partial.clear();
+                    self.state = State::Length;
+                    on(Event::Block { kind, id });
                 }
-                let len = usize::try_from(len)
-                    .map_err(|_| ArchiveError::Damaged(format!("a chunk of {len} bytes")))?;
-                self.state = State::Chunk(len);
-                self.next()
-            }
-            State::Chunk(left) => {
-                if self.buffer.is_empty() {
-                    return Ok(None);
+                State::Length => {
+                    if !self.gather(&mut data, 1 + self.int_size) {
+                        return Ok(());
+                    }
+                    let len = self.int(0);
+                    self.partial.clear();
+                    if len == 0 {
+                        self.state = State::Block;
+                        on(Event::End);
+                    } else {
+                        let len = usize::try_from(len).map_err(|_| {
+                            ArchiveError::Damaged(format!("a chunk of {len} bytes"))
+                        })?;
+                        self.state = State::Chunk(len);
+                    }
                 }
-                let take = left.min(self.buffer.len());
-                let data = self.buffer.split_to(take).freeze();
-                self.state = if take == left {
-                    State::Length
-                } else {
-                    State::Chunk(left - take)
-                };
-                Ok(Some(Event::Data(data)))
+                State::Chunk(left) => {
+                    let take = left.min(data.len());
+                    on(Event::Data(&data[..take]));
+                    data = &data[take..];
+                    self.state = if take == left {
+                        State::Length
+                    } else {
+                        State::Chunk(left - take)
+                    };
+                }
             }
         }
+        Ok(())
+    }
+}
+
+/// Counts the rows of every table's COPY data in a custom archive as it
+/// streams past (one line a row in COPY text, up to the `\.` line pg_dump
+/// ends it with): exactly what the archive holds, without asking the server
+/// to count them again.
+pub(crate) struct RowCounter {
+    head: Vec<u8>,
+    reading: Option<Reading>,
+    broken: bool,
+}
+
+struct Reading {
+    blocks: Blocks,
+    /// Dump id → index into `counts`.
+    tables: HashMap<i64, usize>,
+    counts: Vec<(String, i64)>,
+    current: Option<usize>,
+    /// The last bytes of the current block, to find its `\.` line.
+    tail: Vec<u8>,
+}
+
+/// Bytes of a block's end kept to find the end-of-data line.
+const TAIL: usize = 16;
+
+impl RowCounter {
+    pub(crate) fn new() -> RowCounter {
+        RowCounter {
+            head: Vec::new(),
+            reading: None,
+            broken: false,
+        }
+    }
+
+    pub(crate) fn feed(&mut self, data: &[u8]) {
+        if self.broken {
+            return;
+        }
+        let Some(reading) = &mut self.reading else {
+            self.head.extend_from_slice(data);
+            match Toc::parse(&self.head) {
+                Ok(None) => {}
+                Err(_) => {
+                    self.broken = true;
+                    self.head = Vec::new();
+                }
+                Ok(Some(toc)) => {
+                    let mut tables = HashMap::new();
+                    let mut counts = Vec::new();
+                    for entry in toc.entries.iter() {
+                        if entry.has_data && entry.desc == "TABLE DATA" {
+                            tables.insert(entry.id, counts.len());
+                            counts.push((format!("{}.{}", entry.namespace, entry.tag), 0));
+                        }
+                    }
+                    let head = std::mem::take(&mut self.head);
+                    self.reading = Some(Reading {
+                        blocks: Blocks::new(toc.int_size),
+                        tables,
+                        counts,
+                        current: None,
+                        tail: Vec::with_capacity(2 * TAIL),
+                    });
+                    self.feed(&head[toc.len..]);
+                }
+            }
+            return;
+        };
+        let Reading {
+            blocks,
+            tables,
+            counts,
+            current,
+            tail,
+        } = reading;
+        let read = blocks.feed(data, |event| match event {
+            Event::Block { kind, id } => {
+                *current = tables.get(&id).copied().filter(|_| kind == BLOCK_DATA);
+                tail.clear();
+            }
+            Event::Data(bytes) => {
+                if let Some(table) = *current {
+                    let lines = count_newlines(bytes);
+                    counts[table].1 += i64::try_from(lines).unwrap_or(i64::MAX);
+                    if bytes.len() >= TAIL {
+                        tail.clear();
+                    }
+                    tail.extend_from_slice(&bytes[bytes.len().saturating_sub(TAIL)..]);
+                    if tail.len() > TAIL {
+                        tail.drain(..tail.len() - TAIL);
+                    }
+                }
+            }
+            Event::End => {
+                if let Some(table) = current.take() {
+                    counts[table].1 -= end_of_data_lines(tail);
+                }
+            }
+        });
+        if read.is_err() {
+            self.broken = true;
+        }
+    }
+
+    /// The row counts (keyed `schema.table`), if the whole archive was read.
+    pub(crate) fn finish(self) -> Option<BTreeMap<String, i64>> {
+        let reading = self.reading.filter(|_| !self.broken)?;
+        reading
+            .blocks
+            .at_end()
+            .then(|| reading.counts.into_iter().collect())
+    }
+}
+
+/// `\n` bytes in `bytes`, 64 at a time (which the compiler vectorises:
+/// about 6 times the speed of a plain filter and count).
+fn count_newlines(bytes: &[u8]) -> usize {
+    let mut chunks = bytes.chunks_exact(64);
+    let mut count = 0;
+    for chunk in &mut chunks {
+        count += usize::from(
+            chunk
+                .iter()
+                .map(|byte| u8::from(*byte == b'\n'))
+                .sum::<u8>(),
+        );
+    }
+    count
+        + chunks
+            .remainder()
+            .iter()
+            .filter(|byte| **byte == b'\n')
+            .count()
+}
+
+/// The lines after the last row of a COPY block that ends with pg_dump's
+/// `\.` line and blank lines (`\.\n\n\n`): 0 when it does not.
+fn end_of_data_lines(tail: &[u8]) -> i64 {
+    let rows = tail
+        .iter()
+        .rposition(|byte| *byte != b'\n')
+        .map_or(0, |at| at + 1);
+    let blank = tail.len() - rows;
+    let marker = &tail[..rows];
+    let is_marker =
+        marker.ends_with(b"\\.") && (marker.len() == 2 || marker[marker.len() - 3] == b'\n');
+    if is_marker && blank > 0 {
+        i64::try_from(blank).unwrap_or(0)
+    } else {
+        0
     }
 }
 
@@ -425,6 +599,8 @@ mod tests {
         out.extend_from_slice(b"1\n2\n");
         out.extend(int(2));
         out.extend_from_slice(b"3\n");
+        out.extend(int(5));
+        out.extend_from_slice(b"\\.\n\n\n");
         out.extend(int(0));
         (out, len)
     }
@@ -466,6 +642,88 @@ mod tests {
     }
 
     #[test]
+    fn rows_are_counted_however_the_bytes_are_cut_and_a_cut_archive_counts_nothing() {
+        let (bytes, _) = archive(15);
+        for step in 1..=bytes.len() {
+            let mut counter = RowCounter::new();
+            for piece in bytes.chunks(step) {
+                counter.feed(piece);
+            }
+            let counts = counter.finish().expect("read to the end");
+            assert_eq!(
+                counts.into_iter().collect::<Vec<_>>(),
+                [("public.t".to_owned(), 3)]
+            );
+        }
+        let mut counter = RowCounter::new();
+        counter.feed(&bytes[..bytes.len() - 3]);
+        assert_eq!(counter.finish(), None);
+        let mut counter = RowCounter::new();
+        counter.feed(b"--\n-- PostgreSQL database dump\n");
+        assert_eq!(counter.finish(), None);
+    }
+
+    #[test]
+    fn damaged_archives_never_panic() {
+        let (good, _) = archive(16);
+        let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut next = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        for _ in 0..20_000 {
+            let mut bytes = good.clone();
+            for _ in 0..1 + next() % 4 {
+                let at = usize::try_from(next() % bytes.len() as u64).unwrap();
+                bytes[at] = (next() % 256) as u8;
+            }
+            bytes.truncate(usize::try_from(next() % (bytes.len() as u64 + 1)).unwrap());
+            let _ = Toc::parse(&bytes);
+            let mut counter = RowCounter::new();
+            counter.feed(&bytes);
+            let _ = counter.finish();
+            let mut blocks = Blocks::new(1 + usize::try_from(next() % 8).unwrap());
+            let _ = blocks.feed(&bytes, |_| {});
+        }
+    }
+
+    #[test]
+    fn newlines_are_counted_at_every_length_and_offset() {
+        let text: Vec<u8> = (0..300u32)
+            .map(|i| {
+                if i % 7 == 0 || i % 64 == 63 {
+                    b'\n'
+                } else {
+                    b'a'
+                }
+            })
+            .collect();
+        for start in 0..70 {
+            for end in start..text.len() {
+                let slice = &text[start..end];
+                let naive = slice.iter().filter(|byte| **byte == b'\n').count();
+                assert_eq!(count_newlines(slice), naive, "{start}..{end}");
+            }
+        }
+    }
+
+    #[test]
+    fn the_end_of_data_line_is_not_a_row() {
+        assert_eq!(end_of_data_lines(b"1\n2\n\\.\n\n\n"), 3);
+        assert_eq!(end_of_data_lines(b"\\.\n\n\n"), 3);
+        assert_eq!(end_of_data_lines(b"\\.\n"), 1);
+        assert_eq!(end_of_data_lines(b"1\n2\n"), 0);
+        assert_eq!(
+            end_of_data_lines(b"a\\.\n"),
+            0,
+            "a row that ends in a backslash-dot"
+        );
+        assert_eq!(end_of_data_lines(b""), 0);
+    }
+
+    #[test]
     fn blocks_come_out_the_same_however_the_bytes_are_cut() {
         let (bytes, len) = archive(14);
         let data = &bytes[len..];
@@ -474,20 +732,16 @@ mod tests {
             let mut events = Vec::new();
             let mut text = Vec::new();
             for piece in data.chunks(step) {
-                blocks.feed(piece);
-                while let Some(event) = blocks.next().expect("reads") {
-                    match event {
-                        Event::Data(bytes) => text.extend_from_slice(&bytes),
-                        other => events.push(other),
-                    }
-                }
+                blocks
+                    .feed(piece, |event| match event {
+                        Event::Data(bytes) => text.extend_from_slice(bytes),
+                        Event::Block { kind, id } => events.push(format!("block {kind} {id}")),
+                        Event::End => events.push("end".to_owned()),
+                    })
+                    .expect("reads");
             }
-            assert_eq!(
-                events,
-                vec![Event::Block { kind: 1, id: 9 }, Event::End],
-                "step {step}"
-            );
-            assert_eq!(text, b"1\n2\n3\n", "step {step}");
+            assert_eq!(events, ["block 1 9", "end"], "step {step}");
+            assert_eq!(text, b"1\n2\n3\n\\.\n\n\n", "step {step}");
             assert!(blocks.at_end());
         }
     }

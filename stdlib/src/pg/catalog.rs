@@ -17,10 +17,12 @@ const TABLES: &str = "select n.nspname::text, c.relname::text
       and n.nspname not like 'pg_toast%' and n.nspname not like 'pg_temp%'
     order by 1, 2";
 
-/// The exact row count of every table, keyed `schema.table`.
+/// The exact row count of every table, keyed `schema.table`; tables in
+/// `known` (counted already, in the same snapshot) are not counted again.
 pub(crate) async fn row_counts(
     client: &impl GenericClient,
     database: &Database,
+    known: &BTreeMap<String, i64>,
 ) -> Result<BTreeMap<String, i64>, StdlibError> {
     let tables = client
         .query(TABLES, &[])
@@ -30,6 +32,11 @@ pub(crate) async fn row_counts(
     for row in tables {
         let schema: String = row.get(0);
         let table: String = row.get(1);
+        let key = format!("{schema}.{table}");
+        if let Some(count) = known.get(&key) {
+            counts.insert(key, *count);
+            continue;
+        }
         let sql = format!(
             "select count(*) from {}.{}",
             quote_ident(&schema),
@@ -42,7 +49,7 @@ pub(crate) async fn row_counts(
                 database.error(&format!("count the rows of {schema}.{table} in"), &error)
             })?
             .get(0);
-        counts.insert(format!("{schema}.{table}"), count);
+        counts.insert(key, count);
     }
     Ok(counts)
 }

@@ -1,8 +1,9 @@
 //! `pg::dump`: `pg_dump`'s output, compressed with zstd as it streams, goes
 //! straight into an S3 multipart upload (or a local file): no temp file, a
-//! few parts in memory. The row counts in the manifest come from the same
-//! snapshot the dump reads (`pg_export_snapshot` + `pg_dump --snapshot`), so
-//! they describe exactly what the dump holds. The manifest is written last:
+//! few parts in memory. The row counts in the manifest describe exactly what
+//! the dump holds: a custom archive's rows are counted as they stream past,
+//! and anything else is counted in the snapshot the dump reads
+//! (`pg_export_snapshot` + `pg_dump --snapshot`). The manifest is written last:
 //! a dump that dies halfway leaves no manifest (and its multipart upload is
 //! aborted), so `s3::latest` never picks it.
 
@@ -20,6 +21,7 @@ use sha2::{Digest, Sha256};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
 
+use super::archive::RowCounter;
 use super::catalog;
 use super::conn::Database;
 use crate::host::StdlibError;
@@ -235,15 +237,22 @@ async fn pump(
     stdout: tokio::process::ChildStdout,
     out: Out,
     level: i32,
-) -> (Out, Result<u64, PumpError>) {
+    counter: Option<RowCounter>,
+) -> (Out, Option<RowCounter>, Result<u64, PumpError>) {
     let (raw_tx, mut raw_rx) = mpsc::channel::<std::io::Result<Bytes>>(RAW_CHUNKS);
     let reader = tokio::spawn(async move {
         let mut stdout = stdout;
+        let mut counter = counter;
         loop {
             let mut buffer = BytesMut::with_capacity(READ_BUFFER);
             let sent = match stdout.read_buf(&mut buffer).await {
                 Ok(0) => break,
-                Ok(_) => raw_tx.send(Ok(buffer.freeze())).await,
+                Ok(_) => {
+                    if let Some(counter) = counter.as_mut() {
+                        counter.feed(&buffer);
+                    }
+                    raw_tx.send(Ok(buffer.freeze())).await
+                }
                 Err(error) => raw_tx.send(Err(error)).await,
             };
             if sent.is_err() {
@@ -251,6 +260,7 @@ async fn pump(
             }
         }
         // Dropping the pipe here stops a pg_dump nobody reads any more.
+        counter
     });
     let (zip_tx, mut zip_rx) = mpsc::channel::<Vec<u8>>(ZIPPED_CHUNKS);
     let writer = tokio::spawn(async move {
@@ -298,12 +308,13 @@ async fn pump(
     .await;
     drop(raw_rx);
     drop(zip_tx);
-    let _ = reader.await;
+    let counter = reader.await.ok().flatten();
     let (out, written) = match writer.await {
         Ok(done) => done,
         Err(error) => {
             return (
                 Out::Gone,
+                None,
                 Err(PumpError::Write(StdlibError::message(format!(
                     "internal: the upload task failed: {error}"
                 )))),
@@ -318,7 +329,7 @@ async fn pump(
         ))),
         (Ok(()), Ok(())) => Ok(raw),
     };
-    (out, result)
+    (out, counter, result)
 }
 
 enum PumpError {
@@ -354,6 +365,25 @@ async fn snapshot(database: &Database) -> Result<Snapshot, StdlibError> {
         }
     };
     Ok(Snapshot { client, id })
+}
+
+/// Where the row counts of the manifest come from.
+enum Counting {
+    /// Counted after the dump (what the stream did not count).
+    Later(Snapshot),
+    /// Counted by the server while the dump runs.
+    Running(tokio::task::JoinHandle<(Snapshot, Result<Counts, StdlibError>)>),
+}
+
+/// Row counts, keyed `schema.table`.
+type Counts = BTreeMap<String, i64>;
+
+impl Counting {
+    fn abort(&self) {
+        if let Counting::Running(task) = self {
+            task.abort();
+        }
+    }
 }
 
 /// `pg_dump --version`'s answer.
@@ -403,14 +433,20 @@ pub(crate) async fn run(request: Request) -> Result<serde_json::Value, StdlibErr
     };
     let stderr = tokio::spawn(catalog::tail(stderr, 4096));
 
-    // The row counts come from the same snapshot, counted while the dump runs.
-    let counting = {
+    // The row counts describe the same snapshot: a custom archive's are
+    // counted in the stream itself (tables it has no rows of, such as
+    // partitioned parents, by the server afterwards, in the snapshot); the
+    // other formats are counted by the server while the dump runs.
+    let counting = if request.format == Format::Custom {
+        Counting::Later(snapshot)
+    } else {
         let database = database.clone();
-        tokio::spawn(async move {
-            let counts = catalog::row_counts(&snapshot.client, &database).await;
+        Counting::Running(tokio::spawn(async move {
+            let counts = catalog::row_counts(&snapshot.client, &database, &BTreeMap::new()).await;
             (snapshot, counts)
-        })
+        }))
     };
+    let counter = (request.format == Format::Custom).then(RowCounter::new);
     let out = match Out::open(&request).await {
         Ok(out) => out,
         Err(error) => {
@@ -419,7 +455,7 @@ pub(crate) async fn run(request: Request) -> Result<serde_json::Value, StdlibErr
             return Err(error);
         }
     };
-    let (out, pumped) = pump(stdout, out, request.level).await;
+    let (out, counter, pumped) = pump(stdout, out, request.level, counter).await;
     let pumped = match pumped {
         Err(PumpError::Write(error)) => {
             // The upload failed: stop pg_dump and the counting, drop the parts.
@@ -460,13 +496,20 @@ pub(crate) async fn run(request: Request) -> Result<serde_json::Value, StdlibErr
             ));
         }
     };
-    let (snapshot, counts) = match counting.await {
-        Ok(done) => done,
-        Err(error) => {
-            out.abort().await;
-            return Err(StdlibError::message(format!(
-                "internal: counting rows failed: {error}"
-            )));
+    let (snapshot, counts) = match counting {
+        Counting::Running(task) => match task.await {
+            Ok(done) => done,
+            Err(error) => {
+                out.abort().await;
+                return Err(StdlibError::message(format!(
+                    "internal: counting rows failed: {error}"
+                )));
+            }
+        },
+        Counting::Later(snapshot) => {
+            let known = counter.and_then(RowCounter::finish).unwrap_or_default();
+            let counts = catalog::row_counts(&snapshot.client, database, &known).await;
+            (snapshot, counts)
         }
     };
     let tables: BTreeMap<String, i64> = match counts {

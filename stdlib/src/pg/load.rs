@@ -206,10 +206,7 @@ struct Loader {
 }
 
 impl Loader {
-    async fn send(&mut self, data: Bytes) -> Result<(), FeedError> {
-        let Some(table) = self.current else {
-            return Ok(());
-        };
+    async fn send(&mut self, table: usize, data: Bytes) -> Result<(), FeedError> {
         let outbox = &self.outboxes[self.next];
         self.next = (self.next + 1) % self.outboxes.len();
         outbox
@@ -217,52 +214,62 @@ impl Loader {
             .await
             .map_err(|_| FeedError::Sink(std::io::Error::other("a loading connection stopped")))
     }
-
-    fn damaged(&self, why: &str) -> FeedError {
-        FeedError::Source(StdlibError::failed(
-            format!("pg: {} is damaged ({why}); nothing was restored", self.from),
-            "restore an earlier backup",
-        ))
-    }
 }
 
 impl Target for Loader {
     async fn write(&mut self, data: &[u8]) -> Result<(), FeedError> {
-        self.blocks.feed(data);
-        loop {
-            let event = match self.blocks.next() {
-                Ok(Some(event)) => event,
-                Ok(None) => return Ok(()),
-                Err(error) => return Err(self.damaged(&error.to_string())),
-            };
-            match event {
-                Event::Block { kind, id } => {
-                    let table = self.tables.get(&id).copied();
-                    if kind != BLOCK_DATA || table.is_none() {
-                        return Err(self.damaged(&format!(
-                            "a data block of kind {kind} for entry {id}, which the table of contents does not list"
-                        )));
-                    }
-                    self.current = table;
-                }
-                Event::Data(bytes) => {
-                    self.batch.extend_from_slice(&bytes);
-                    if self.batch.len() >= BATCH
-                        && let Some(end) = self.batch.iter().rposition(|byte| *byte == b'\n')
-                    {
-                        let rows = self.batch.split_to(end + 1).freeze();
-                        self.send(rows).await?;
-                    }
-                }
-                Event::End => {
-                    if !self.batch.is_empty() {
-                        let rows = self.batch.split().freeze();
-                        self.send(rows).await?;
-                    }
-                    self.current = None;
+        // Cut the rows into batches first, then send them (which waits).
+        let mut ready: Vec<(usize, Bytes)> = Vec::new();
+        let mut unknown = None;
+        let Loader {
+            blocks,
+            tables,
+            current,
+            batch,
+            ..
+        } = self;
+        let read = blocks.feed(data, |event| match event {
+            Event::Block { kind, id } => {
+                *current = tables.get(&id).copied().filter(|_| kind == BLOCK_DATA);
+                if current.is_none() {
+                    unknown.get_or_insert((kind, id));
                 }
             }
+            Event::Data(bytes) => {
+                batch.extend_from_slice(bytes);
+                if batch.len() >= BATCH
+                    && let Some(table) = *current
+                    && let Some(end) = batch.iter().rposition(|byte| *byte == b'\n')
+                {
+                    ready.push((table, batch.split_to(end + 1).freeze()));
+                }
+            }
+            Event::End => {
+                if let Some(table) = current.take()
+                    && !batch.is_empty()
+                {
+                    ready.push((table, batch.split().freeze()));
+                }
+                batch.clear();
+            }
+        });
+        let why = match (read, unknown) {
+            (Err(error), _) => Some(error.to_string()),
+            (Ok(()), Some((kind, id))) => Some(format!(
+                "a data block of kind {kind} for entry {id}, which the table of contents does not list"
+            )),
+            (Ok(()), None) => None,
+        };
+        if let Some(why) = why {
+            return Err(FeedError::Source(StdlibError::failed(
+                format!("pg: {} is damaged ({why}); nothing was restored", self.from),
+                "restore an earlier backup",
+            )));
         }
+        for (table, rows) in ready {
+            self.send(table, rows).await?;
+        }
+        Ok(())
     }
 }
 

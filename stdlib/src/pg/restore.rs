@@ -501,7 +501,7 @@ pub(crate) async fn run(request: Request) -> Result<Restored, StdlibError> {
         mark(&request.database, false).await?;
     }
     let client = request.database.connect().await?;
-    let tables = catalog::row_counts(&client, &request.database).await?;
+    let tables = catalog::row_counts(&client, &request.database, &BTreeMap::new()).await?;
     Ok(Restored {
         database: request.database.name(),
         server: request.database.display(),
