@@ -837,7 +837,8 @@ assert(four.tables == m.tables && two.tables == m.tables && one.tables == m.tabl
     };
     restore_into("r_left")
         .assert_success()
-        .assert_contains("created true");
+        .assert_contains("created true")
+        .assert_contains("was left half-restored by a restore that was stopped");
     assert_eq!(snapshot(&lab, "r_left"), before);
     pg.psql("postgres", "create database r_taken").unwrap();
     pg.psql("r_taken", "create table junk (id int)").unwrap();

@@ -140,6 +140,15 @@ fn restore_call(call: &mut Call<'_>) -> Result<Dynamic, Failure> {
         parallel: parallel_option(call, &options)?,
     };
     let restored = call.block_on(restore::run(request))?;
+    if restored.restarted {
+        call.host.log(
+            crate::host::Level::Warn,
+            &format!(
+                "pg::restore: `{}` was left half-restored by a restore that was stopped (it was still marked in progress); it was dropped and restored again from the start",
+                restored.database
+            ),
+        );
+    }
     let mut map = Map::new();
     map.insert("from".into(), from.display().into());
     map.insert("database".into(), restored.database.into());

@@ -46,6 +46,8 @@ pub(crate) struct Restored {
     pub(crate) database: String,
     pub(crate) server: String,
     pub(crate) created: bool,
+    /// The target was left by a killed restore, and dropped first.
+    pub(crate) restarted: bool,
     pub(crate) bytes: u64,
     pub(crate) sha256: String,
     /// Whether a manifest's checksum was there to check against (and matched).
@@ -85,8 +87,9 @@ pub(crate) async fn manifest(
     })
 }
 
-/// Create the target when missing; refuse a target with tables unless `clean`.
-async fn prepare(request: &Request) -> Result<bool, StdlibError> {
+/// Create the target when missing (or left by a killed restore); refuse a
+/// target with tables unless `clean`. Returns (created, started over).
+async fn prepare(request: &Request) -> Result<(bool, bool), StdlibError> {
     let target = &request.database;
     let name = target.name();
     let admin = target.with_name("postgres");
@@ -129,7 +132,7 @@ async fn prepare(request: &Request) -> Result<bool, StdlibError> {
             .await
             .map_err(|error| admin.error(&format!("create the database `{name}` on"), &error))?;
         mark(target, true).await?;
-        return Ok(true);
+        return Ok((true, interrupted && request.create));
     }
     if !request.clean {
         let target_client = target.connect().await?;
@@ -143,7 +146,7 @@ async fn prepare(request: &Request) -> Result<bool, StdlibError> {
             ));
         }
     }
-    Ok(false)
+    Ok((false, false))
 }
 
 /// The comment a database carries while `pg::restore` fills it: a restore
@@ -486,7 +489,7 @@ pub(crate) async fn run(request: Request) -> Result<Restored, StdlibError> {
         Some(compression) => compression == "zstd",
         None => request.from.display().ends_with(".zst"),
     };
-    let created = prepare(&request).await?;
+    let (created, restarted) = prepare(&request).await?;
     let outcome = restore(&request, format, zstd, expected_sha.as_deref(), created).await;
     let (bytes, sha256, connections) = match outcome {
         Ok(done) => done,
@@ -506,6 +509,7 @@ pub(crate) async fn run(request: Request) -> Result<Restored, StdlibError> {
         database: request.database.name(),
         server: request.database.display(),
         created,
+        restarted,
         bytes,
         sha256,
         verified: expected_sha.is_some(),
