@@ -873,3 +873,42 @@ assert(four.tables == m.tables && two.tables == m.tables && one.tables == m.tabl
         );
     }
 }
+
+#[test]
+fn dumps_pg_dump_made_without_a_manifest_restore_by_what_their_first_bytes_say() {
+    let lab = lab(true, None);
+    let scratch = Scratch::new();
+    let pg = lab.postgres().unwrap();
+    let before = snapshot(&lab, PgLab::DATABASE);
+    // pg_dump's own gzip (custom), uncompressed custom, tar and plain SQL.
+    let kinds = [
+        ("gzip.dump", vec!["-Fc"], 1),
+        ("raw.dump", vec!["-Fc", "-Z0"], 2),
+        ("dump.tar", vec!["-Ft"], 1),
+        ("dump.sql", vec!["-Fp"], 1),
+    ];
+    for (name, flags, connections) in kinds {
+        let file = scratch.file(name);
+        let status = Command::new(pg.bin_dir().join("pg_dump"))
+            .args(&flags)
+            .arg("-f")
+            .arg(&file)
+            .arg(pg.url(PgLab::DATABASE))
+            .status()
+            .unwrap();
+        assert!(status.success(), "pg_dump {flags:?}");
+        let db = format!("from_{}", name.replace('.', "_"));
+        script(
+            &lab,
+            &scratch,
+            &format!(
+                r#"let r = pg::restore(#{{from: "{}", database: "{db}"}}); print("connections " + r.connections + ", verified " + r.verified);"#,
+                file.display()
+            ),
+        )
+        .output()
+        .assert_success()
+        .assert_contains(&format!("connections {connections}, verified false"));
+        assert_eq!(snapshot(&lab, &db), before, "{name}");
+    }
+}

@@ -362,7 +362,8 @@ pub(crate) fn functions() -> Vec<Function> {
             /// connections at once (default 2, up to 16) between pg_restore's schema
             /// and its indexes and constraints; `parallel: 1`, an existing target,
             /// plain and tar dumps go through one `pg_restore` (`psql` for plain)
-            /// in one transaction (`single_transaction`, default true). A target
+            /// in one transaction (`single_transaction`, default true); without a
+            /// manifest, the backup's first bytes tell its format. A target
             /// that has tables is refused unless `clean: true`, which replaces its
             /// objects in place. Options: `from`, `database`, `clean`, `create`,
             /// `no_owner`, `single_transaction`, `parallel`. Returns `#{database,

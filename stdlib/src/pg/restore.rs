@@ -482,9 +482,7 @@ pub(crate) async fn run(request: Request) -> Result<Restored, StdlibError> {
             .map(str::to_owned)
     };
     let expected_sha = text_field("sha256");
-    let format = text_field("dump_format")
-        .and_then(|name| Format::parse(&name))
-        .unwrap_or(Format::Custom);
+    let format = text_field("dump_format").and_then(|name| Format::parse(&name));
     let zstd = match text_field("compression") {
         Some(compression) => compression == "zstd",
         None => request.from.display().ends_with(".zst"),
@@ -521,7 +519,7 @@ pub(crate) async fn run(request: Request) -> Result<Restored, StdlibError> {
 
 async fn restore(
     request: &Request,
-    format: Format,
+    format: Option<Format>,
     zstd: bool,
     expected_sha: Option<&str>,
     created: bool,
@@ -529,6 +527,8 @@ async fn restore(
     let mut source = Source::open(request).await?;
     let feeder = Feeder::new(zstd, &request.from);
     let peeked = peek(&mut source, feeder, expected_sha).await?;
+    // Without a manifest, the backup's first bytes say what it is.
+    let format = format.unwrap_or_else(|| sniff(&peeked.head));
     if let Some(toc) = peeked.toc.as_ref()
         && let Some(plan) = load::plan(request, format, created, toc)
     {
@@ -538,6 +538,18 @@ async fn restore(
     }
     let (bytes, sha256) = program(request, format, &mut source, peeked, expected_sha).await?;
     Ok((bytes, sha256, 1))
+}
+
+/// A dump's format from its first bytes: pg_dump's custom archives start
+/// with `PGDMP`, tar archives have `ustar` at byte 257, the rest is SQL.
+fn sniff(head: &[u8]) -> Format {
+    if head.starts_with(b"PGDMP") {
+        Format::Custom
+    } else if head.get(257..262) == Some(b"ustar".as_slice()) {
+        Format::Tar
+    } else {
+        Format::Plain
+    }
 }
 
 /// Restore through pg_restore (psql for plain dumps), fed on its stdin.
