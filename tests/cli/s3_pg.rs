@@ -912,3 +912,72 @@ fn dumps_pg_dump_made_without_a_manifest_restore_by_what_their_first_bytes_say()
         assert_eq!(snapshot(&lab, &db), before, "{name}");
     }
 }
+
+#[test]
+fn a_loading_connection_the_server_ends_fails_the_restore_and_leaves_nothing() {
+    let lab = lab(true, None);
+    let scratch = Scratch::new();
+    let pg = lab.postgres().unwrap();
+    pg.psql(
+        PgLab::DATABASE,
+        "create table big (id int primary key, body text);
+         insert into big select i, repeat(md5(i::text), 4) from generate_series(1, 1500000) as i",
+    )
+    .unwrap();
+    let file = scratch.file("big.dump.zst");
+    script(
+        &lab,
+        &scratch,
+        &format!(r#"pg::dump(#{{to: "{}"}});"#, file.display()),
+    )
+    .output()
+    .assert_success();
+    // The restore runs while this thread ends its COPY connections; a
+    // restore that finished before one was caught is tried again.
+    for attempt in 1..=3 {
+        let db = format!("cut_{attempt}");
+        let run = script(
+            &lab,
+            &scratch,
+            &format!(
+                r#"pg::restore(#{{from: "{}", database: "{db}"}});"#,
+                file.display()
+            ),
+        );
+        let restore = std::thread::spawn(move || run.output());
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let mut ended = false;
+        while !restore.is_finished() && Instant::now() < deadline {
+            let count = pg
+                .psql(
+                    "postgres",
+                    &format!(
+                        "select count(*) from (select pg_terminate_backend(pid) from pg_stat_activity
+                         where datname = '{db}' and query ilike 'copy%') as ended"
+                    ),
+                )
+                .unwrap();
+            if count != "0" {
+                ended = true;
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let out = restore.join().unwrap();
+        if !ended {
+            eprintln!("attempt {attempt}: the restore finished before a COPY was caught");
+            continue;
+        }
+        out.assert_exit(1)
+            .assert_contains("cannot load the rows of `big`")
+            .assert_contains("the server ended the connection");
+        assert!(
+            !pg.psql("postgres", "select datname from pg_database")
+                .unwrap()
+                .contains(&db),
+            "the database of a failed restore is dropped"
+        );
+        return;
+    }
+    panic!("no COPY connection was caught in 3 restores");
+}

@@ -349,6 +349,8 @@ impl Database {
                 self.ports(),
                 self.context
             )
+        } else if lower.contains("connection closed") || lower.contains("terminating connection") {
+            "the server ended the connection (a restart, a failover, or pg_terminate_backend): the open transaction was rolled back; check the server's log, then run it again".to_owned()
         } else {
             "the server refused the statement; its message says why".to_owned()
         };
