@@ -19,7 +19,6 @@
 
 use std::collections::HashMap;
 use std::pin::Pin;
-use std::process::Stdio;
 use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
@@ -32,7 +31,7 @@ use super::archive::{BLOCK_DATA, Blocks, Event, Toc};
 use super::catalog;
 use super::conn::Database;
 use super::dump::Format;
-use super::restore::{FeedError, Peeked, Request, Source, Target, pump};
+use super::restore::{FeedError, Peeked, Request, Source, Started, Target, pump, start};
 use crate::host::StdlibError;
 
 /// COPY rows sent to one connection at a time (cut at a row's end).
@@ -368,23 +367,13 @@ async fn pg_restore(
     if request.no_owner {
         command.arg("--no-owner");
     }
-    command
-        .arg(format!("--dbname={}", database.name()))
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let mut child = command
-        .spawn()
-        .map_err(|error| database.spawn_error("pg_restore", &error))?;
-    let (Some(mut stdin), Some(stdout), Some(stderr)) =
-        (child.stdin.take(), child.stdout.take(), child.stderr.take())
-    else {
-        return Err(StdlibError::message(
-            "internal: pg_restore's pipes are missing",
-        ));
-    };
-    let stdout = tokio::spawn(catalog::tail(stdout, 2048));
-    let stderr = tokio::spawn(catalog::tail(stderr, 4096));
+    command.arg(format!("--dbname={}", database.name()));
+    let Started {
+        mut child,
+        mut stdin,
+        stdout,
+        stderr,
+    } = start(database, "pg_restore", command)?;
     // A pg_restore that exits early breaks the pipe: its status says why.
     let _ = stdin.write_all(toc).await;
     drop(stdin);

@@ -540,6 +540,42 @@ async fn restore(
     Ok((bytes, sha256, 1))
 }
 
+/// A restore program, its stdin to feed, and the tails of its output.
+pub(crate) struct Started {
+    pub(crate) child: tokio::process::Child,
+    pub(crate) stdin: tokio::process::ChildStdin,
+    pub(crate) stdout: tokio::task::JoinHandle<String>,
+    pub(crate) stderr: tokio::task::JoinHandle<String>,
+}
+
+/// Start `command` (`program` of `database`) with piped stdin, stdout, stderr.
+pub(crate) fn start(
+    database: &Database,
+    program: &str,
+    mut command: tokio::process::Command,
+) -> Result<Started, StdlibError> {
+    command
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = command
+        .spawn()
+        .map_err(|error| database.spawn_error(program, &error))?;
+    let (Some(stdin), Some(stdout), Some(stderr)) =
+        (child.stdin.take(), child.stdout.take(), child.stderr.take())
+    else {
+        return Err(StdlibError::message(format!(
+            "internal: {program}'s pipes are missing"
+        )));
+    };
+    Ok(Started {
+        child,
+        stdin,
+        stdout: tokio::spawn(catalog::tail(stdout, 2048)),
+        stderr: tokio::spawn(catalog::tail(stderr, 4096)),
+    })
+}
+
 /// A dump's format from its first bytes: pg_dump's custom archives start
 /// with `PGDMP`, tar archives have `ustar` at byte 257, the rest is SQL.
 fn sniff(head: &[u8]) -> Format {
@@ -586,23 +622,12 @@ async fn program(
         }
         command.arg(format!("--dbname={}", database.name()));
     }
-    command
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let mut child = command
-        .spawn()
-        .map_err(|error| database.spawn_error(program, &error))?;
-    let (Some(stdin), Some(stdout), Some(stderr)) =
-        (child.stdin.take(), child.stdout.take(), child.stderr.take())
-    else {
-        return Err(StdlibError::message(
-            "internal: the restore program's pipes are missing",
-        ));
-    };
-    let stdout = tokio::spawn(catalog::tail(stdout, 2048));
-    let stderr = tokio::spawn(catalog::tail(stderr, 4096));
-    let mut stdin = stdin;
+    let Started {
+        mut child,
+        mut stdin,
+        stdout,
+        stderr,
+    } = start(database, program, command)?;
     let result = pump(source, peeked, 0, expected_sha, &mut stdin).await;
     let fed = match result {
         Ok((bytes, sha256)) => {
