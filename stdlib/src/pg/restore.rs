@@ -12,8 +12,6 @@ use std::process::Stdio;
 use std::time::Instant;
 
 use async_compression::tokio::write::ZstdDecoder;
-use futures_util::StreamExt;
-use object_store::ObjectStoreExt;
 use sha2::{Digest, Sha256};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -23,8 +21,8 @@ use super::conn::{Database, quote_ident};
 use super::dump::{Format, Place};
 use super::load;
 use crate::host::StdlibError;
-use crate::s3::client::{Bucket, path};
-use crate::s3::transfer::READ_BUFFER;
+use crate::s3::client::Bucket;
+use crate::s3::transfer::{Chunks, READ_BUFFER};
 
 /// Everything `pg::restore` was asked.
 #[derive(Debug)]
@@ -194,11 +192,7 @@ const RELEASE: usize = 256 * 1024;
 
 /// The backup's bytes as they arrive: an S3 object's stream or a file.
 pub(crate) enum Source<'a> {
-    S3 {
-        stream: futures_util::stream::BoxStream<'static, object_store::Result<bytes::Bytes>>,
-        bucket: &'a Bucket,
-        key: &'a str,
-    },
+    S3(Chunks<'a>),
     File {
         reader: tokio::fs::File,
         path: &'a std::path::Path,
@@ -210,17 +204,7 @@ impl<'a> Source<'a> {
     pub(crate) async fn open(request: &'a Request) -> Result<Source<'a>, StdlibError> {
         match (&request.from, &request.bucket) {
             (Place::S3(key), Some(bucket)) => {
-                let location = path(key)?;
-                let result = bucket
-                    .store
-                    .get(&location)
-                    .await
-                    .map_err(|error| bucket.error("download", key, &error))?;
-                Ok(Source::S3 {
-                    stream: result.into_stream(),
-                    bucket,
-                    key,
-                })
+                Ok(Source::S3(Chunks::open(bucket, key, "download").await?))
             }
             (Place::Local(path), _) => {
                 let reader = tokio::fs::File::open(path)
@@ -241,15 +225,7 @@ impl<'a> Source<'a> {
     /// The next bytes, `None` at the end.
     pub(crate) async fn next(&mut self) -> Result<Option<bytes::Bytes>, StdlibError> {
         match self {
-            Source::S3 {
-                stream,
-                bucket,
-                key,
-            } => match stream.next().await {
-                None => Ok(None),
-                Some(Ok(chunk)) => Ok(Some(chunk)),
-                Some(Err(error)) => Err(bucket.error("download", key, &error)),
-            },
+            Source::S3(chunks) => chunks.next().await,
             Source::File {
                 reader,
                 path,

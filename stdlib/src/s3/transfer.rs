@@ -196,6 +196,45 @@ pub(crate) fn partial_path(target: &FsPath) -> PathBuf {
     target.with_file_name(format!(".{name}.partial-{}", std::process::id()))
 }
 
+/// An object's bytes as they arrive; errors name the object and `action`.
+pub(crate) struct Chunks<'a> {
+    stream: futures_util::stream::BoxStream<'static, object_store::Result<Bytes>>,
+    bucket: &'a Bucket,
+    key: &'a str,
+    action: &'static str,
+}
+
+impl<'a> Chunks<'a> {
+    /// Start reading `key` (`action` is what the errors say was done).
+    pub(crate) async fn open(
+        bucket: &'a Bucket,
+        key: &'a str,
+        action: &'static str,
+    ) -> Result<Chunks<'a>, StdlibError> {
+        let location = path(key)?;
+        let result = bucket
+            .store
+            .get(&location)
+            .await
+            .map_err(|error| bucket.error(action, key, &error))?;
+        Ok(Chunks {
+            stream: result.into_stream(),
+            bucket,
+            key,
+            action,
+        })
+    }
+
+    /// The next bytes, `None` at the end.
+    pub(crate) async fn next(&mut self) -> Result<Option<Bytes>, StdlibError> {
+        match self.stream.next().await {
+            None => Ok(None),
+            Some(Ok(chunk)) => Ok(Some(chunk)),
+            Some(Err(error)) => Err(self.bucket.error(self.action, self.key, &error)),
+        }
+    }
+}
+
 /// Download `key` into `local`, streamed; `local` appears only when the
 /// whole object arrived. Returns the bytes written.
 pub(crate) async fn download(
@@ -203,12 +242,7 @@ pub(crate) async fn download(
     key: &str,
     local: &FsPath,
 ) -> Result<u64, StdlibError> {
-    let location = path(key)?;
-    let result = bucket
-        .store
-        .get(&location)
-        .await
-        .map_err(|error| bucket.error("download", key, &error))?;
+    let mut chunks = Chunks::open(bucket, key, "download").await?;
     let temp = partial_path(local);
     let cannot = |error: std::io::Error| {
         StdlibError::failed(
@@ -224,10 +258,8 @@ pub(crate) async fn download(
     let mut guard = Partial {
         path: Some(temp.clone()),
     };
-    let mut stream = result.into_stream();
     let mut bytes = 0u64;
-    while let Some(chunk) = stream.next().await {
-        let chunk = chunk.map_err(|error| bucket.error("download", key, &error))?;
+    while let Some(chunk) = chunks.next().await? {
         file.write_all(&chunk).await.map_err(cannot)?;
         bytes += chunk.len() as u64;
     }
@@ -241,17 +273,10 @@ pub(crate) async fn download(
 
 /// Stream the object `key` and hash it: `(size, sha256)`.
 pub(crate) async fn checksum(bucket: &Bucket, key: &str) -> Result<Written, StdlibError> {
-    let location = path(key)?;
-    let result = bucket
-        .store
-        .get(&location)
-        .await
-        .map_err(|error| bucket.error("read", key, &error))?;
-    let mut stream = result.into_stream();
+    let mut chunks = Chunks::open(bucket, key, "read").await?;
     let mut hasher = Sha256::new();
     let mut bytes = 0u64;
-    while let Some(chunk) = stream.next().await {
-        let chunk = chunk.map_err(|error| bucket.error("read", key, &error))?;
+    while let Some(chunk) = chunks.next().await? {
         hasher.update(&chunk);
         bytes += chunk.len() as u64;
     }
