@@ -31,7 +31,9 @@ use super::archive::{BLOCK_DATA, Blocks, Event, Toc};
 use super::catalog;
 use super::conn::Database;
 use super::dump::Format;
-use super::restore::{FeedError, Peeked, Request, Source, Started, Target, pump, start};
+use super::restore::{
+    FeedError, Peeked, Request, Source, Started, Target, pg_restore_command, pump, start,
+};
 use crate::host::StdlibError;
 
 /// COPY rows sent to one connection at a time (cut at a row's end).
@@ -358,16 +360,11 @@ async fn pg_restore(
         }
         None => None,
     };
-    let mut command = database.command("pg_restore");
-    command.args(["--exit-on-error", "--no-password", "--single-transaction"]);
+    let mut command = pg_restore_command(request, true);
     command.args(sections);
     if let Some(file) = &list_file {
         command.arg(format!("--use-list={}", file.0.display()));
     }
-    if request.no_owner {
-        command.arg("--no-owner");
-    }
-    command.arg(format!("--dbname={}", database.name()));
     let Started {
         mut child,
         mut stdin,

@@ -516,6 +516,25 @@ async fn restore(
     Ok((bytes, sha256, 1))
 }
 
+/// `pg_restore` into the target: stops at the first error, never prompts,
+/// `--no-owner` when asked.
+pub(crate) fn pg_restore_command(
+    request: &Request,
+    single_transaction: bool,
+) -> tokio::process::Command {
+    let database = &request.database;
+    let mut command = database.command("pg_restore");
+    command.args(["--exit-on-error", "--no-password"]);
+    if single_transaction {
+        command.arg("--single-transaction");
+    }
+    if request.no_owner {
+        command.arg("--no-owner");
+    }
+    command.arg(format!("--dbname={}", database.name()));
+    command
+}
+
 /// A restore program, its stdin to feed, and the tails of its output.
 pub(crate) struct Started {
     pub(crate) child: tokio::process::Child,
@@ -578,26 +597,21 @@ async fn program(
     } else {
         "pg_restore"
     };
-    let mut command = database.command(program);
-    if format == Format::Plain {
+    let command = if format == Format::Plain {
+        let mut command = database.command(program);
         command.args(["-X", "-q", "-v", "ON_ERROR_STOP=1", "--no-password"]);
         if request.single_transaction {
             command.arg("--single-transaction");
         }
         command.arg(format!("--dbname={}", database.name()));
+        command
     } else {
-        command.args(["--exit-on-error", "--no-password"]);
-        if request.single_transaction {
-            command.arg("--single-transaction");
-        }
+        let mut command = pg_restore_command(request, request.single_transaction);
         if request.clean {
             command.args(["--clean", "--if-exists"]);
         }
-        if request.no_owner {
-            command.arg("--no-owner");
-        }
-        command.arg(format!("--dbname={}", database.name()));
-    }
+        command
+    };
     let Started {
         mut child,
         mut stdin,
